@@ -1,0 +1,34 @@
+"""Typed configuration: pydantic-settings models, YAML and environment loading."""
+
+from config.loader import CONFIG_ENV_VAR, ConfigError, load_settings, masked_dump
+from config.settings import (
+    DatabaseSettings,
+    LogShippingSettings,
+    OrchestratorSettings,
+    OrphanPodPolicy,
+    PodTemplate,
+    ProviderKind,
+    ProviderSettings,
+    RaySettings,
+    ScalingSettings,
+    TelemetrySettings,
+    WorkerSettings,
+)
+
+__all__ = [
+    "CONFIG_ENV_VAR",
+    "ConfigError",
+    "DatabaseSettings",
+    "LogShippingSettings",
+    "OrchestratorSettings",
+    "OrphanPodPolicy",
+    "PodTemplate",
+    "ProviderKind",
+    "ProviderSettings",
+    "RaySettings",
+    "ScalingSettings",
+    "TelemetrySettings",
+    "WorkerSettings",
+    "load_settings",
+    "masked_dump",
+]

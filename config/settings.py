@@ -1,0 +1,343 @@
+"""The whole orchestrator's configuration, as typed pydantic-settings models.
+
+Sources, later wins: field defaults, a YAML file, environment variables with the prefix
+`ORCHESTRATOR_` and `__` for nesting (`ORCHESTRATOR_SCALING__MAX_WORKERS=8`). The standard
+variables of the services we talk to (`DATABASE_URL`, `SUPABASE_URL`,
+`SUPABASE_SERVICE_ROLE_KEY`, `RUNPOD_API_KEY`, `OTEL_*`) are honoured as they are, because
+operators already have them set. Every secret is a `SecretStr`, so a repr or a dump never shows it.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, Self
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+__all__ = [
+    "DatabaseSettings",
+    "LogShippingSettings",
+    "OrchestratorSettings",
+    "OrphanPodPolicy",
+    "PodTemplate",
+    "ProviderKind",
+    "ProviderSettings",
+    "RaySettings",
+    "ScalingSettings",
+    "TelemetrySettings",
+    "WorkerSettings",
+]
+
+
+class _Section(BaseModel):
+    # A misspelled key in a YAML file is an error, never silently ignored.
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DatabaseSettings(_Section):
+    """Where the task queue and the orchestrator's records live."""
+
+    url: SecretStr | None = Field(
+        default=None,
+        description="Postgres connection string (also read from DATABASE_URL). Supabase's direct and "
+        "pooler strings work. Takes precedence over supabase_url.",
+    )
+    supabase_url: str | None = Field(
+        default=None,
+        description="Supabase project URL (also read from SUPABASE_URL); used through the REST API "
+        "when no `url` is set.",
+    )
+    supabase_service_role_key: SecretStr | None = Field(
+        default=None,
+        description="Supabase service-role key (also read from SUPABASE_SERVICE_ROLE_KEY).",
+    )
+    embedded_dir: Path = Field(
+        default=Path(".orchestrator/pgdata"),
+        description="Data directory of the embedded Postgres used when neither url nor supabase_url "
+        "is set.",
+    )
+    pool_min_size: int = Field(default=1, ge=1, le=100, description="Connections kept open per process.")
+    pool_max_size: int = Field(default=8, ge=1, le=200, description="Most connections per process.")
+    connect_timeout_s: float = Field(
+        default=5.0, gt=0, le=120, description="Seconds to wait for a connection before giving up."
+    )
+    request_retries: int = Field(
+        default=4, ge=0, le=20, description="Retries of a transient failure on calls that are safe to repeat."
+    )
+
+    @model_validator(mode="after")
+    def _pool_bounds(self) -> Self:
+        if self.pool_min_size > self.pool_max_size:
+            raise ValueError(
+                f"pool_min_size ({self.pool_min_size}) must not exceed pool_max_size ({self.pool_max_size})"
+            )
+        return self
+
+    @property
+    def backend(self) -> str:
+        """`postgres`, `supabase` or `embedded`: which store the settings select."""
+        if self.url is not None:
+            return "postgres"
+        if self.supabase_url:
+            return "supabase"
+        return "embedded"
+
+
+class ProviderKind(StrEnum):
+    LOCAL = "local"  # pods are local processes running the reference worker (demo, tests)
+    RUNPOD = "runpod"  # real RunPod GPU pods through the runpod SDK
+
+
+class OrphanPodPolicy(StrEnum):
+    TERMINATE = "terminate"  # a pod with our prefix and no live worker row costs money: stop it
+    ADOPT = "adopt"  # give it a worker row and a lifecycle, for operators who migrate by hand
+
+
+class PodTemplate(_Section):
+    """What a RunPod pod is made of. Preference lists are walked in order on capacity errors."""
+
+    image: str = Field(default="ghcr.io/example/gpu-worker:latest", min_length=1, description="Container image.")
+    gpu_types: list[str] = Field(
+        default_factory=lambda: ["NVIDIA GeForce RTX 4090", "NVIDIA RTX A6000"],
+        min_length=1,
+        description="GPU type ids in order of preference.",
+    )
+    gpu_count: int = Field(default=1, ge=1, le=8, description="GPUs per pod.")
+    cloud_type: str = Field(
+        default="SECURE", pattern="^(SECURE|COMMUNITY|ALL)$", description="RunPod cloud: SECURE, COMMUNITY or ALL."
+    )
+    container_disk_gb: int = Field(default=50, ge=1, le=2000, description="Container disk in GB.")
+    volume_mount_path: str = Field(default="/workspace", description="Where a network volume is mounted.")
+    network_volumes: list[str] = Field(
+        default_factory=list,
+        description="Network volume ids (or names) in order of preference; empty for none.",
+    )
+    ram_tiers_gb: list[int] = Field(
+        default_factory=lambda: [72, 60, 48],
+        description="Minimum system RAM in GB, in order of preference.",
+    )
+    min_vcpu: int = Field(default=8, ge=1, le=256, description="Minimum vCPUs.")
+    ports: str = Field(default="22/tcp", description="Exposed ports in RunPod's syntax, e.g. '8888/http,22/tcp'.")
+    extra_env: dict[str, str] = Field(default_factory=dict, description="Extra environment for the worker.")
+
+
+class ProviderSettings(_Section):
+    """Which pod provider to use and how to reach it."""
+
+    kind: ProviderKind = Field(default=ProviderKind.LOCAL, description="`local` or `runpod`.")
+    name_prefix: str = Field(
+        default="gpu-",
+        min_length=1,
+        max_length=20,
+        pattern=r"^[a-z][a-z0-9-]*$",
+        description="Pods whose name starts with this belong to this orchestrator.",
+    )
+    runpod_api_key: SecretStr | None = Field(default=None, description="RunPod API key (also RUNPOD_API_KEY).")
+    runpod_api_base_url: str | None = Field(
+        default=None, description="RunPod API base URL (also RUNPOD_API_BASE_URL); default is RunPod's."
+    )
+    template: PodTemplate = Field(default_factory=PodTemplate, description="The pod template.")
+    orphan_pod_policy: OrphanPodPolicy = Field(
+        default=OrphanPodPolicy.TERMINATE,
+        description="What to do with a pod that has our prefix and no live worker row.",
+    )
+    request_max_attempts: int = Field(default=5, ge=1, le=20, description="Attempts per provider call.")
+    request_max_seconds: float = Field(default=60.0, gt=0, le=600, description="Time budget per provider call.")
+    local_boot_delay_s: float = Field(
+        default=3.0, ge=0, le=3600, description="LocalProvider: seconds a pod takes to boot."
+    )
+    local_worker_handler: str = Field(
+        default="worker.handlers:demo_handler",
+        description="LocalProvider: the `module:function` task handler its workers run.",
+    )
+
+
+class ScalingSettings(_Section):
+    """The scaling policy's knobs."""
+
+    min_workers: int = Field(default=0, ge=0, le=1000, description="Workers kept alive with no demand.")
+    max_workers: int = Field(default=10, ge=0, le=1000, description="Never more workers than this.")
+    tasks_per_worker: int = Field(default=1, ge=1, le=1000, description="Tasks one worker runs at once.")
+    per_user_concurrency_limit: int = Field(
+        default=3, ge=1, le=10_000, description="Most tasks of one user in progress at once."
+    )
+    cycle_interval_s: float = Field(
+        default=10.0, gt=0, le=3600, description="Seconds between Scaler cycles when nothing wakes it."
+    )
+    spawn_timeout_s: float = Field(
+        default=600.0, gt=0, le=86_400, description="A worker with no first heartbeat by then is an error."
+    )
+    heartbeat_interval_s: float = Field(default=10.0, gt=0, le=3600, description="Worker heartbeat period.")
+    heartbeat_timeout_s: float = Field(
+        default=90.0, gt=0, le=86_400, description="An active worker silent this long is an error."
+    )
+    idle_timeout_s: float = Field(
+        default=300.0, ge=0, le=86_400, description="An idle worker above min_workers may go after this."
+    )
+    drain_timeout_s: float = Field(
+        default=900.0, gt=0, le=86_400, description="Longest wait for a draining worker's tasks."
+    )
+    scale_down_stabilization_s: float = Field(
+        default=120.0, ge=0, le=86_400, description="No scale-down this soon after the last scale-up."
+    )
+    max_spawns_per_cycle: int = Field(default=4, ge=1, le=100, description="Most spawns in one decision.")
+    failure_window_s: float = Field(
+        default=1800.0, gt=0, le=86_400, description="Rolling window of the failure-rate breaker."
+    )
+    failure_rate_threshold: float = Field(
+        default=0.5, gt=0, le=1, description="Failure fraction in the window that opens the breaker."
+    )
+    min_attempts_for_breaker: int = Field(
+        default=4, ge=1, le=1000, description="Spawn attempts in the window before the breaker may open."
+    )
+    breaker_cooldown_s: float = Field(
+        default=300.0, ge=0, le=86_400, description="An open breaker waits this long before one probe."
+    )
+    default_boot_time_s: float = Field(
+        default=120.0, gt=0, le=86_400, description="Expected boot time until one has been measured."
+    )
+    max_task_attempts: int = Field(default=3, ge=1, le=100, description="A task fails for good after this many.")
+
+    @model_validator(mode="after")
+    def _cross_field(self) -> Self:
+        problems = []
+        if self.min_workers > self.max_workers:
+            problems.append(f"min_workers ({self.min_workers}) must not exceed max_workers ({self.max_workers})")
+        if self.heartbeat_timeout_s <= self.heartbeat_interval_s:
+            problems.append(
+                f"heartbeat_timeout_s ({self.heartbeat_timeout_s}) must be longer than "
+                f"heartbeat_interval_s ({self.heartbeat_interval_s})"
+            )
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+
+class TelemetrySettings(_Section):
+    """OpenTelemetry export. With no endpoint nothing is exported and nothing fails."""
+
+    otlp_endpoint: str | None = Field(
+        default=None,
+        description="OTLP endpoint (also OTEL_EXPORTER_OTLP_ENDPOINT), e.g. http://localhost:4318.",
+    )
+    otlp_protocol: str = Field(
+        default="http/protobuf",
+        pattern="^(grpc|http/protobuf)$",
+        description="`grpc` or `http/protobuf` (also OTEL_EXPORTER_OTLP_PROTOCOL).",
+    )
+    service_name: str = Field(
+        default="gpu-orchestrator", min_length=1, description="service.name (also OTEL_SERVICE_NAME)."
+    )
+    sampling_ratio: float = Field(default=1.0, ge=0, le=1, description="Fraction of lifecycle traces kept.")
+
+
+class LogShippingSettings(_Section):
+    """How log records travel from every process to `system_logs`."""
+
+    batch_size: int = Field(default=500, ge=1, le=50_000, description="Records per database insert.")
+    flush_interval_s: float = Field(default=0.5, gt=0, le=600, description="Longest wait before a flush.")
+    spool_dir: Path = Field(
+        default=Path(".orchestrator/spool"), description="Where acknowledged records wait for the database."
+    )
+    fallback_file: Path = Field(
+        default=Path(".orchestrator/logs/fallback.jsonl"),
+        description="JSON-lines file written while the database or the LogShipper is unreachable.",
+    )
+    dead_letter_file: Path = Field(
+        default=Path(".orchestrator/logs/dead-letter.jsonl"),
+        description="Rows the database rejected, with the reason.",
+    )
+    max_buffer_records: int = Field(
+        default=20_000, ge=100, le=10_000_000, description="In-process buffer bound per process."
+    )
+    max_spool_bytes: int = Field(
+        default=512 * 1024 * 1024, ge=1024 * 1024, description="Spool bound; oldest DEBUG goes first past it."
+    )
+    stale_flush_alarm_s: float = Field(
+        default=60.0, gt=0, le=86_400, description="Records waiting this long unflushed mean a stuck shipper."
+    )
+    health_timeout_s: float = Field(default=5.0, gt=0, le=600, description="Timeout of the health probe.")
+    level: str = Field(
+        default="INFO", pattern="^(DEBUG|INFO|WARNING|ERROR|CRITICAL)$", description="Lowest level shipped."
+    )
+
+
+class WorkerSettings(_Section):
+    """The reference worker that runs inside a pod."""
+
+    task_types: list[str] = Field(default_factory=list, description="Task types it claims; empty for all.")
+    poll_interval_s: float = Field(default=1.0, gt=0, le=600, description="Wait between empty claims.")
+    shutdown_grace_s: float = Field(
+        default=30.0, ge=0, le=3600, description="On SIGTERM, time to finish the current task."
+    )
+
+
+class RaySettings(_Section):
+    """Where the actors run."""
+
+    address: str = Field(default="auto", description="Ray address for `orchestrator up`.")
+    namespace: str = Field(default="gpu-orchestrator", min_length=1, description="Ray namespace of the actors.")
+
+
+class OrchestratorSettings(BaseSettings):
+    """Everything the orchestrator reads. See config/orchestrator.example.yaml."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="ORCHESTRATOR_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        validate_default=True,
+    )
+
+    database: DatabaseSettings = Field(default_factory=DatabaseSettings, description="The database.")
+    provider: ProviderSettings = Field(default_factory=ProviderSettings, description="The pod provider.")
+    scaling: ScalingSettings = Field(default_factory=ScalingSettings, description="The scaling policy.")
+    telemetry: TelemetrySettings = Field(default_factory=TelemetrySettings, description="Traces and metrics.")
+    log_shipping: LogShippingSettings = Field(default_factory=LogShippingSettings, description="Log shipping.")
+    worker: WorkerSettings = Field(default_factory=WorkerSettings, description="The reference worker.")
+    ray: RaySettings = Field(default_factory=RaySettings, description="Ray.")
+    lease_ttl_s: float = Field(default=30.0, gt=0, le=3600, description="Leader lease time to live.")
+    state_dir: Path = Field(default=Path(".orchestrator"), description="Local state (pgdata, spool, logs).")
+
+    @model_validator(mode="after")
+    def _lease_vs_cycle(self) -> Self:
+        if self.lease_ttl_s <= self.scaling.cycle_interval_s:
+            raise ValueError(
+                f"lease_ttl_s ({self.lease_ttl_s}) must be longer than scaling.cycle_interval_s "
+                f"({self.scaling.cycle_interval_s}), or the leader loses its lease between cycles"
+            )
+        return self
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # init carries the YAML file's content (see config.loader); the environment overrides it.
+        return (env_settings, init_settings)
+
+
+def standard_environment(environ: dict[str, str]) -> dict[str, Any]:
+    """The standard variables of our services, as a nested override dict."""
+    mapping: list[tuple[str, tuple[str, str]]] = [
+        ("DATABASE_URL", ("database", "url")),
+        ("SUPABASE_URL", ("database", "supabase_url")),
+        ("SUPABASE_SERVICE_ROLE_KEY", ("database", "supabase_service_role_key")),
+        ("RUNPOD_API_KEY", ("provider", "runpod_api_key")),
+        ("RUNPOD_API_BASE_URL", ("provider", "runpod_api_base_url")),
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", ("telemetry", "otlp_endpoint")),
+        ("OTEL_EXPORTER_OTLP_PROTOCOL", ("telemetry", "otlp_protocol")),
+        ("OTEL_SERVICE_NAME", ("telemetry", "service_name")),
+    ]
+    out: dict[str, Any] = {}
+    for var, (section, field) in mapping:
+        value = environ.get(var)
+        if value:
+            out.setdefault(section, {})[field] = value
+    return out

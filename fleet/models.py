@@ -1,0 +1,142 @@
+"""Plain data of the fleet domain: worker states, what the Scaler observes, what it decides.
+
+No I/O and no clock reads here; times are POSIX seconds (float) passed in by the caller.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+__all__ = [
+    "BreakerState",
+    "BreakerStatus",
+    "Decision",
+    "DemandSnapshot",
+    "FleetHistory",
+    "SpawnOutcome",
+    "SpawnOutcomeKind",
+    "WorkerState",
+    "WorkerView",
+]
+
+
+class WorkerState(StrEnum):
+    SPAWNING = "spawning"  # row written, pod requested or booting, no heartbeat yet
+    ACTIVE = "active"  # pod running and the worker has heartbeated: it may claim tasks
+    DRAINING = "draining"  # claims nothing new; finishes what it holds
+    TERMINATING = "terminating"  # terminate asked of the provider, not yet confirmed gone
+    TERMINATED = "terminated"  # the provider confirmed the pod is gone
+    ERROR = "error"  # spawn failed, spawn timed out, or heartbeat lost; terminated next
+
+    @classmethod
+    def terminal(cls) -> frozenset[WorkerState]:
+        """States a worker never leaves."""
+        return frozenset({cls.TERMINATED})
+
+    @classmethod
+    def live(cls) -> frozenset[WorkerState]:
+        """States in which a pod may exist and costs money."""
+        return frozenset(set(cls) - cls.terminal())
+
+    @classmethod
+    def capacity(cls) -> frozenset[WorkerState]:
+        """States that count as capacity for demand: a spawning worker is capacity on its way."""
+        return frozenset({cls.SPAWNING, cls.ACTIVE})
+
+    def counts_as_capacity(self) -> bool:
+        return self in WorkerState.capacity()
+
+    def is_terminal(self) -> bool:
+        return self in WorkerState.terminal()
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerView:
+    """What the policy knows of one worker."""
+
+    id: str
+    state: WorkerState
+    created_at: float
+    gpu_type: str | None = None
+    promoted_at: float | None = None
+    last_heartbeat_at: float | None = None
+    tasks_in_progress: int = 0
+    # When the worker last had no task after having one (or was promoted); None while busy.
+    idle_since: float | None = None
+    pod_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DemandSnapshot:
+    """Task counts read in one query."""
+
+    queued: int  # status Queued, whatever their dependency or user
+    claimable: int  # Queued, dependency done, and within the per-user concurrency limit
+    in_progress: int  # status In Progress
+    taken_at: float = 0.0
+
+
+class SpawnOutcomeKind(StrEnum):
+    BOOTED = "booted"  # reached active: a success
+    SPAWN_ERROR = "spawn_error"  # the provider refused or failed to create the pod
+    SPAWN_TIMEOUT = "spawn_timeout"  # no first heartbeat within the spawn timeout
+    HEARTBEAT_LOST = "heartbeat_lost"  # active, then silent past the heartbeat timeout
+
+    def is_failure(self) -> bool:
+        return self is not SpawnOutcomeKind.BOOTED
+
+
+@dataclass(frozen=True, slots=True)
+class SpawnOutcome:
+    """How one spawn ended. Normal scale-downs are not outcomes: they never count as failures."""
+
+    worker_id: str
+    kind: SpawnOutcomeKind
+    at: float
+    boot_seconds: float | None = None  # created to first heartbeat, for BOOTED
+
+
+class BreakerStatus(StrEnum):
+    CLOSED = "closed"  # spawns allowed
+    OPEN = "open"  # failure rate too high: no spawns until the cooldown ends
+    HALF_OPEN = "half_open"  # cooldown over: one probe spawn may go; its outcome decides
+
+
+@dataclass(frozen=True, slots=True)
+class BreakerState:
+    status: BreakerStatus = BreakerStatus.CLOSED
+    opened_at: float | None = None
+    probe_worker_id: str | None = None
+    failure_rate: float = 0.0
+    attempts_in_window: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class FleetHistory:
+    """What the policy remembers between cycles; the Scaler stores it and passes it back."""
+
+    outcomes: tuple[SpawnOutcome, ...] = ()
+    last_scale_up_at: float | None = None
+    last_scale_down_at: float | None = None
+    breaker: BreakerState = field(default_factory=BreakerState)
+    # Recent demand arrival timestamps help tell "work keeps arriving" from "the queue is done".
+    last_demand_at: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """One cycle's verdict: spawn this many, drain these, and why, in words and numbers."""
+
+    spawn: int
+    drain: tuple[str, ...]
+    reasons: tuple[str, ...]
+    breaker: BreakerState
+    desired: int
+    capacity: int
+    inputs: dict[str, float | int | str | None] = field(default_factory=dict)
+    history: FleetHistory = field(default_factory=FleetHistory)
+
+    @property
+    def changes_something(self) -> bool:
+        return self.spawn > 0 or bool(self.drain)

@@ -1,0 +1,316 @@
+"""The Store contract: every read and write of the orchestrator's database goes through it.
+
+No SQL lives outside `store/`. Both implementations (`PostgresStore` over psycopg and
+`SupabaseStore` over supabase-py `rpc`) call the same SQL functions from `store/migrations`, so
+they behave the same; one contract test suite runs over both.
+
+Times are timezone-aware UTC datetimes at this boundary. Writes made by the Scaler carry the leader
+lease epoch (`epoch=`); the database refuses them with `StaleEpoch` once another holder has taken
+the lease (fencing).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Protocol, runtime_checkable
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from fleet.models import DemandSnapshot, WorkerState
+
+__all__ = [
+    "DatabaseUnavailable",
+    "DecisionRecord",
+    "Lease",
+    "LogInsertResult",
+    "LogRecord",
+    "NewTask",
+    "RejectedLog",
+    "StaleEpoch",
+    "Store",
+    "StoreError",
+    "TaskRow",
+    "TaskStatus",
+    "WorkerEvent",
+    "WorkerRow",
+]
+
+
+class StoreError(Exception):
+    """A database operation failed for a reason that is not transient."""
+
+
+class DatabaseUnavailable(StoreError):
+    """The database could not be reached. The message names the host and what was tried, never a password."""
+
+
+class StaleEpoch(StoreError):
+    """A fenced write carried a lease epoch that is no longer the current one."""
+
+
+class TaskStatus:
+    QUEUED = "Queued"
+    IN_PROGRESS = "In Progress"
+    COMPLETE = "Complete"
+    FAILED = "Failed"
+    CANCELLED = "Cancelled"
+    ALL = (QUEUED, IN_PROGRESS, COMPLETE, FAILED, CANCELLED)
+
+
+class _Row(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+
+class NewTask(_Row):
+    task_type: str
+    user_id: str
+    params: dict[str, Any] = Field(default_factory=dict)
+    depends_on: str | None = None  # id of a task that must be Complete first
+    id: str | None = None  # generated (uuid) when None
+    created_at: datetime | None = None  # now() when None; set by fixtures that replay history
+
+
+class TaskRow(_Row):
+    id: str
+    task_type: str
+    status: str
+    user_id: str
+    params: dict[str, Any]
+    depends_on: str | None
+    worker_id: str | None
+    attempts: int
+    created_at: datetime
+    claimed_at: datetime | None
+    finished_at: datetime | None
+    error: str | None
+    result: dict[str, Any] | None = None
+
+
+class WorkerRow(_Row):
+    id: str
+    status: WorkerState
+    pod_id: str | None
+    gpu_type: str | None
+    created_at: datetime
+    promoted_at: datetime | None
+    last_heartbeat_at: datetime | None  # NULL until the first real heartbeat
+    terminated_at: datetime | None
+    termination_reason: str | None
+    trace_context: str | None  # W3C traceparent of the lifecycle anchor span
+    metadata: dict[str, Any]
+    tasks_in_progress: int = 0  # derived by list_workers/get_worker from tasks
+    idle_since: datetime | None = None  # derived: last finished task or promotion when idle
+
+
+class WorkerEvent(_Row):
+    id: int
+    worker_id: str
+    at: datetime
+    from_status: str | None  # None for the row's creation
+    to_status: str
+    reason: str
+    epoch: int | None = None
+
+
+class DecisionRecord(_Row):
+    id: int | None = None
+    at: datetime | None = None  # set by the database
+    cycle_number: int
+    leader_epoch: int
+    holder: str
+    inputs: dict[str, Any]  # queued, claimable, in progress, capacity by state, failure rate...
+    spawn_count: int
+    drain_worker_ids: list[str]
+    spawned_worker_ids: list[str] = Field(default_factory=list)
+    reasons: list[str]
+    breaker: dict[str, Any] = Field(default_factory=dict)
+    trace_id: str | None = None
+
+
+class LogRecord(_Row):
+    """One row of `system_logs`. `id` is the producer's unique id, so a replay never duplicates."""
+
+    id: str
+    at: datetime
+    level: str
+    source_type: str  # `orchestrator` or `worker`
+    source_id: str
+    message: str
+    logger: str | None = None
+    cycle_number: int | None = None
+    worker_id: str | None = None
+    task_id: str | None = None
+    trace_id: str | None = None
+    attributes: dict[str, Any] = Field(default_factory=dict)
+
+
+class RejectedLog(_Row):
+    index: int  # position in the batch that was sent
+    id: str | None
+    reason: str
+
+
+class LogInsertResult(_Row):
+    inserted: int  # rows newly written
+    duplicates: int = 0  # ids already present (a replay after a crash): not an error
+    rejected: list[RejectedLog] = Field(default_factory=list)
+
+
+class Lease(_Row):
+    name: str
+    holder: str
+    epoch: int
+    expires_at: datetime
+    acquired: bool  # True when the caller holds it after the call
+
+
+@runtime_checkable
+class Store(Protocol):
+    """Everything the orchestrator, its actors and its workers read and write."""
+
+    # --- lifecycle of the store object -------------------------------------------------------
+    def close(self) -> None: ...
+
+    def describe(self) -> str:
+        """Where this store points, with no secret: `postgres at host:5432/db`, `supabase at URL`."""
+        ...
+
+    # --- tasks -------------------------------------------------------------------------------
+    def insert_tasks(self, tasks: list[NewTask]) -> list[str]:
+        """Insert Queued tasks; returns their ids in order."""
+        ...
+
+    def claim_next_task(self, worker_id: str, task_types: list[str] | None = None) -> TaskRow | None:
+        """Atomically claim one claimable task for an `active` worker (FOR UPDATE SKIP LOCKED)."""
+        ...
+
+    def complete_task(self, task_id: str, worker_id: str, result: dict[str, Any] | None = None) -> bool:
+        """Mark Complete if this worker holds it In Progress; False otherwise."""
+        ...
+
+    def fail_task(self, task_id: str, worker_id: str, error: str) -> str | None:
+        """Count a failed attempt: back to Queued, or Failed past max attempts. Returns the new status."""
+        ...
+
+    def requeue_worker_tasks(self, worker_id: str) -> int:
+        """A dead worker's In Progress tasks go back to Queued; returns how many."""
+        ...
+
+    def demand_snapshot(self, per_user_limit: int) -> DemandSnapshot:
+        """Queued, claimable (after dependencies and per-user limits) and in-progress counts in one query."""
+        ...
+
+    def get_task(self, task_id: str) -> TaskRow | None: ...
+
+    def list_tasks(self, status: str | None = None, limit: int = 10_000) -> list[TaskRow]: ...
+
+    def task_counts(self) -> dict[str, int]:
+        """Tasks by status."""
+        ...
+
+    # --- workers -----------------------------------------------------------------------------
+    def create_worker(
+        self,
+        worker_id: str,
+        *,
+        reason: str,
+        epoch: int | None = None,
+        gpu_type: str | None = None,
+        trace_context: str | None = None,
+        metadata: dict[str, Any] | None = None,
+        created_at: datetime | None = None,
+    ) -> WorkerRow:
+        """Write the intent: a `spawning` row and its first worker_events row. Idempotent by id."""
+        ...
+
+    def get_worker(self, worker_id: str) -> WorkerRow | None: ...
+
+    def list_workers(self, include_terminated: bool = False) -> list[WorkerRow]: ...
+
+    def set_worker_pod(
+        self, worker_id: str, pod_id: str, gpu_type: str | None, metadata: dict[str, Any] | None = None
+    ) -> None:
+        """Record the pod the provider created (and merge metadata: volume, RAM tier, ssh endpoint)."""
+        ...
+
+    def transition_worker(
+        self,
+        worker_id: str,
+        expected: WorkerState | None,
+        new: WorkerState,
+        reason: str,
+        *,
+        epoch: int | None = None,
+        at: datetime | None = None,
+    ) -> bool:
+        """Compare-and-set the status and append a worker_events row in one transaction.
+
+        False when the row's status is not `expected` (a lost race: re-read, never overwrite).
+        Sets promoted_at on `active`, terminated_at and termination_reason on `terminated`.
+        """
+        ...
+
+    def worker_heartbeat(self, worker_id: str, metadata: dict[str, Any] | None = None) -> WorkerState | None:
+        """Set last_heartbeat_at, merge metadata; returns the status the orchestrator set (or None)."""
+        ...
+
+    def list_worker_events(
+        self,
+        worker_id: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        limit: int = 10_000,
+    ) -> list[WorkerEvent]: ...
+
+    # --- decisions ---------------------------------------------------------------------------
+    def record_decision(self, decision: DecisionRecord) -> int:
+        """Persist a decision (fenced by decision.leader_epoch); returns its id."""
+        ...
+
+    def set_decision_spawned(self, decision_id: int, worker_ids: list[str]) -> None:
+        """Attach the worker ids a decision spawned."""
+        ...
+
+    def list_decisions(
+        self, since: datetime | None = None, until: datetime | None = None, limit: int = 1000
+    ) -> list[DecisionRecord]:
+        """Newest last."""
+        ...
+
+    # --- logs --------------------------------------------------------------------------------
+    def insert_system_logs(self, records: list[LogRecord]) -> LogInsertResult:
+        """Insert a batch; reports rejected rows with why and never counts them as inserted."""
+        ...
+
+    def list_system_logs(
+        self,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        source_id: str | None = None,
+        limit: int = 10_000,
+    ) -> list[LogRecord]: ...
+
+    def count_system_logs(self) -> int: ...
+
+    # --- leader lease ------------------------------------------------------------------------
+    def acquire_leader_lease(self, name: str, holder: str, ttl_s: float) -> Lease:
+        """Take the lease if free or expired (epoch + 1) or renew it if already ours."""
+        ...
+
+    def renew_leader_lease(self, name: str, holder: str, epoch: int, ttl_s: float) -> bool: ...
+
+    def release_leader_lease(self, name: str, holder: str, epoch: int) -> None: ...
+
+    def get_leader_lease(self, name: str) -> Lease | None: ...
+
+    # --- notifications -----------------------------------------------------------------------
+    def wait_for_task_change(self, timeout_s: float) -> bool:
+        """Block until a task is inserted or changes status (True) or the timeout passes (False).
+
+        Stores without notifications (Supabase REST) sleep the timeout and return False.
+        """
+        ...
+
+    def now(self) -> datetime:
+        """The database's clock."""
+        ...
