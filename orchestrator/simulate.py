@@ -1,0 +1,11 @@
+"""`orchestrator simulate` (not built yet)."""
+
+from __future__ import annotations
+
+import typer
+
+
+def command() -> None:
+    """Not built yet."""
+    typer.echo("orchestrator simulate: not built yet", err=True)
+    raise typer.Exit(2)
