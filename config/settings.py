@@ -55,8 +55,7 @@ class DatabaseSettings(_Section):
     )
     embedded_dir: Path = Field(
         default=Path(".orchestrator/pgdata"),
-        description="Data directory of the embedded Postgres used when neither url nor supabase_url "
-        "is set.",
+        description="Data directory of the embedded Postgres used when neither url nor supabase_url is set.",
     )
     pool_min_size: int = Field(default=1, ge=1, le=100, description="Connections kept open per process.")
     pool_max_size: int = Field(default=8, ge=1, le=200, description="Most connections per process.")
