@@ -33,6 +33,7 @@ __all__ = [
     "ProviderError",
     "RateLimited",
     "Transient",
+    "UnknownGpuType",
 ]
 
 
@@ -64,6 +65,10 @@ class AuthFailed(ProviderError):
 
 class InvalidSpec(ProviderError):
     """The provider refused the pod spec itself (unknown GPU type, bad image...)."""
+
+
+class UnknownGpuType(InvalidSpec):
+    """The provider does not know this GPU type id: a configuration error for that preference only."""
 
 
 class NotFound(ProviderError):

@@ -110,6 +110,12 @@ class BreakerState:
     probe_worker_id: str | None = None
     failure_rate: float = 0.0
     attempts_in_window: int = 0
+    # When the HALF_OPEN probe spawn was issued; the probe is the first worker created at or after it.
+    probe_issued_at: float | None = None
+    # Outcomes before this are ignored by the rate: set when a probe closes the breaker, so the
+    # failures that opened it do not reopen it at once.
+    counting_since: float | None = None
+    failures_in_window: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,6 +128,9 @@ class FleetHistory:
     breaker: BreakerState = field(default_factory=BreakerState)
     # Recent demand arrival timestamps help tell "work keeps arriving" from "the queue is done".
     last_demand_at: float | None = None
+    # Measured boot times (created to first heartbeat) of the most recent BOOTED outcomes; kept
+    # apart from `outcomes` so the boot estimate outlives the failure window.
+    boot_samples: tuple[float, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

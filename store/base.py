@@ -11,10 +11,10 @@ the lease (fencing).
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Protocol, runtime_checkable
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from fleet.models import DemandSnapshot, WorkerState
 
@@ -59,6 +59,15 @@ class TaskStatus:
 
 class _Row(BaseModel):
     model_config = ConfigDict(frozen=True, extra="ignore")
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _utc(cls, value: Any) -> Any:
+        # The database answers in its session time zone; this boundary speaks UTC. A naive time
+        # handed in by a caller is taken as UTC.
+        if isinstance(value, datetime):
+            return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+        return value
 
 
 class NewTask(_Row):
@@ -196,8 +205,19 @@ class Store(Protocol):
         """A dead worker's In Progress tasks go back to Queued; returns how many."""
         ...
 
-    def demand_snapshot(self, per_user_limit: int) -> DemandSnapshot:
-        """Queued, claimable (after dependencies and per-user limits) and in-progress counts in one query."""
+    def demand_snapshot(self, per_user_limit: int | None = None) -> DemandSnapshot:
+        """Queued, claimable (after dependencies and per-user limits) and in-progress counts in one query.
+
+        `per_user_limit` None uses the database's queue setting (see configure_queue).
+        """
+        ...
+
+    def configure_queue(self, per_user_limit: int, max_task_attempts: int) -> None:
+        """Store the per-user concurrency limit and max attempts where the SQL functions read them.
+
+        Workers in any language call claim_next_task(worker_id, task_types) without knowing the
+        limit, so it lives in the database (`queue_settings`); the Scaler writes it from config.
+        """
         ...
 
     def get_task(self, task_id: str) -> TaskRow | None: ...

@@ -1,0 +1,399 @@
+"""WorkerLifecycle: owns one pod from request to termination (made a Ray actor in actors/remote.py).
+
+The Scaler writes the worker row (`spawning`, with the lifecycle trace context and the lease epoch)
+before it creates this actor, so the row is the intent and the single source of truth. This actor
+loops in a background thread started from `__init__`: a restart (Ray reruns `__init__` after a
+SIGKILL) resumes from the row at once, and no long-running method exists that Ray could replay.
+
+One step = observe (the row: state, heartbeat, tasks in progress; the pod at the provider), carry
+out the side effect `fleet.supervision.lifecycle_action` names (create the pod, idempotent by the
+worker id as its name; or ask the provider to stop it), then ask `fleet.lifecycle.next_transition`
+where to go and record that with `store.transition_worker` (compare-and-set: a lost race is
+re-read on the next step, never overwritten). The worker's In Progress tasks are requeued after
+the provider confirmed the pod gone and before `terminated` is recorded. Then the actor ends.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from actors import _telemetry
+from cloud import base as cloud
+from cloud import spec as cloud_spec
+from config.settings import OrchestratorSettings
+from fleet import lifecycle as machine
+from fleet import supervision
+from fleet.models import WorkerState
+from store import base as store_base
+
+logger = logging.getLogger(__name__)
+
+StoreFactory = Callable[[OrchestratorSettings], Any]
+ProviderFactory = Callable[[OrchestratorSettings], Any]
+
+# Provider pod status -> what the state machine sees.
+_POD_PHASE = {
+    cloud.PodStatus.PENDING: machine.PodPhase.PENDING,
+    cloud.PodStatus.RUNNING: machine.PodPhase.RUNNING,
+    cloud.PodStatus.EXITED: machine.PodPhase.EXITED,
+    cloud.PodStatus.TERMINATED: machine.PodPhase.GONE,
+    cloud.PodStatus.UNKNOWN: machine.PodPhase.UNKNOWN,
+}
+
+# Trace phase of each (state, pod id recorded) pair: "provision" until the provider answered.
+_TRACE_PHASE = {
+    (WorkerState.SPAWNING, False): "provision",
+    (WorkerState.SPAWNING, True): "boot",
+    (WorkerState.ACTIVE, False): "active",
+    (WorkerState.ACTIVE, True): "active",
+    (WorkerState.DRAINING, False): "drain",
+    (WorkerState.DRAINING, True): "drain",
+    (WorkerState.TERMINATING, False): "terminate",
+    (WorkerState.TERMINATING, True): "terminate",
+}
+
+# How the trace names the end of a lifecycle, by the code of the reason that ended it.
+_ERROR_CODES = frozenset({"spawn_error", "spawn_timeout", "heartbeat_lost", "pod_lost", "drain_lost"})
+
+
+def _default_store(settings: OrchestratorSettings) -> Any:
+    from store import factory
+
+    return factory.open_store(settings)
+
+
+def _default_provider(settings: OrchestratorSettings) -> Any:
+    from cloud import factory
+
+    return factory.make_provider(settings)
+
+
+def _exit_ray_actor() -> None:
+    """End this actor for good (no restart). Outside Ray (plain-class tests) there is nothing to end."""
+    import ray
+
+    if not ray.is_initialized():
+        return
+    try:
+        handle = ray.get_runtime_context().current_actor
+    except Exception:  # not inside an actor
+        return
+    ray.kill(handle, no_restart=True)
+
+
+@dataclass(frozen=True, slots=True)
+class _PodView:
+    phase: machine.PodPhase
+    pod: cloud.Pod | None = None
+
+
+class WorkerLifecycle:
+    """Supervises the pod of one worker; state lives in its `workers` row, never only here."""
+
+    def __init__(
+        self,
+        worker_id: str,
+        settings: OrchestratorSettings,
+        *,
+        store_factory: StoreFactory | None = None,
+        provider_factory: ProviderFactory | None = None,
+        exit_hook: Callable[[], None] | None = None,
+        start: bool = True,
+    ) -> None:
+        self.worker_id = worker_id
+        self._settings = settings
+        self._config = settings.scaling
+        self._poll_s = min(settings.scaling.heartbeat_interval_s, settings.scaling.cycle_interval_s)
+        _telemetry.setup_process(settings, component="worker-lifecycle", identity=worker_id)
+        self._store = (store_factory or _default_store)(settings)
+        self._provider = (provider_factory or _default_provider)(settings)
+        self._exit_hook = exit_hook or _exit_ray_actor
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._finished = threading.Event()
+        # Requests from the Scaler or an operator; in memory on purpose: after a restart the Scaler
+        # asks again if the decision still stands, and an operator's `down` repeats its request.
+        self._drain_request: tuple[str, int | None] | None = None
+        self._terminate_requested = False
+        self._provider_error: str | None = None
+        self._state: WorkerState | None = None
+        self._state_since: float | None = None
+        self._trace: Any = None
+        self._steps = 0
+        self._last_error: str | None = None
+        self._last_step_at: float | None = None
+        self._thread: threading.Thread | None = None
+        if start:
+            self.start()
+
+    def __repr__(self) -> str:
+        return f"WorkerLifecycle({self.worker_id})"
+
+    # --- methods called through Ray (short; the loop runs in its own thread) ---------------------
+    def start(self) -> None:
+        """Start the supervision loop (idempotent)."""
+        if self._thread is not None and self._thread.is_alive():
+            return
+        self._thread = threading.Thread(target=self._run, name=f"lifecycle-{self.worker_id}", daemon=True)
+        self._thread.start()
+
+    def drain(self, reason: str, epoch: int | None = None) -> bool:
+        """The Scaler's scale-down: the next step moves an active worker to draining (fenced by epoch)."""
+        logger.info("drain requested for %s: %s", self.worker_id, reason)
+        self._drain_request = (reason, epoch)
+        self._wake.set()
+        return True
+
+    def request_terminate(self, reason: str = "operator") -> bool:
+        """An operator's `down --terminate-pods`: drain a busy worker, stop an idle or booting one."""
+        logger.info("terminate requested for %s: %s", self.worker_id, reason)
+        self._terminate_requested = True
+        self._wake.set()
+        return True
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "worker_id": self.worker_id,
+            "state": self._state.value if self._state else None,
+            "steps": self._steps,
+            "last_step_at": self._last_step_at,
+            "last_error": self._last_error,
+            "drain_requested": self._drain_request is not None,
+            "terminate_requested": self._terminate_requested,
+            "finished": self._finished.is_set(),
+            "loop_alive": self._thread is not None and self._thread.is_alive(),
+            "pid": os.getpid(),
+        }
+
+    def health(self) -> bool:
+        self.start()  # a loop thread that died (it should not) is started again
+        return True
+
+    def pid(self) -> int:
+        return os.getpid()
+
+    def stop(self) -> None:
+        """Stop the loop (tests, `orchestrator down`); the row and the pod stay as they are."""
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+
+    # --- the loop ---------------------------------------------------------------------------------
+    def _run(self) -> None:
+        while not self._stop.is_set() and not self._finished.is_set():
+            try:
+                self.step()
+            except Exception as exc:  # never let one bad step end the supervision of a pod
+                self._last_error = f"{type(exc).__name__}: {exc}"
+                logger.exception("lifecycle step of %s failed", self.worker_id)
+            if self._finished.is_set():
+                break
+            self._wake.wait(self._poll_s)
+            self._wake.clear()
+        if self._finished.is_set() and not self._stop.is_set():
+            self._close()
+            self._exit_hook()
+
+    def step(self) -> None:
+        """Observe, act, transition: one pass. Public so tests can drive a plain instance."""
+        self._steps += 1
+        now = self._store.now().timestamp()
+        self._last_step_at = now
+        row = self._store.get_worker(self.worker_id)
+        if row is None:
+            logger.error("worker %s has no row: nothing to supervise", self.worker_id)
+            self._finished.set()
+            return
+        self._follow(row, now)
+        if row.status.is_terminal():
+            self._finished.set()
+            return
+        view = self._observe_pod(row)
+        action = supervision.lifecycle_action(row.status, view.phase, self._provider_error)
+        view = self._ACTIONS[action](self, row, view)
+        drain = self._drain_request
+        obs = machine.Observation(
+            pod_phase=view.phase,
+            last_heartbeat_at=row.last_heartbeat_at.timestamp() if row.last_heartbeat_at else None,
+            tasks_in_progress=row.tasks_in_progress,
+            drain_requested=drain is not None,
+            terminate_requested=self._terminate_requested,
+            provider_error=self._provider_error,
+        )
+        transition = machine.next_transition(
+            row.status,
+            obs,
+            now=now,
+            created_at=row.created_at.timestamp(),
+            state_since=self._state_since if self._state_since is not None else now,
+            config=self._config,
+        )
+        if transition is not None:
+            self._carry_out(row, transition, now, epoch=self._EPOCH_OF.get(transition.to, _no_epoch)(drain))
+
+    # --- observing ----------------------------------------------------------------------------------
+    def _follow(self, row: store_base.WorkerRow, now: float) -> None:
+        """Keep the in-memory state, its start time and the trace phase in step with the row."""
+        if self._trace is None:
+            self._trace = _telemetry.lifecycle_trace(row.trace_context, self.worker_id)
+        if row.status is self._state:
+            return
+        self._state_since = self._entered_at(row, now)
+        self._state = row.status
+        phase = _TRACE_PHASE.get((row.status, row.pod_id is not None))
+        if phase is not None:
+            self._trace.begin_phase(phase)
+
+    def _entered_at(self, row: store_base.WorkerRow, now: float) -> float:
+        """When the row entered its current state: its newest worker_events row (after a restart too)."""
+        events = self._store.list_worker_events(worker_id=self.worker_id)
+        matching = [e.at.timestamp() for e in events if e.to_status == row.status.value]
+        return max(matching, default=now)
+
+    def _observe_pod(self, row: store_base.WorkerRow) -> _PodView:
+        if row.pod_id is None:
+            return self._pod_by_name(row)
+        try:
+            pod = self._provider.get(row.pod_id)
+        except cloud.NotFound:
+            return _PodView(machine.PodPhase.GONE)
+        except cloud.ProviderError as exc:
+            logger.warning("provider could not report pod %s of %s: %s", row.pod_id, self.worker_id, exc)
+            return _PodView(machine.PodPhase.UNKNOWN)
+        return _PodView(_POD_PHASE[pod.status], pod)
+
+    def _pod_by_name(self, row: store_base.WorkerRow) -> _PodView:
+        """No pod id recorded. Spawning: not created yet (NONE). Later: look it up by its name."""
+        if row.status is WorkerState.SPAWNING:
+            return _PodView(machine.PodPhase.NONE)
+        try:
+            pods = [p for p in self._provider.list(self._settings.provider.name_prefix) if p.name == self.worker_id]
+        except cloud.ProviderError as exc:
+            logger.warning("provider could not list pods for %s: %s", self.worker_id, exc)
+            return _PodView(machine.PodPhase.UNKNOWN)
+        views = [_PodView(_POD_PHASE[p.status], p) for p in pods]
+        return next(iter(views), _PodView(machine.PodPhase.GONE))
+
+    # --- acting ------------------------------------------------------------------------------------
+    def _observe_only(self, row: store_base.WorkerRow, view: _PodView) -> _PodView:
+        return view
+
+    def _provision(self, row: store_base.WorkerRow, view: _PodView) -> _PodView:
+        """Create the pod named after the worker (idempotent) and record its id."""
+        try:
+            spec = cloud_spec.pod_spec_for_worker(self._settings, self.worker_id, traceparent=row.trace_context)
+            pod = self._provider.create(self.worker_id, spec)
+        except cloud.ProviderError as exc:
+            self._provider_error = f"{type(exc).__name__}: {exc}"
+            logger.error("provider could not create the pod of %s: %s", self.worker_id, self._provider_error)
+            return view
+        metadata = {
+            "network_volume": pod.network_volume,
+            "ram_tier_gb": pod.ram_tier_gb,
+            "ssh_endpoint": pod.ssh_endpoint,
+            "cost_per_hour": pod.cost_per_hour,
+            "provider": getattr(self._provider, "name", None),
+        }
+        self._store.set_worker_pod(
+            self.worker_id, pod.id, pod.gpu_type, {k: v for k, v in metadata.items() if v is not None}
+        )
+        logger.info("pod %s created for %s (gpu %s)", pod.id, self.worker_id, pod.gpu_type)
+        self._trace.set_phase_attributes({"pod.id": pod.id, "pod.gpu_type": pod.gpu_type or ""})
+        self._trace.begin_phase("boot")
+        return _PodView(_POD_PHASE[pod.status], pod)
+
+    def _terminate_pod(self, row: store_base.WorkerRow, view: _PodView) -> _PodView:
+        """Ask the provider to stop the pod, then look again: only a confirmed GONE ends `terminating`."""
+        if view.pod is not None:
+            # Raises on a real failure: the step fails, is logged, and is retried next poll.
+            self._provider.terminate(view.pod.id)
+        return self._observe_pod(row)
+
+    _ACTIONS: dict[supervision.LifecycleAction, Callable[[WorkerLifecycle, Any, _PodView], _PodView]] = {
+        supervision.LifecycleAction.OBSERVE: _observe_only,
+        supervision.LifecycleAction.PROVISION: _provision,
+        supervision.LifecycleAction.TERMINATE_POD: _terminate_pod,
+    }
+
+    # Which transitions carry the Scaler's lease epoch: a drain is the Scaler's write, fenced.
+    _EPOCH_OF: dict[WorkerState, Callable[[tuple[str, int | None] | None], int | None]] = {
+        WorkerState.DRAINING: lambda drain: drain[1] if drain else None,
+    }
+
+    def _carry_out(
+        self, row: store_base.WorkerRow, transition: machine.Transition, now: float, *, epoch: int | None
+    ) -> None:
+        before = self._BEFORE.get(transition.to)
+        if before is not None:
+            before(self, row)
+        try:
+            applied = self._store.transition_worker(
+                self.worker_id, row.status, transition.to, transition.reason, epoch=epoch
+            )
+        except store_base.StaleEpoch:
+            # The Scaler that asked for this drain is no longer the leader: forget its request.
+            logger.warning("drain of %s refused: epoch %s is stale", self.worker_id, epoch)
+            self._drain_request = None
+            return
+        if not applied:
+            logger.info(
+                "%s: %s -> %s lost a race; re-reading the row", self.worker_id, row.status.value, transition.to.value
+            )
+            return
+        logger.info("%s: %s -> %s (%s)", self.worker_id, row.status.value, transition.to.value, transition.reason)
+        self._trace.transition(row.status.value, transition.to.value, transition.reason)
+        _telemetry.record_transition(row, transition)
+        self._drain_request = None  # carried out (or overtaken by another transition)
+        self._wake.set()  # the next step follows the new state at once
+        after = self._AFTER.get(transition.to)
+        if after is not None:
+            after(self, transition)
+
+    def _requeue_tasks(self, row: store_base.WorkerRow) -> None:
+        """The pod is confirmed gone: whatever it held In Progress goes back to the queue."""
+        count = self._store.requeue_worker_tasks(self.worker_id)
+        if count:
+            logger.warning("requeued %d task(s) of %s", count, self.worker_id)
+
+    def _ended(self, transition: machine.Transition) -> None:
+        code = machine.reason_code(transition.reason)
+        events = self._store.list_worker_events(worker_id=self.worker_id)
+        history_codes = {machine.reason_code(e.reason) for e in events}
+        outcome = "error" if history_codes & _ERROR_CODES else "ok"
+        self._trace.end(outcome, transition.reason if code != "terminated" else ", ".join(sorted(history_codes)))
+        self._finished.set()
+
+    _BEFORE: dict[WorkerState, Callable[[WorkerLifecycle, store_base.WorkerRow], None]] = {
+        WorkerState.TERMINATED: _requeue_tasks,
+    }
+    _AFTER: dict[WorkerState, Callable[[WorkerLifecycle, machine.Transition], None]] = {
+        WorkerState.TERMINATED: _ended,
+    }
+
+    def _close(self) -> None:
+        for closer in (self._store.close, self._provider.close):
+            try:
+                closer()
+            except Exception:
+                logger.debug("close failed", exc_info=True)
+
+
+def _no_epoch(_drain: tuple[str, int | None] | None) -> int | None:
+    return None
+
+
+def wait_finished(lifecycle: WorkerLifecycle, timeout_s: float) -> bool:
+    """Plain-instance helper for tests: wait until the lifecycle recorded `terminated`."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if lifecycle._finished.is_set():
+            return True
+        time.sleep(0.05)
+    return lifecycle._finished.is_set()

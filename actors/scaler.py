@@ -1,0 +1,494 @@
+"""Scaler: one per cluster; observes demand and the fleet, calls the pure policy, carries out its Decision.
+
+Made a Ray actor in actors/remote.py (named `scaler`, detached, max_restarts=-1). The control loop
+runs in a thread started from `__init__`, so a restarted Scaler (Ray reruns `__init__` after a
+SIGKILL) resumes by itself, and `status()` answers while a cycle is slow.
+
+One cycle is a step function of phases, each in its own `try` with `logger.exception` and timed,
+so that no error halts the loop (Ray Serve's `run_control_loop_step`):
+
+1. lease   hold or renew the leader lease; a standby stops here (and says so in `status`). Every
+           write below carries the lease epoch, which the database checks (fencing).
+2. sync    passive: provider pods with our name prefix (read *before* the rows, see
+           `fleet.supervision.reconcile`), live worker rows, the demand snapshot in one query;
+           reconcile orphan pods; make sure every live row has its WorkerLifecycle (re-attached
+           with get_if_exists, never created twice).
+3. decide  `fleet.policy.decide`; persisted in `scaling_decisions` with inputs, reasons and cycle
+           number *before* anything is done about it.
+4. act     per spawn: a worker id, the lifecycle trace anchor, the worker row (`spawning`, epoch),
+           then its WorkerLifecycle, which creates the pod. Per drain: that worker's lifecycle is
+           asked to drain (a fenced active -> draining transition).
+5. probe   LogShipper health, restarted through Ray when stuck (telemetry's probe_and_heal).
+6. metrics Ray metrics of the cycle.
+
+Between cycles it waits for Postgres LISTEN/NOTIFY on task changes, at most `cycle_interval_s`.
+On becoming leader (first start, restart, takeover) it rebuilds its memory from the database:
+the breaker's spawn outcomes from `worker_events`, the last scale-up from `scaling_decisions`.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import dataclasses
+import logging
+import os
+import secrets
+import threading
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from actors import _telemetry, names
+from config.settings import OrchestratorSettings
+from fleet import policy, supervision
+from fleet.models import Decision, DemandSnapshot, FleetHistory, WorkerState, WorkerView
+from store import base as store_base
+
+logger = logging.getLogger(__name__)
+
+LEASE_NAME = "scaler"
+# Shortest pause between two cycles when notifications arrive back to back: a burst of task
+# changes folds into one cycle instead of spinning on 2 cores.
+_MIN_CYCLE_GAP_S = 0.05
+# How long a drain request to a lifecycle may take before the Scaler moves on (it asks again next
+# cycle if the worker is still surplus).
+_DRAIN_CALL_TIMEOUT_S = 10.0
+
+StoreFactory = Callable[[OrchestratorSettings], Any]
+ProviderFactory = Callable[[OrchestratorSettings], Any]
+
+
+def _ts(value: datetime | None) -> float | None:
+    return value.timestamp() if value is not None else None
+
+
+def worker_view(row: store_base.WorkerRow) -> WorkerView:
+    """What the policy sees of a worker row."""
+    return WorkerView(
+        id=row.id,
+        state=row.status,
+        created_at=row.created_at.timestamp(),
+        gpu_type=row.gpu_type,
+        promoted_at=_ts(row.promoted_at),
+        last_heartbeat_at=_ts(row.last_heartbeat_at),
+        tasks_in_progress=row.tasks_in_progress,
+        idle_since=_ts(row.idle_since),
+        pod_id=row.pod_id,
+    )
+
+
+class RayLifecycles:
+    """The Scaler's directory of WorkerLifecycle actors: handles cached, re-attached by name."""
+
+    def __init__(self, settings: OrchestratorSettings) -> None:
+        self._settings = settings
+        self._handles: dict[str, Any] = {}
+
+    def __len__(self) -> int:
+        return len(self._handles)
+
+    def ensure(self, worker_id: str) -> None:
+        """The lifecycle of `worker_id` exists: re-attached if it runs, created if not (never two)."""
+        if worker_id in self._handles:
+            return
+        from actors import remote
+
+        self._handles[worker_id] = remote.get_or_create_lifecycle(worker_id, self._settings)
+
+    def drain(self, worker_id: str, reason: str, epoch: int | None) -> None:
+        import ray
+
+        self.ensure(worker_id)
+        ray.get(self._handles[worker_id].drain.remote(reason, epoch), timeout=_DRAIN_CALL_TIMEOUT_S)
+
+    def keep_only(self, worker_ids: set[str]) -> None:
+        """Forget handles of workers that are no longer live (their actors end themselves)."""
+        for gone in set(self._handles) - worker_ids:
+            del self._handles[gone]
+
+
+class _EventWindow:
+    """`worker_events` of the failure window, fetched incrementally, for the breaker's outcomes."""
+
+    def __init__(self) -> None:
+        self._events: dict[int, tuple[str, float, str | None, str, str]] = {}
+        self._since: datetime | None = None
+
+    def refresh(self, store: Any, now: float, window_s: float) -> list[tuple[str, float, str | None, str, str]]:
+        since = self._since or datetime.fromtimestamp(now - window_s, tz=UTC)
+        for e in store.list_worker_events(since=since):
+            self._events[e.id] = (e.worker_id, e.at.timestamp(), e.from_status, e.to_status, e.reason)
+            self._since = max(self._since or e.at, e.at)  # inclusive `since`: ids deduplicate
+        cutoff = now - window_s
+        self._events = {k: v for k, v in self._events.items() if v[1] >= cutoff}
+        return list(self._events.values())
+
+
+@dataclasses.dataclass
+class _Cycle:
+    """What one cycle learnt, phase by phase."""
+
+    number: int
+    started_at: float
+    now: float | None = None
+    rows: list[store_base.WorkerRow] | None = None
+    snapshot: DemandSnapshot | None = None
+    decision: Decision | None = None
+    decision_id: int | None = None
+    span: Any = None  # the decision span, open from decide to the end of act
+    scope: contextlib.ExitStack = dataclasses.field(default_factory=contextlib.ExitStack)
+    spawned: list[str] = dataclasses.field(default_factory=list)
+    drained: list[str] = dataclasses.field(default_factory=list)
+    timings: dict[str, float] = dataclasses.field(default_factory=dict)
+    errors: dict[str, str] = dataclasses.field(default_factory=dict)
+
+
+class Scaler:
+    """Keeps the fleet at the policy's size; see the module docstring."""
+
+    def __init__(
+        self,
+        settings: OrchestratorSettings,
+        *,
+        holder: str | None = None,
+        name: str = names.SCALER_NAME,
+        store_factory: StoreFactory | None = None,
+        provider_factory: ProviderFactory | None = None,
+        lifecycles: Any | None = None,
+        probe_log_shipper: bool = True,
+        pause_after_decide_s: float = 0.0,
+        start: bool = True,
+    ) -> None:
+        self.name = name
+        self.holder = holder or f"{os.uname().nodename}/pid{os.getpid()}/{name}"
+        self._settings = settings
+        self._config = settings.scaling
+        _telemetry.setup_process(settings, component="scaler", identity=name)
+        self._store = (store_factory or _default_store)(settings)
+        self._provider = (provider_factory or _default_provider)(settings)
+        self._lifecycles = lifecycles if lifecycles is not None else RayLifecycles(settings)
+        self._probe_log_shipper = probe_log_shipper
+        # Test knob: sleep this long after a decision that changes something is persisted and
+        # before it is carried out, so a test can SIGKILL the Scaler "right after deciding".
+        self._pause_after_decide_s = pause_after_decide_s
+        self._lease: store_base.Lease | None = None  # ours, while we lead
+        self._seen_lease: store_base.Lease | None = None  # whoever leads, as last read
+        self._history = FleetHistory()
+        self._events = _EventWindow()
+        self._cycle = 0
+        self._last_record_key: tuple[object, ...] | None = None
+        self._report: dict[str, Any] = {"cycle": 0, "role": "starting"}
+        self._last_decision: dict[str, Any] | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        if start:
+            self.start()
+
+    def __repr__(self) -> str:
+        return f"Scaler({self.name}, provider={getattr(self._provider, 'name', '?')}, db={self._store.describe()})"
+
+    # --- methods called through Ray (short) --------------------------------------------------------
+    def start(self) -> None:
+        """Start the control loop (idempotent)."""
+        if self._thread is not None and self._thread.is_alive():
+            return
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name=f"scaler-{self.name}", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop the loop and give the lease up so a successor need not wait for it to expire."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=self._config.cycle_interval_s + 30)
+        lease = self._lease
+        self._lease = None
+        if lease is not None:
+            try:
+                self._store.release_leader_lease(LEASE_NAME, self.holder, lease.epoch)
+            except Exception:
+                logger.exception("releasing the leader lease failed; it expires in %.0fs", self._settings.lease_ttl_s)
+
+    def status(self) -> dict[str, Any]:
+        """Leader or standby, epoch, the last cycle (time, phases, errors) and the last decision."""
+        lease = self._lease
+        seen = self._seen_lease
+        return {
+            **self._report,
+            "name": self.name,
+            "holder": self.holder,
+            "role": "leader" if lease is not None else ("standby" if seen is not None else "starting"),
+            "epoch": lease.epoch if lease is not None else None,
+            "leader_holder": seen.holder if seen is not None else None,
+            "leader_epoch": seen.epoch if seen is not None else None,
+            "lease_expires_at": seen.expires_at.isoformat() if seen is not None else None,
+            "last_decision": self._last_decision,
+            "breaker": _breaker_dict(self._history),
+            "lifecycles": len(self._lifecycles),
+            "loop_alive": self._thread is not None and self._thread.is_alive(),
+            "pid": os.getpid(),
+        }
+
+    def health(self) -> bool:
+        self.start()  # a loop that died (it should not) is started again
+        return True
+
+    def pid(self) -> int:
+        return os.getpid()
+
+    # --- the loop ----------------------------------------------------------------------------------
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            started = time.monotonic()
+            try:
+                self.step()
+            except Exception:  # step() already isolates its phases; this is the last resort
+                logger.exception("scaler cycle failed")
+            remaining = self._config.cycle_interval_s - (time.monotonic() - started)
+            self._wait(max(remaining, _MIN_CYCLE_GAP_S))
+
+    def _wait(self, timeout_s: float) -> None:
+        """Until a task changes (leader only) or the interval passes."""
+        if self._lease is None or self._stop.is_set():
+            self._stop.wait(timeout_s)
+            return
+        try:
+            self._store.wait_for_task_change(timeout_s)
+        except Exception:
+            logger.exception("waiting for task notifications failed; sleeping instead")
+            self._stop.wait(timeout_s)
+
+    def step(self) -> dict[str, Any]:
+        """One cycle; returns its report. Public so tests can drive a plain instance."""
+        self._cycle += 1
+        cycle = _Cycle(number=self._cycle, started_at=time.time())
+        with cycle.scope:
+            self._run_phases(cycle)
+        self._report = {
+            "cycle": cycle.number,
+            "last_cycle_at": cycle.started_at,
+            "last_cycle_s": sum(cycle.timings.values()),
+            "phase_s": {k: round(v, 6) for k, v in cycle.timings.items()},
+            "phase_errors": cycle.errors,
+            "spawned": cycle.spawned,
+            "drained": cycle.drained,
+        }
+        return self._report
+
+    def _run_phases(self, cycle: _Cycle) -> None:
+        for phase_name, phase, leader_only in self._PHASES:
+            if leader_only and self._lease is None:
+                continue
+            t0 = time.perf_counter()
+            try:
+                phase(self, cycle)
+            except store_base.StaleEpoch as exc:
+                logger.warning("phase %s: lease epoch is stale (%s); standing by", phase_name, exc)
+                cycle.errors[phase_name] = f"StaleEpoch: {exc}"
+                self._lease = None
+            except Exception as exc:
+                logger.exception("scaler phase %s failed (cycle %d)", phase_name, cycle.number)
+                cycle.errors[phase_name] = f"{type(exc).__name__}: {exc}"
+            cycle.timings[phase_name] = time.perf_counter() - t0
+
+    # --- phases ------------------------------------------------------------------------------------
+    def _phase_lease(self, cycle: _Cycle) -> None:
+        lease = self._store.acquire_leader_lease(LEASE_NAME, self.holder, self._settings.lease_ttl_s)
+        self._seen_lease = lease
+        previous = self._lease
+        self._lease = lease if lease.acquired else None
+        if self._lease is not None and (previous is None or previous.epoch != lease.epoch):
+            logger.info("%s leads with epoch %d", self.holder, lease.epoch)
+            self._become_leader()
+
+    def _become_leader(self) -> None:
+        """Rebuild everything the policy remembers from the database (restart or takeover)."""
+        self._store.configure_queue(self._config.per_user_concurrency_limit, self._config.max_task_attempts)
+        now = self._store.now().timestamp()
+        window_start = datetime.fromtimestamp(now - self._config.failure_window_s, tz=UTC)
+        decisions = self._store.list_decisions(since=window_start)
+        scale_ups = [d.at.timestamp() for d in decisions if d.spawn_count > 0 and d.at is not None]
+        self._cycle = max([self._cycle, *(d.cycle_number for d in decisions)])
+        self._events = _EventWindow()
+        events = self._events.refresh(self._store, now, self._config.failure_window_s)
+        history = FleetHistory(last_scale_up_at=max(scale_ups, default=None))
+        self._history = policy.record_outcomes(history, policy.outcomes_from_events(events), now, self._config)
+        self._last_record_key = None
+        logger.info(
+            "view rebuilt: %d decisions and %d worker events in the failure window", len(decisions), len(events)
+        )
+
+    def _phase_sync(self, cycle: _Cycle) -> None:
+        # Pods first, then rows: see fleet.supervision.reconcile.
+        pods = self._provider.list(self._settings.provider.name_prefix)
+        rows = self._store.list_workers()
+        cycle.snapshot = self._store.demand_snapshot(self._config.per_user_concurrency_limit)
+        cycle.now = self._store.now().timestamp()
+        live = {r.id: r.pod_id for r in rows}
+        candidates = [p for p in pods if p.name not in live]
+        known = {p.name for p in candidates if self._store.get_worker(p.name) is not None}
+        plan = supervision.reconcile(
+            [(p.id, p.name) for p in pods], live.items(), known, self._settings.provider.orphan_pod_policy
+        )
+        by_id = {p.id: p for p in pods}
+        for orphan in plan.orphans:
+            self._ORPHAN_ACTIONS[orphan.adopt](self, orphan, by_id[orphan.pod_id], cycle)
+        if plan.pods_missing:
+            logger.info("pods not listed by the provider for %s; their lifecycles confirm", plan.pods_missing)
+        cycle.rows = self._store.list_workers() if plan.orphans else rows
+        live_ids = {r.id for r in cycle.rows}
+        for worker_id in sorted(live_ids):
+            try:
+                self._lifecycles.ensure(worker_id)
+            except Exception:
+                logger.exception("could not create or re-attach the lifecycle of %s", worker_id)
+        self._lifecycles.keep_only(live_ids)
+
+    def _terminate_orphan(self, orphan: supervision.OrphanAction, pod: Any, cycle: _Cycle) -> None:
+        logger.warning("%s", orphan.reason)
+        self._provider.terminate(orphan.pod_id)
+
+    def _adopt_orphan(self, orphan: supervision.OrphanAction, pod: Any, cycle: _Cycle) -> None:
+        logger.warning("%s", orphan.reason)
+        assert self._lease is not None
+        self._store.create_worker(
+            orphan.pod_name, reason=orphan.reason, epoch=self._lease.epoch, metadata={"adopted": True}
+        )
+        self._store.set_worker_pod(orphan.pod_name, orphan.pod_id, pod.gpu_type)
+
+    _ORPHAN_ACTIONS: dict[bool, Callable[[Scaler, supervision.OrphanAction, Any, _Cycle], None]] = {
+        False: _terminate_orphan,
+        True: _adopt_orphan,
+    }
+
+    def _phase_decide(self, cycle: _Cycle) -> None:
+        assert cycle.rows is not None and cycle.snapshot is not None and cycle.now is not None
+        assert self._lease is not None
+        now = cycle.now
+        events = self._events.refresh(self._store, now, self._config.failure_window_s)
+        history = policy.record_outcomes(self._history, policy.outcomes_from_events(events), now, self._config)
+        decision = policy.decide(cycle.snapshot, [worker_view(r) for r in cycle.rows], history, self._config, now)
+        by_state = collections.Counter(r.status.value for r in cycle.rows)
+        inputs = {**decision.inputs, **{f"workers_{s.value}": by_state.get(s.value, 0) for s in WorkerState}}
+        cycle.span = cycle.scope.enter_context(
+            _telemetry.decision_span(cycle.number, {"scaler.holder": self.holder, "scaler.epoch": self._lease.epoch})
+        )
+        _telemetry.set_span_attributes(cycle.span, {**inputs, "spawn": decision.spawn, "drain": len(decision.drain)})
+        record = supervision.should_record(decision, self._last_record_key)
+        if record:
+            cycle.decision_id = self._store.record_decision(
+                store_base.DecisionRecord(
+                    cycle_number=cycle.number,
+                    leader_epoch=self._lease.epoch,
+                    holder=self.holder,
+                    inputs=inputs,
+                    spawn_count=decision.spawn,
+                    drain_worker_ids=list(decision.drain),
+                    reasons=list(decision.reasons),
+                    breaker=_breaker_dict(decision.history),
+                    trace_id=_telemetry.current_trace_id(),
+                )
+            )
+            self._last_record_key = supervision.decision_record_key(decision)
+            logger.info(
+                "cycle %d decision %s: spawn %d, drain %s: %s",
+                cycle.number,
+                cycle.decision_id,
+                decision.spawn,
+                list(decision.drain),
+                " | ".join(decision.reasons),
+            )
+        # Only now, with the decision on record (or nothing to record), does the policy's memory move.
+        self._history = decision.history
+        cycle.decision = decision
+        self._last_decision = {
+            "cycle": cycle.number,
+            "at": now,
+            "id": cycle.decision_id,
+            "spawn": decision.spawn,
+            "drain": list(decision.drain),
+            "desired": decision.desired,
+            "capacity": decision.capacity,
+            "reasons": list(decision.reasons),
+            "recorded": record,
+        }
+        if decision.changes_something:
+            self._stop.wait(self._pause_after_decide_s)
+
+    def _phase_act(self, cycle: _Cycle) -> None:
+        decision = cycle.decision
+        assert decision is not None and self._lease is not None and cycle.now is not None
+        epoch = self._lease.epoch
+        for _ in range(decision.spawn):
+            cycle.spawned.append(self._spawn(cycle, cycle.span, epoch))
+        if cycle.spawned and cycle.decision_id is not None:
+            self._store.set_decision_spawned(cycle.decision_id, cycle.spawned)
+        for worker_id in decision.drain:
+            reason = f"scale_down: decision {cycle.decision_id} (cycle {cycle.number})"
+            try:
+                self._lifecycles.drain(worker_id, reason, epoch)
+                cycle.drained.append(worker_id)
+            except Exception:
+                logger.exception("could not ask %s to drain", worker_id)
+
+    def _spawn(self, cycle: _Cycle, span: Any, epoch: int) -> str:
+        """Intent first: the row (with the trace anchor and the epoch), then the lifecycle that makes the pod."""
+        worker_id = supervision.new_worker_id(self._settings.provider.name_prefix, time.time(), secrets.token_hex(4))
+        traceparent = _telemetry.start_lifecycle_trace(
+            worker_id, decision_span=span, attributes={"decision.id": cycle.decision_id or 0, "cycle": cycle.number}
+        )
+        self._store.create_worker(
+            worker_id,
+            reason=f"scale_up: decision {cycle.decision_id} (cycle {cycle.number}, epoch {epoch})",
+            epoch=epoch,
+            trace_context=traceparent,
+            metadata={"decision_id": cycle.decision_id, "cycle": cycle.number, "spawned_by": self.holder},
+        )
+        logger.info("spawning %s (decision %s)", worker_id, cycle.decision_id)
+        self._lifecycles.ensure(worker_id)
+        return worker_id
+
+    def _phase_probe(self, cycle: _Cycle) -> None:
+        if self._probe_log_shipper:
+            _telemetry.probe_log_shipper(self._settings)
+
+    def _phase_metrics(self, cycle: _Cycle) -> None:
+        by_state = collections.Counter(r.status.value for r in cycle.rows or ())
+        _telemetry.record("cycle", sum(cycle.timings.values()), cycle.snapshot, by_state, self._history.breaker.status)
+        _telemetry.record("spawn", "scale_up", len(cycle.spawned))
+
+    # (name, phase, leader only)
+    _PHASES: tuple[tuple[str, Callable[[Scaler, _Cycle], None], bool], ...] = (
+        ("lease", _phase_lease, False),
+        ("sync", _phase_sync, True),
+        ("decide", _phase_decide, True),
+        ("act", _phase_act, True),
+        ("probe", _phase_probe, False),
+        ("metrics", _phase_metrics, False),
+    )
+
+
+def _breaker_dict(history: FleetHistory) -> dict[str, Any]:
+    b = history.breaker
+    return {
+        "status": b.status.value,
+        "opened_at": b.opened_at,
+        "failure_rate": b.failure_rate,
+        "attempts_in_window": b.attempts_in_window,
+        "failures_in_window": b.failures_in_window,
+        "probe_worker_id": b.probe_worker_id,
+    }
+
+
+def _default_store(settings: OrchestratorSettings) -> Any:
+    from store import factory
+
+    return factory.open_store(settings)
+
+
+def _default_provider(settings: OrchestratorSettings) -> Any:
+    from cloud import factory
+
+    return factory.make_provider(settings)

@@ -1,0 +1,378 @@
+"""LocalProvider: pods are local processes running the reference worker (`make demo`, tests).
+
+Many processes construct their own LocalProvider (one WorkerLifecycle actor per pod, the Scaler,
+the CLI) and must see the same pods, and pods must outlive any of them. So the registry is on
+disk, one JSON file per pod name in `<state_dir>/local-pods/`, and every call reads it:
+
+- `create` takes an exclusive `flock` on `<name>.lock`, returns the recorded pod if one lives
+  under that name, else starts `python -m worker --worker-id <name>` in a new session (its own
+  process group) and writes `<name>.json` atomically. Idempotent across processes.
+- A pod is RUNNING while its process lives, EXITED once it has exited, and gone (NotFound, not
+  listed) after `terminate`. Liveness checks the pid *and* its start time from /proc, so a reused
+  pid is never mistaken for the pod.
+- `terminate` sends SIGTERM to the group, waits `terminate_grace_s`, SIGKILLs what is left,
+  confirms no process of the group remains, and only then records the pod as terminated.
+
+Env values are handed to the process only; the JSON file keeps env *keys*, never values.
+
+Failure injection (for tests and demos of the failure paths), per pod through `PodSpec.env` or for
+every pod whose name matches a glob through `set_fault` (stored in `faults.json`, so it reaches
+providers in other processes): `LocalFaults(never_start=True)` exits at once,
+`crash_after_s=N` dies after N s, `stop_heartbeat_after_s=N` keeps running but goes silent.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import fnmatch
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterator, Mapping
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from cloud.base import InvalidSpec, NotFound, Pod, PodSpec, PodStatus, ProviderError
+
+__all__ = ["PROJECT_ROOT", "LocalFaults", "LocalProvider"]
+
+logger = logging.getLogger(__name__)
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+_NAME_OK = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")
+# Env the orchestrator's own process may hold that a pod has no business seeing.
+_NOT_INHERITED = ("RUNPOD_API_KEY",)
+_REAP_INTERVAL_S = 0.5  # how often the reaper thread collects exited children of this process
+
+
+@dataclass(frozen=True, slots=True)
+class LocalFaults:
+    """Failure injection for a local pod; the worker reads these as WORKER_FAULT_* variables."""
+
+    never_start: bool = False  # the process exits at once (status EXITED, no heartbeat ever)
+    crash_after_s: float | None = None  # the process dies (exit 70) this long after start
+    stop_heartbeat_after_s: float | None = None  # alive but silent after this long
+
+    def to_env(self) -> dict[str, str]:
+        env: dict[str, str] = {}
+        if self.never_start:
+            env["WORKER_FAULT_EXIT_AT_START"] = "1"
+        if self.crash_after_s is not None:
+            env["WORKER_FAULT_CRASH_AFTER_S"] = str(self.crash_after_s)
+        if self.stop_heartbeat_after_s is not None:
+            env["WORKER_FAULT_STOP_HEARTBEAT_AFTER_S"] = str(self.stop_heartbeat_after_s)
+        return env
+
+
+# --- children of this process: reaped so none stays a zombie in a long-lived actor ------------
+
+_children: dict[int, subprocess.Popen[bytes]] = {}
+_children_lock = threading.Lock()
+_reaper_started = False
+
+
+def _reap() -> None:
+    with _children_lock:
+        for pid, proc in list(_children.items()):
+            if proc.poll() is not None:
+                del _children[pid]
+
+
+def _reaper_loop() -> None:
+    while True:
+        time.sleep(_REAP_INTERVAL_S)
+        try:
+            _reap()
+        except Exception:  # never let the reaper die
+            logger.exception("reaping local pods failed")
+
+
+def _adopt_child(proc: subprocess.Popen[bytes]) -> None:
+    global _reaper_started
+    with _children_lock:
+        _children[proc.pid] = proc
+        if not _reaper_started:
+            threading.Thread(target=_reaper_loop, name="local-pod-reaper", daemon=True).start()
+            _reaper_started = True
+
+
+# --- /proc helpers ----------------------------------------------------------------------------
+
+
+def _proc_stat(pid: int) -> tuple[str, int, int] | None:
+    """(state, pgrp, start time in clock ticks) of a pid, or None when there is no such process."""
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        return None
+    fields = raw[raw.rindex(")") + 2 :].split()
+    # After "(comm)": state is field 3, pgrp 5, starttime 22 of proc(5); here shifted by 3.
+    return fields[0], int(fields[2]), int(fields[19])
+
+
+def _alive(pid: int, start_ticks: int | None) -> bool:
+    stat = _proc_stat(pid)
+    if stat is None:
+        return False
+    state, _, started = stat
+    if start_ticks is not None and started != start_ticks:
+        return False  # the pid was reused by another process
+    return state not in ("Z", "X")
+
+
+def _group_members(pgid: int, not_before_ticks: int | None) -> list[int]:
+    """Live processes of the group started no earlier than the pod (guards against pgid reuse)."""
+    members = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        stat = _proc_stat(int(entry.name))
+        if stat is None:
+            continue
+        state, pgrp, started = stat
+        if pgrp == pgid and state not in ("Z", "X") and (not_before_ticks is None or started >= not_before_ticks):
+            members.append(int(entry.name))
+    return members
+
+
+class LocalProvider:
+    """Pods as local worker processes; see the module docstring.
+
+    `state_dir` is shared by every process of one orchestrator; a relative path is taken from the
+    project root (not the cwd, which differs between Ray workers). `handler` is the worker's
+    `--handler` value. `extra_env` is added to every pod's env (under the spec's own env).
+    """
+
+    name = "local"
+
+    def __init__(
+        self,
+        state_dir: Path | str,
+        *,
+        boot_delay_s: float = 3.0,
+        handler: str | None = "worker.handlers:demo_handler",
+        terminate_grace_s: float = 10.0,
+        extra_env: Mapping[str, str] | None = None,
+        python: str = sys.executable,
+        project_root: Path = PROJECT_ROOT,
+    ) -> None:
+        state = Path(state_dir)
+        if not state.is_absolute():
+            state = project_root / state
+        self.pods_dir = state / "local-pods"
+        self.pods_dir.mkdir(parents=True, exist_ok=True)
+        self._boot_delay_s = boot_delay_s
+        self._handler = handler
+        self._terminate_grace_s = terminate_grace_s
+        self._extra_env = dict(extra_env or {})
+        self._python = python
+        self._project_root = project_root
+
+    def __repr__(self) -> str:
+        return f"LocalProvider(pods_dir={str(self.pods_dir)!r})"
+
+    # --- knobs -------------------------------------------------------------------------------
+
+    def set_fault(self, name_glob: str, faults: LocalFaults | None) -> None:
+        """Inject (or with None, clear) faults for pods created later whose name matches the glob."""
+        with self._locked("faults"):
+            table = self._read_faults()
+            if faults is None:
+                table.pop(name_glob, None)
+            else:
+                table[name_glob] = asdict(faults)
+            _write_json(self.pods_dir / "faults.json", table)
+
+    # --- the contract ------------------------------------------------------------------------
+
+    def create(self, name: str, spec: PodSpec) -> Pod:
+        if not name or not set(name) <= _NAME_OK or name.startswith("."):
+            raise InvalidSpec(f"local pod name {name!r} must be letters, digits, '-', '_' or '.'")
+        _reap()
+        with self._locked(name):
+            record = self._read(name)
+            if record is not None and record.get("status") != PodStatus.TERMINATED:
+                pod = self._pod(record)
+                logger.info("local pod %s already exists (%s): returning it", name, pod.status)
+                return pod
+            return self._start(name, spec)
+
+    def get(self, pod_id: str) -> Pod:
+        _reap()
+        record = self._find(pod_id)
+        if record is None or record.get("status") == PodStatus.TERMINATED:
+            raise NotFound(f"local pod {pod_id} is gone")
+        return self._pod(record)
+
+    def list(self, name_prefix: str) -> list[Pod]:
+        _reap()
+        pods = []
+        for record in self._records():
+            if record["name"].startswith(name_prefix) and record.get("status") != PodStatus.TERMINATED:
+                pods.append(self._pod(record))
+        return sorted(pods, key=lambda pod: pod.name)
+
+    def terminate(self, pod_id: str) -> None:
+        record = self._find(pod_id)
+        if record is None or record.get("status") == PodStatus.TERMINATED:
+            logger.info("terminate local pod %s: already gone", pod_id)
+            return
+        with self._locked(record["name"]):
+            record = self._read(record["name"])
+            if record is None or record["id"] != pod_id or record.get("status") == PodStatus.TERMINATED:
+                return
+            self._kill_group(record)
+            record["status"] = str(PodStatus.TERMINATED)
+            record["terminated_at"] = _now_iso()
+            _write_json(self._path(record["name"]), record)
+        logger.info("terminated local pod %s (process group %s confirmed gone)", pod_id, record["pgid"])
+
+    def close(self) -> None:
+        _reap()
+
+    # --- internals ---------------------------------------------------------------------------
+
+    def _start(self, name: str, spec: PodSpec) -> Pod:
+        env = {k: v for k, v in os.environ.items() if k not in _NOT_INHERITED}
+        env.update(self._extra_env)
+        env["WORKER_BOOT_DELAY_S"] = str(self._boot_delay_s)
+        for glob, faults in self._read_faults().items():
+            if fnmatch.fnmatchcase(name, glob):
+                env.update(LocalFaults(**faults).to_env())
+        env.update(spec.env)
+        env["WORKER_ID"] = name
+        env["PYTHONUNBUFFERED"] = "1"
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(self._project_root), env.get("PYTHONPATH")) if p)
+        argv = [self._python, "-m", "worker", "--worker-id", name]
+        if self._handler and "WORKER_HANDLER" not in spec.env:
+            argv += ["--handler", self._handler]
+        log_path = self.pods_dir / f"{name}.log"
+        with open(log_path, "ab") as log:
+            try:
+                proc = subprocess.Popen(
+                    argv,
+                    cwd=self._project_root,
+                    env=env,
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,  # own session and process group: terminate kills the group
+                    close_fds=True,
+                )
+            except OSError as exc:
+                raise ProviderError(f"cannot start local pod {name}: {exc}") from None
+        _adopt_child(proc)
+        stat = _proc_stat(proc.pid)
+        record = {
+            "id": f"local-{name}-{uuid.uuid4().hex[:6]}",
+            "name": name,
+            "pid": proc.pid,
+            "pgid": proc.pid,  # start_new_session: the child leads its own group
+            "start_ticks": stat[2] if stat else None,
+            "created_at": _now_iso(),
+            "status": str(PodStatus.RUNNING),
+            "terminated_at": None,
+            "boot_delay_s": float(env["WORKER_BOOT_DELAY_S"]),
+            "env_keys": sorted(spec.env),
+            "log_path": str(log_path),
+            "argv": argv,
+        }
+        _write_json(self._path(name), record)
+        logger.info("started local pod %s as pid %d", name, proc.pid)
+        return self._pod(record)
+
+    def _kill_group(self, record: dict[str, Any]) -> None:
+        pgid, ticks = int(record["pgid"]), record.get("start_ticks")
+        if not _group_members(pgid, ticks):
+            return
+        _signal_group(pgid, signal.SIGTERM)
+        if self._wait_group_gone(pgid, ticks, self._terminate_grace_s):
+            return
+        logger.warning("local pod %s ignored SIGTERM for %.1fs: SIGKILL", record["name"], self._terminate_grace_s)
+        _signal_group(pgid, signal.SIGKILL)
+        if not self._wait_group_gone(pgid, ticks, 10.0):
+            raise ProviderError(f"local pod {record['name']}: processes {_group_members(pgid, ticks)} survive SIGKILL")
+
+    @staticmethod
+    def _wait_group_gone(pgid: int, ticks: int | None, timeout_s: float) -> bool:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            if not _group_members(pgid, ticks):
+                _reap()  # collect our own child now that it has exited: no zombie left behind
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.05)
+
+    def _pod(self, record: dict[str, Any]) -> Pod:
+        status = PodStatus(record.get("status", PodStatus.UNKNOWN))
+        if status is PodStatus.RUNNING and not _alive(int(record["pid"]), record.get("start_ticks")):
+            status = PodStatus.EXITED
+        return Pod(
+            id=record["id"],
+            name=record["name"],
+            status=status,
+            gpu_type="local",
+            cost_per_hour=0.0,
+            raw={k: v for k, v in record.items() if k != "argv"} | {"provider": "local"},
+        )
+
+    def _path(self, name: str) -> Path:
+        return self.pods_dir / f"{name}.json"
+
+    def _read(self, name: str) -> dict[str, Any] | None:
+        try:
+            data: dict[str, Any] = json.loads(self._path(name).read_text())
+        except FileNotFoundError:
+            return None
+        return data
+
+    def _records(self) -> Iterator[dict[str, Any]]:
+        for path in sorted(self.pods_dir.glob("*.json")):
+            if path.name == "faults.json":
+                continue
+            with contextlib.suppress(FileNotFoundError, json.JSONDecodeError):
+                yield json.loads(path.read_text())
+
+    def _find(self, pod_id: str) -> dict[str, Any] | None:
+        return next((r for r in self._records() if r.get("id") == pod_id), None)
+
+    def _read_faults(self) -> dict[str, dict[str, Any]]:
+        try:
+            data: dict[str, dict[str, Any]] = json.loads((self.pods_dir / "faults.json").read_text())
+        except FileNotFoundError:
+            return {}
+        return data
+
+    @contextlib.contextmanager
+    def _locked(self, name: str) -> Iterator[None]:
+        with open(self.pods_dir / f"{name}.lock", "a+b") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _signal_group(pgid: int, sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pgid, sig)
+
+
+def _write_json(path: Path, data: Any) -> None:
+    tmp = path.with_suffix(f".tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
+    os.replace(tmp, path)
+
+
+def _now_iso() -> str:
+    return datetime.now(UTC).isoformat()

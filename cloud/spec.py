@@ -1,0 +1,91 @@
+"""The pod spec and env a worker pod gets: the provider-neutral half of the pod contract.
+
+The caller (the WorkerLifecycle actor) builds the spec here and passes it to `Provider.create`,
+so the provider never reads settings or secrets on its own and both providers start pods with the
+same env. See the README's "pod contract" for what each variable means to the worker.
+"""
+
+from __future__ import annotations
+
+from cloud.base import InvalidSpec, PodSpec
+from config.settings import OrchestratorSettings
+
+__all__ = ["SECRET_ENV_KEYS", "pod_env", "pod_spec_for_worker"]
+
+# Env keys whose values are secrets: never logged, never in Pod.raw, never in an error message.
+SECRET_ENV_KEYS = frozenset({"DATABASE_URL", "SUPABASE_SERVICE_ROLE_KEY"})
+
+
+def pod_env(
+    settings: OrchestratorSettings,
+    worker_id: str,
+    *,
+    traceparent: str | None = None,
+    database_url: str | None = None,
+) -> dict[str, str]:
+    """Everything the worker in the pod reads from its environment.
+
+    `database_url` overrides the settings'. With neither a URL nor Supabase configured, the pod gets
+    the embedded Postgres's conninfo (local pods only: a RunPod pod cannot reach it).
+    Template `extra_env` comes first so it can never override the orchestrator's own variables.
+    """
+    env: dict[str, str] = dict(settings.provider.template.extra_env)
+    db = settings.database
+    url = database_url or (db.url.get_secret_value() if db.url is not None else None)
+    if url:
+        env["DATABASE_URL"] = url
+    elif db.supabase_url and db.supabase_service_role_key is not None:
+        env["SUPABASE_URL"] = db.supabase_url
+        env["SUPABASE_SERVICE_ROLE_KEY"] = db.supabase_service_role_key.get_secret_value()
+    elif db.backend == "embedded":
+        # Local pods of the demo share the orchestrator's embedded Postgres (already running).
+        from store.factory import conninfo_for
+
+        embedded = conninfo_for(db)
+        if not embedded:
+            raise InvalidSpec("the embedded database has no connection string to give the pod")
+        env["DATABASE_URL"] = embedded
+    else:
+        raise InvalidSpec(
+            "the pod would have no database settings: set DATABASE_URL, or SUPABASE_URL and SUPABASE_SERVICE_ROLE_KEY"
+        )
+    env["WORKER_ID"] = worker_id
+    env["HEARTBEAT_INTERVAL_S"] = repr(settings.scaling.heartbeat_interval_s)
+    env["WORKER_POLL_INTERVAL_S"] = repr(settings.worker.poll_interval_s)
+    env["WORKER_SHUTDOWN_GRACE_S"] = repr(settings.worker.shutdown_grace_s)
+    if settings.worker.task_types:
+        env["WORKER_TASK_TYPES"] = ",".join(settings.worker.task_types)
+    if traceparent:
+        env["TRACEPARENT"] = traceparent
+    telemetry = settings.telemetry
+    if telemetry.otlp_endpoint:
+        env["OTEL_EXPORTER_OTLP_ENDPOINT"] = telemetry.otlp_endpoint
+        env["OTEL_EXPORTER_OTLP_PROTOCOL"] = telemetry.otlp_protocol
+    env["OTEL_SERVICE_NAME"] = f"{telemetry.service_name}-worker"
+    return env
+
+
+def pod_spec_for_worker(
+    settings: OrchestratorSettings,
+    worker_id: str,
+    *,
+    traceparent: str | None = None,
+    database_url: str | None = None,
+) -> PodSpec:
+    """The PodSpec for one worker: the template's shape plus `pod_env`."""
+    template = settings.provider.template
+    env = pod_env(settings, worker_id, traceparent=traceparent, database_url=database_url)
+    return PodSpec(
+        image=template.image,
+        gpu_types=list(template.gpu_types),
+        gpu_count=template.gpu_count,
+        cloud_type=template.cloud_type,
+        container_disk_gb=template.container_disk_gb,
+        volume_mount_path=template.volume_mount_path,
+        network_volumes=list(template.network_volumes),
+        ram_tiers_gb=list(template.ram_tiers_gb),
+        min_vcpu=template.min_vcpu,
+        ports=template.ports,
+        env=env,
+        secret_env_keys=SECRET_ENV_KEYS & env.keys(),
+    )

@@ -1,0 +1,270 @@
+"""The pod lifecycle state machine: one explicit transition table and one pure step function.
+
+`next_transition(current, observation, now=..., ...)` says where a worker goes next and why, or
+None to stay. The WorkerLifecycle actor only executes what it returns and records the reason in
+`worker_events`; `check_transition` refuses any move the table does not list, so a bug elsewhere
+can never, say, resurrect a terminated worker or skip the drain of a busy one.
+
+Reasons are `"<code>: <words and numbers>"`. The code is a stable snake_case word that tools (and
+`fleet.policy.outcomes_from_events`) parse; the words are for people.
+
+Choices worth knowing:
+- Promotion needs the pod RUNNING *and* a first real heartbeat, i.e. one at or after the worker's
+  creation (the replaced system defaulted the heartbeat column to now(), so new rows looked alive).
+- An operator's terminate request drains a busy active worker (its tasks finish, bounded by
+  drain_timeout_s) and terminates an idle or still-spawning one at once.
+- `terminating -> terminated` needs the provider to confirm the pod is GONE. The actor reports
+  GONE when a lookup by the pod's name finds nothing; NONE ("never asked") is not a confirmation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from types import MappingProxyType
+
+from config.settings import ScalingSettings
+from fleet.models import SpawnOutcomeKind, WorkerState
+
+__all__ = [
+    "TRANSITIONS",
+    "IllegalTransition",
+    "Observation",
+    "PodPhase",
+    "Transition",
+    "check_transition",
+    "next_transition",
+    "reason_code",
+]
+
+
+class PodPhase(StrEnum):
+    """The provider's pod status as the state machine sees it."""
+
+    NONE = "none"  # no pod created yet (or not yet looked up)
+    PENDING = "pending"  # created, image pulling / container starting
+    RUNNING = "running"  # the container runs; the worker process may not be up yet
+    EXITED = "exited"  # the container stopped on its own (crash, OOM, preemption)
+    GONE = "gone"  # the provider has no such pod: terminated and confirmed
+    UNKNOWN = "unknown"  # the provider could not be asked this time (API error): decide nothing from it
+
+
+@dataclass(frozen=True, slots=True)
+class Observation:
+    """Facts about one worker gathered by its lifecycle actor in one poll."""
+
+    pod_phase: PodPhase
+    last_heartbeat_at: float | None  # None until the worker's first real heartbeat
+    tasks_in_progress: int = 0
+    drain_requested: bool = False  # the Scaler asked this worker to drain (scale-down)
+    terminate_requested: bool = False  # operator asked for termination (`orchestrator down --terminate-pods`)
+    provider_error: str | None = None  # pod creation failed for good (after fallbacks/retries)
+
+
+@dataclass(frozen=True, slots=True)
+class Transition:
+    """Where to go, why, and (if the breaker counts it) which spawn outcome this is."""
+
+    to: WorkerState
+    reason: str  # "<code>: <words and numbers>"
+    # Set when this transition is a spawn outcome the breaker counts: BOOTED on promotion;
+    # SPAWN_ERROR / SPAWN_TIMEOUT / HEARTBEAT_LOST on the way to error. Never on a scale-down.
+    outcome: SpawnOutcomeKind | None = None
+
+    @property
+    def code(self) -> str:
+        return reason_code(self.reason)
+
+
+class IllegalTransition(ValueError):
+    """A move the transition table does not allow."""
+
+
+_S = WorkerState
+
+# Every allowed edge, with why it exists. Anything not listed is refused.
+TRANSITIONS: Mapping[WorkerState, Mapping[WorkerState, str]] = MappingProxyType(
+    {
+        _S.SPAWNING: MappingProxyType(
+            {
+                _S.ACTIVE: "pod running and the worker sent its first real heartbeat: it may claim tasks",
+                _S.ERROR: "provider refused the pod, the pod died while booting, or no heartbeat "
+                "within spawn_timeout_s",
+                _S.TERMINATING: "operator asked to terminate before boot: nothing to drain, stop the pod now",
+            }
+        ),
+        _S.ACTIVE: MappingProxyType(
+            {
+                _S.DRAINING: "scale-down or operator terminate: stop claiming, finish held tasks first",
+                _S.ERROR: "heartbeat silent past heartbeat_timeout_s, or the pod exited/vanished under it",
+                _S.TERMINATING: "operator terminate of an idle worker: no task to wait for",
+            }
+        ),
+        _S.DRAINING: MappingProxyType(
+            {
+                _S.TERMINATING: "drained (no task in progress) or drain_timeout_s reached",
+                _S.ERROR: "worker died mid-drain (pod gone or heartbeat lost): its tasks must be requeued",
+            }
+        ),
+        _S.ERROR: MappingProxyType(
+            {
+                _S.TERMINATING: "a broken worker is stopped at once so it stops costing money",
+            }
+        ),
+        _S.TERMINATING: MappingProxyType(
+            {
+                _S.TERMINATED: "the provider confirmed the pod is gone; only then is billing over",
+            }
+        ),
+        _S.TERMINATED: MappingProxyType({}),  # terminal: a worker id is never reused
+    }
+)
+
+
+def reason_code(reason: str) -> str:
+    """The stable code of a reason: the part before the first colon."""
+    return reason.split(":", 1)[0].strip()
+
+
+def check_transition(current: WorkerState, new: WorkerState) -> None:
+    """Raise IllegalTransition unless `current -> new` is an edge of TRANSITIONS."""
+    allowed = TRANSITIONS.get(current, {})
+    if new not in allowed:
+        options = ", ".join(sorted(s.value for s in allowed)) or "none: it is terminal"
+        raise IllegalTransition(
+            f"illegal transition {current.value} -> {new.value}: allowed from {current.value}: {options}"
+        )
+
+
+def _s(seconds: float) -> str:
+    return f"{seconds:.0f}s"
+
+
+def _gone(phase: PodPhase) -> bool:
+    return phase in (PodPhase.GONE, PodPhase.EXITED)
+
+
+def _spawning(obs: Observation, now: float, created_at: float, config: ScalingSettings) -> Transition | None:
+    age = now - created_at
+    if obs.terminate_requested:
+        return Transition(_S.TERMINATING, f"terminate_requested: operator asked while spawning ({_s(age)} old)")
+    if obs.provider_error is not None:
+        return Transition(
+            _S.ERROR,
+            f"spawn_error: provider failed to create the pod: {obs.provider_error}",
+            SpawnOutcomeKind.SPAWN_ERROR,
+        )
+    if _gone(obs.pod_phase):
+        return Transition(
+            _S.ERROR,
+            f"spawn_error: pod {obs.pod_phase.value} while booting, {_s(age)} after creation",
+            SpawnOutcomeKind.SPAWN_ERROR,
+        )
+    deadline = created_at + config.spawn_timeout_s
+    hb = obs.last_heartbeat_at
+    # A heartbeat older than the worker itself is not real (a stale or defaulted column).
+    real_heartbeat = hb is not None and hb >= created_at
+    if obs.pod_phase is PodPhase.RUNNING and real_heartbeat and hb is not None and hb <= deadline:
+        return Transition(
+            _S.ACTIVE,
+            f"promoted: pod running and first heartbeat {_s(hb - created_at)} after creation",
+            SpawnOutcomeKind.BOOTED,
+        )
+    if now > deadline:
+        return Transition(
+            _S.ERROR,
+            f"spawn_timeout: no heartbeat {_s(age)} after creation (limit {_s(config.spawn_timeout_s)}), "
+            f"pod {obs.pod_phase.value}",
+            SpawnOutcomeKind.SPAWN_TIMEOUT,
+        )
+    return None
+
+
+def _active(obs: Observation, now: float, state_since: float, config: ScalingSettings) -> Transition | None:
+    if _gone(obs.pod_phase):
+        return Transition(
+            _S.ERROR,
+            f"pod_lost: pod {obs.pod_phase.value} while active with {obs.tasks_in_progress} task(s) in progress",
+            SpawnOutcomeKind.HEARTBEAT_LOST,
+        )
+    last = obs.last_heartbeat_at if obs.last_heartbeat_at is not None else state_since
+    silent = now - last
+    if silent > config.heartbeat_timeout_s:
+        return Transition(
+            _S.ERROR,
+            f"heartbeat_lost: no heartbeat for {_s(silent)} (limit {_s(config.heartbeat_timeout_s)})",
+            SpawnOutcomeKind.HEARTBEAT_LOST,
+        )
+    if obs.terminate_requested:
+        if obs.tasks_in_progress > 0:
+            return Transition(
+                _S.DRAINING,
+                f"terminate_requested: operator asked; {obs.tasks_in_progress} task(s) in progress, draining first",
+            )
+        return Transition(_S.TERMINATING, "terminate_requested: operator asked; worker idle")
+    if obs.drain_requested:
+        return Transition(_S.DRAINING, f"drain_requested: scale-down; {obs.tasks_in_progress} task(s) in progress")
+    return None
+
+
+def _draining(obs: Observation, now: float, state_since: float, config: ScalingSettings) -> Transition | None:
+    if _gone(obs.pod_phase):
+        return Transition(
+            _S.ERROR, f"drain_lost: pod {obs.pod_phase.value} while draining {obs.tasks_in_progress} task(s)"
+        )
+    if obs.last_heartbeat_at is not None and now - obs.last_heartbeat_at > config.heartbeat_timeout_s:
+        return Transition(
+            _S.ERROR,
+            f"drain_lost: no heartbeat for {_s(now - obs.last_heartbeat_at)} while draining "
+            f"(limit {_s(config.heartbeat_timeout_s)})",
+        )
+    draining_for = now - state_since
+    if obs.tasks_in_progress == 0:
+        return Transition(_S.TERMINATING, f"drained: no task in progress after {_s(draining_for)} draining")
+    if draining_for > config.drain_timeout_s:
+        return Transition(
+            _S.TERMINATING,
+            f"drain_timeout: {obs.tasks_in_progress} task(s) still in progress after {_s(draining_for)} "
+            f"(limit {_s(config.drain_timeout_s)}); they will be requeued",
+        )
+    return None
+
+
+def next_transition(
+    current: WorkerState,
+    obs: Observation,
+    *,
+    now: float,
+    created_at: float,
+    state_since: float,
+    config: ScalingSettings,
+) -> Transition | None:
+    """The next state and the reason, or None to stay. Pure: `now` is an argument.
+
+    `created_at` is when the worker row was written (the spawn timeout counts from it);
+    `state_since` is when the worker entered `current` (the drain timeout counts from it).
+    The result always satisfies `check_transition(current, result.to)`.
+    """
+    result: Transition | None
+    if current is _S.SPAWNING:
+        result = _spawning(obs, now, created_at, config)
+    elif current is _S.ACTIVE:
+        result = _active(obs, now, state_since, config)
+    elif current is _S.DRAINING:
+        result = _draining(obs, now, state_since, config)
+    elif current is _S.ERROR:
+        result = Transition(
+            _S.TERMINATING, f"error_cleanup: stopping the pod of a failed worker (pod {obs.pod_phase.value})"
+        )
+    elif current is _S.TERMINATING:
+        result = (
+            Transition(_S.TERMINATED, f"terminated: provider confirmed the pod is gone after {_s(now - state_since)}")
+            if obs.pod_phase is PodPhase.GONE
+            else None
+        )
+    else:
+        result = None
+    if result is not None:
+        check_transition(current, result.to)
+    return result

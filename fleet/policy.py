@@ -1,0 +1,386 @@
+"""The scaling policy: a pure function from what the Scaler sees to a Decision with its reasons.
+
+`decide(snapshot, workers, history, config, now)` never reads a clock, a database or Ray. The
+Scaler stores `Decision.history` and passes it back next cycle (Ray Serve's autoscaling policy
+returns `(decision, new_policy_state)` the same way).
+
+The rules, and the incident mistake each one prevents:
+- Capacity is `spawning + active` workers. A pod still booting is capacity on its way, so calling
+  `decide` again while it boots spawns nothing more for the same demand. (17:55: two workers were
+  launched 26 s apart for one unit of demand.)
+- `desired = ceil((claimable + in_progress_on_capacity) / tasks_per_worker)` clamped to
+  [min_workers, max_workers]; at most `max_spawns_per_cycle` per decision; no delay on scale-up.
+  Claimable is already capped by the per-user concurrency limit (the demand query does that), so
+  one user's 50 queued tasks ask for at most `per_user_concurrency_limit` workers.
+- The failure-rate breaker counts spawn outcomes only (spawn error, spawn timeout, heartbeat
+  lost). A scale-down is not an outcome, so it can never open the breaker. (The replaced system
+  counted its own terminations and stopped scaling.)
+- Scale-down drains only idle active workers, longest idle first, waits
+  `scale_down_stabilization_s` after the last scale-up, and keeps an idle worker at least
+  `idle_timeout_s`, and at least the expected boot time while work keeps arriving: the ski-rental
+  break-even (paying to keep a worker idle for one boot time costs no more than booting a new one
+  would, so never give it up sooner). (17:59: a worker was killed one minute after a 2.5 minute
+  boot, with work still arriving.)
+- Spawning workers are never cancelled by the policy; draining workers are not capacity.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import replace
+
+from config.settings import ScalingSettings
+from fleet.lifecycle import reason_code
+from fleet.models import (
+    BreakerState,
+    BreakerStatus,
+    Decision,
+    DemandSnapshot,
+    FleetHistory,
+    SpawnOutcome,
+    SpawnOutcomeKind,
+    WorkerState,
+    WorkerView,
+)
+
+__all__ = [
+    "BOOT_SAMPLES_KEPT",
+    "FAILURE_CODES",
+    "boot_estimate",
+    "decide",
+    "idle_for",
+    "outcomes_from_events",
+    "record_outcomes",
+]
+
+# How many recent measured boot times feed the boot estimate: enough to smooth the 56-157 s spread
+# seen in the incident, few enough to follow a change of GPU type or image.
+BOOT_SAMPLES_KEPT = 20
+
+# Reason codes of a transition to `error` that are real spawn failures, and what they count as.
+# `pod_lost` (the pod exited under an active worker) is a lost worker like a silent heartbeat.
+FAILURE_CODES: dict[str, SpawnOutcomeKind] = {
+    "spawn_error": SpawnOutcomeKind.SPAWN_ERROR,
+    "spawn_timeout": SpawnOutcomeKind.SPAWN_TIMEOUT,
+    "heartbeat_lost": SpawnOutcomeKind.HEARTBEAT_LOST,
+    "pod_lost": SpawnOutcomeKind.HEARTBEAT_LOST,
+}
+
+# A half-open probe that left no trace (its worker vanished without an outcome) is re-issued after
+# its spawn timeout plus this many cycles.
+_PROBE_GRACE_CYCLES = 3
+
+Inputs = dict[str, float | int | str | None]
+
+
+def boot_estimate(history: FleetHistory, config: ScalingSettings) -> float:
+    """Seconds a new worker costs before it is useful: the 90th percentile of measured boots.
+
+    A high percentile, not the mean: the ski-rental rule keeps an idle worker this long, and
+    giving one up is only safe when a replacement would surely take longer to come. Until a boot
+    has been measured, `default_boot_time_s`.
+    """
+    if not history.boot_samples:
+        return config.default_boot_time_s
+    ordered = sorted(history.boot_samples)
+    return ordered[min(len(ordered) - 1, math.ceil(0.9 * len(ordered)) - 1)]
+
+
+def idle_for(worker: WorkerView, now: float) -> float | None:
+    """Seconds an active worker has been idle, or None if it holds a task or is not active."""
+    if worker.state is not WorkerState.ACTIVE or worker.tasks_in_progress > 0:
+        return None
+    since = worker.idle_since
+    if since is None:
+        since = worker.promoted_at if worker.promoted_at is not None else worker.created_at
+    return max(0.0, now - since)
+
+
+def record_outcomes(
+    history: FleetHistory, outcomes: Iterable[SpawnOutcome], now: float, config: ScalingSettings
+) -> FleetHistory:
+    """Add spawn outcomes (deduplicated by worker and kind), drop those outside the failure window.
+
+    BOOTED outcomes with a boot time also feed the boot estimate (the last BOOT_SAMPLES_KEPT).
+    """
+    cutoff = now - config.failure_window_s
+    seen = {(o.worker_id, o.kind) for o in history.outcomes}
+    kept = [o for o in history.outcomes if o.at >= cutoff]
+    samples = list(history.boot_samples)
+    for outcome in sorted(outcomes, key=lambda o: o.at):
+        key = (outcome.worker_id, outcome.kind)
+        if key in seen or outcome.at < cutoff:
+            continue
+        seen.add(key)
+        kept.append(outcome)
+        if outcome.kind is SpawnOutcomeKind.BOOTED and outcome.boot_seconds is not None:
+            samples.append(outcome.boot_seconds)
+    kept.sort(key=lambda o: o.at)
+    return replace(history, outcomes=tuple(kept), boot_samples=tuple(samples[-BOOT_SAMPLES_KEPT:]))
+
+
+def outcomes_from_events(events: Iterable[tuple[str, float, str | None, str, str]]) -> list[SpawnOutcome]:
+    """Rebuild spawn outcomes from `worker_events` rows `(worker_id, at, from, to, reason)`.
+
+    A restarted Scaler calls this so the breaker survives restarts. `spawning -> active` is BOOTED
+    (boot time measured from the worker's `spawning` event); a move to `error` whose reason code is
+    in FAILURE_CODES is that failure. Everything else (drains, normal terminations) is no outcome.
+    """
+    spawned_at: dict[str, float] = {}
+    out: list[SpawnOutcome] = []
+    for worker_id, at, from_status, to_status, reason in sorted(events, key=lambda e: e[1]):
+        if to_status == WorkerState.SPAWNING.value:
+            spawned_at.setdefault(worker_id, at)
+        elif to_status == WorkerState.ACTIVE.value and from_status == WorkerState.SPAWNING.value:
+            start = spawned_at.get(worker_id)
+            boot = at - start if start is not None else None
+            out.append(SpawnOutcome(worker_id, SpawnOutcomeKind.BOOTED, at, boot))
+        elif to_status == WorkerState.ERROR.value:
+            kind = FAILURE_CODES.get(reason_code(reason))
+            if kind is not None:
+                out.append(SpawnOutcome(worker_id, kind, at))
+    return out
+
+
+def _windowed(history: FleetHistory, breaker: BreakerState, config: ScalingSettings, now: float) -> list[SpawnOutcome]:
+    start = now - config.failure_window_s
+    since = breaker.counting_since
+    if since is not None:
+        start = max(start, since)
+    return [o for o in history.outcomes if start <= o.at <= now]
+
+
+def _probe_id(breaker: BreakerState, workers: Sequence[WorkerView]) -> str | None:
+    if breaker.probe_worker_id is not None or breaker.probe_issued_at is None:
+        return breaker.probe_worker_id
+    issued = breaker.probe_issued_at
+    newer = sorted((w for w in workers if w.created_at >= issued), key=lambda w: (w.created_at, w.id))
+    return newer[0].id if newer else None
+
+
+def _step_breaker(
+    history: FleetHistory, workers: Sequence[WorkerView], config: ScalingSettings, now: float
+) -> tuple[BreakerState, list[str]]:
+    """The breaker after this cycle's facts, and sentences saying what changed."""
+    notes: list[str] = []
+    b = history.breaker
+    if b.status is BreakerStatus.OPEN and b.opened_at is not None and now - b.opened_at >= config.breaker_cooldown_s:
+        b = replace(b, status=BreakerStatus.HALF_OPEN, probe_issued_at=None, probe_worker_id=None)
+        notes.append(f"breaker half-open: cooldown of {config.breaker_cooldown_s:.0f}s over, one probe spawn allowed")
+    if b.status is BreakerStatus.HALF_OPEN and b.probe_issued_at is not None:
+        probe = _probe_id(b, workers)
+        b = replace(b, probe_worker_id=probe)
+        issued = b.probe_issued_at
+        result: SpawnOutcome | None = None
+        for o in history.outcomes:
+            if issued is not None and o.at >= issued and (o.worker_id == probe or probe is None):
+                result = o
+                break
+        if result is not None and result.kind is SpawnOutcomeKind.BOOTED:
+            b = BreakerState(status=BreakerStatus.CLOSED, counting_since=result.at)
+            notes.append(f"breaker closed: probe {result.worker_id} booted")
+        elif result is not None:
+            b = BreakerState(status=BreakerStatus.OPEN, opened_at=now, counting_since=b.counting_since)
+            notes.append(f"breaker re-opened: probe {result.worker_id} failed ({result.kind.value})")
+        elif (
+            issued is not None
+            and (probe is None or all(w.id != probe for w in workers))
+            and now - issued > config.spawn_timeout_s + _PROBE_GRACE_CYCLES * config.cycle_interval_s
+        ):
+            b = replace(b, probe_issued_at=None, probe_worker_id=None)
+            notes.append("breaker half-open: probe left no worker and no outcome; a new probe may go")
+    recent = _windowed(history, b, config, now)
+    attempts = len(recent)
+    failures = sum(1 for o in recent if o.kind.is_failure())
+    rate = failures / attempts if attempts else 0.0
+    b = replace(b, failure_rate=rate, attempts_in_window=attempts, failures_in_window=failures)
+    if (
+        b.status is BreakerStatus.CLOSED
+        and attempts >= config.min_attempts_for_breaker
+        and (rate >= config.failure_rate_threshold)
+    ):
+        b = replace(b, status=BreakerStatus.OPEN, opened_at=now)
+        notes.append(
+            f"breaker opened: {failures} of {attempts} spawns failed in the last {config.failure_window_s:.0f}s "
+            f"(rate {rate:.2f} >= {config.failure_rate_threshold:.2f})"
+        )
+    return b, notes
+
+
+def _breaker_words(b: BreakerState, config: ScalingSettings) -> str:
+    return (
+        f"breaker {b.status.value} (failure rate {b.failure_rate:.2f} = {b.failures_in_window} failed of "
+        f"{b.attempts_in_window} spawns in {config.failure_window_s:.0f}s, opens at "
+        f">= {config.failure_rate_threshold:.2f} with >= {config.min_attempts_for_breaker} attempts)"
+    )
+
+
+def decide(
+    snapshot: DemandSnapshot,
+    workers: Sequence[WorkerView],
+    history: FleetHistory,
+    config: ScalingSettings,
+    now: float,
+) -> Decision:
+    """One scaling decision. Pure; see the module docstring for the rules."""
+    live = [w for w in workers if not w.state.is_terminal()]
+    by_state = {s: [w for w in live if w.state is s] for s in WorkerState}
+    spawning, active = by_state[WorkerState.SPAWNING], by_state[WorkerState.ACTIVE]
+    capacity = len(spawning) + len(active)
+
+    # Tasks held by draining/terminating/error workers need no new capacity: they finish or are
+    # requeued (and then show up as claimable).
+    held_elsewhere = sum(w.tasks_in_progress for w in live if not w.state.counts_as_capacity())
+    in_progress = max(0, snapshot.in_progress - held_elsewhere)
+    demand_tasks = snapshot.claimable + in_progress
+    tpw = config.tasks_per_worker
+    raw_desired = math.ceil(demand_tasks / tpw)
+    desired = min(max(raw_desired, config.min_workers), config.max_workers)
+    clamps: list[str] = []
+    if raw_desired < config.min_workers:
+        clamps.append(f"raised to min_workers {config.min_workers}")
+    if raw_desired > config.max_workers:
+        clamps.append(f"capped at max_workers {config.max_workers}")
+
+    last_demand_at = now if demand_tasks > 0 or snapshot.queued > 0 else history.last_demand_at
+    breaker, notes = _step_breaker(history, live, config, now)
+    reasons: list[str] = list(notes)
+    boot_est = boot_estimate(history, config)
+
+    demand_words = (
+        f"desired {desired} = ceil((claimable {snapshot.claimable} + in_progress {in_progress}) / "
+        f"tasks_per_worker {tpw}) = {raw_desired}"
+        + (f", {' and '.join(clamps)}" if clamps else "")
+        + f"; capacity {capacity} (active {len(active)}, spawning {len(spawning)})"
+    )
+
+    # ---- scale up
+    need = max(0, desired - capacity)
+    # Draining pods still cost money and hold a GPU: max_workers bounds them too.
+    room = max(0, config.max_workers - capacity - len(by_state[WorkerState.DRAINING]))
+    spawn = min(need, config.max_spawns_per_cycle, room)
+    if need > spawn:
+        limit = (
+            f"max_spawns_per_cycle {config.max_spawns_per_cycle}"
+            if spawn == config.max_spawns_per_cycle
+            else f"max_workers {config.max_workers} with {len(by_state[WorkerState.DRAINING])} draining"
+        )
+        clamps.append(f"spawn limited to {spawn} by {limit} (need {need})")
+    if need > 0:
+        if breaker.status is BreakerStatus.OPEN:
+            spawn = 0
+            opened = breaker.opened_at if breaker.opened_at is not None else now
+            wait = max(0.0, config.breaker_cooldown_s - (now - opened))
+            reasons.append(f"no spawn: need {need} but {_breaker_words(breaker, config)}; probe in {wait:.0f}s")
+        elif breaker.status is BreakerStatus.HALF_OPEN:
+            if breaker.probe_issued_at is None:
+                spawn = 1
+                breaker = replace(breaker, probe_issued_at=now, probe_worker_id=None)
+                reasons.append(f"scale_up: spawn 1 probe (need {need}) because {demand_words}; breaker half-open")
+            else:
+                spawn = 0
+                reasons.append(
+                    f"no spawn: need {need} but breaker half-open waiting for probe "
+                    f"{breaker.probe_worker_id or '(not yet seen)'} issued at {breaker.probe_issued_at:.0f}"
+                )
+        if spawn > 0 and breaker.status is BreakerStatus.CLOSED:
+            reasons.append(
+                f"scale_up: spawn {spawn} because {demand_words}"
+                + (f"; {clamps[-1]}" if need > spawn else "")
+                + f"; {_breaker_words(breaker, config)}"
+            )
+
+    # ---- scale down
+    drain: list[str] = []
+    surplus = capacity - desired
+    stabilizing = history.last_scale_up_at is not None and now - history.last_scale_up_at < (
+        config.scale_down_stabilization_s
+    )
+    work_arriving = demand_tasks > 0 or (last_demand_at is not None and now - last_demand_at <= boot_est)
+    keep_for = max(config.idle_timeout_s, boot_est) if work_arriving else config.idle_timeout_s
+    if surplus > 0 and spawn == 0:
+        idle = sorted(
+            ((t, w) for w in active if (t := idle_for(w, now)) is not None), key=lambda tw: (-tw[0], tw[1].id)
+        )
+        if stabilizing and history.last_scale_up_at is not None:
+            reasons.append(
+                f"no scale-down: surplus {surplus} ({demand_words}) but last scale-up "
+                f"{now - history.last_scale_up_at:.0f}s ago < stabilization {config.scale_down_stabilization_s:.0f}s"
+            )
+        else:
+            eligible = [(t, w) for t, w in idle if t >= keep_for]
+            chosen = eligible[:surplus]
+            drain = [w.id for _, w in chosen]
+            keep_words = (
+                f"keep idle >= {keep_for:.0f}s = max(idle_timeout {config.idle_timeout_s:.0f}s, "
+                f"boot estimate {boot_est:.0f}s) while work keeps arriving"
+                if work_arriving
+                else f"keep idle >= idle_timeout {config.idle_timeout_s:.0f}s (no demand for "
+                f"{'ever' if last_demand_at is None else f'{now - last_demand_at:.0f}s'})"
+            )
+            if drain:
+                idle_words = ", ".join(f"{w.id} idle {t:.0f}s" for t, w in chosen)
+                reasons.append(
+                    f"scale_down: drain {len(drain)} ({idle_words}) because surplus {surplus}: {demand_words}; "
+                    f"{keep_words}; min_workers {config.min_workers}"
+                )
+            elif idle:
+                reasons.append(
+                    f"no scale-down yet: surplus {surplus} but {len(idle)} idle worker(s) idle at most "
+                    f"{idle[0][0]:.0f}s; {keep_words}"
+                )
+            else:
+                reasons.append(f"no scale-down: surplus {surplus} but every capacity worker is busy or spawning")
+
+    if not reasons:
+        reasons.append(f"steady: {demand_words}; {_breaker_words(breaker, config)}")
+
+    new_history = replace(
+        history,
+        breaker=breaker,
+        last_demand_at=last_demand_at,
+        last_scale_up_at=now if spawn > 0 else history.last_scale_up_at,
+        last_scale_down_at=now if drain else history.last_scale_down_at,
+    )
+    inputs: Inputs = {
+        "queued": snapshot.queued,
+        "claimable": snapshot.claimable,
+        "in_progress": snapshot.in_progress,
+        "in_progress_on_capacity": in_progress,
+        "snapshot_taken_at": snapshot.taken_at,
+        "tasks_per_worker": tpw,
+        "raw_desired": raw_desired,
+        "desired": desired,
+        "min_workers": config.min_workers,
+        "max_workers": config.max_workers,
+        "max_spawns_per_cycle": config.max_spawns_per_cycle,
+        "clamps": "; ".join(clamps) or None,
+        "capacity": capacity,
+        "need": need,
+        "surplus": surplus,
+        "breaker": breaker.status.value,
+        "failure_rate": round(breaker.failure_rate, 4),
+        "attempts_in_window": breaker.attempts_in_window,
+        "failures_in_window": breaker.failures_in_window,
+        "boot_estimate_s": round(boot_est, 1),
+        "boot_samples": len(history.boot_samples),
+        "keep_idle_s": round(keep_for, 1),
+        "work_arriving": int(work_arriving),
+        "last_scale_up_at": history.last_scale_up_at,
+        "last_demand_at": last_demand_at,
+        "spawning_ids": ",".join(w.id for w in spawning) or None,
+    }
+    for state in WorkerState:
+        if not state.is_terminal():
+            inputs[f"workers_{state.value}"] = len(by_state[state])
+    return Decision(
+        spawn=spawn,
+        drain=tuple(drain),
+        reasons=tuple(reasons),
+        breaker=breaker,
+        desired=desired,
+        capacity=capacity,
+        inputs=inputs,
+        history=new_history,
+    )

@@ -1,0 +1,539 @@
+"""A discrete-event simulation of the fleet that runs the real `fleet` code under a simulated clock.
+
+Tasks arrive from a CSV trace; every policy cycle builds a DemandSnapshot and WorkerViews exactly
+as the Scaler would and calls the policy; every spawned worker is driven by the real
+`fleet.lifecycle.next_transition` fed with simulated pod observations. Pods boot after a sampled
+delay (default uniform 56-157 s, the two boot times of the incident), a fraction of spawns fails
+at the provider or boots but never heartbeats, and workers claim queued tasks FIFO under the
+per-user concurrency limit and dependencies. One seeded `random.Random` draws everything, in
+spawn order, so the same trace, policy, config and seed always give the same figures.
+
+Trace CSV: a header row, then `arrival_s,task_type,user_id,duration_s[,depends_on]` where
+`depends_on` (optional, may be empty) is the 0-based index of an earlier data row.
+
+Billing: a pod is billed from its spawn request until the provider confirms it gone, and the run
+ends `tail_s` after the last task finishes (so a policy that keeps idle workers after the work is
+done pays for them during the tail, and a floor of always-on workers is not billed forever).
+"""
+
+from __future__ import annotations
+
+import csv
+import heapq
+import math
+import random
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from config.settings import ScalingSettings
+from fleet import lifecycle, policy
+from fleet.baselines import Policy, make_policy
+from fleet.models import DemandSnapshot, FleetHistory, SpawnOutcome, WorkerState, WorkerView
+
+__all__ = [
+    "SIM_SCALING_OVERRIDES",
+    "SimParams",
+    "SimResult",
+    "TraceTask",
+    "load_trace",
+    "run",
+    "sim_scaling",
+    "simulate",
+]
+
+# The default policy's knobs as tuned on the shipped traces (bench/policy_compare.py). Everything
+# else keeps the production default of config.settings.ScalingSettings.
+# idle_timeout_s 240 (production default 300): long enough to keep p95 wait at KEDA's level on
+# Poisson-like load, short enough to stop paying for a burst's fleet soon after it ends.
+# spawn_timeout_s 300 (production default 600): twice the slowest boot seen (157 s); a pod that
+# never heartbeats holds a capacity slot (spawning counts as capacity) until this fires.
+SIM_SCALING_OVERRIDES: dict[str, Any] = {
+    "idle_timeout_s": 240.0,
+    "spawn_timeout_s": 300.0,
+}
+
+# Promotion within this long of a worker being scaled down counts as "killed shortly after boot".
+SHORT_LIFE_S = 120.0
+
+
+@dataclass(frozen=True, slots=True)
+class TraceTask:
+    index: int
+    arrival_s: float
+    task_type: str
+    user_id: str
+    duration_s: float
+    depends_on: int | None = None
+
+
+def load_trace(path: str | Path) -> list[TraceTask]:
+    """Read a trace CSV; errors name the line and the field."""
+    tasks: list[TraceTask] = []
+    with open(path, newline="") as fh:
+        reader = csv.DictReader(fh)
+        required = {"arrival_s", "task_type", "user_id", "duration_s"}
+        missing = required - set(reader.fieldnames or ())
+        if missing:
+            raise ValueError(f"{path}: missing column(s) {', '.join(sorted(missing))}")
+        for n, row in enumerate(reader):
+            line = n + 2
+            try:
+                arrival = float(row["arrival_s"])
+                duration = float(row["duration_s"])
+                dep_text = (row.get("depends_on") or "").strip()
+                dep = int(dep_text) if dep_text else None
+            except ValueError as exc:
+                raise ValueError(f"{path}:{line}: {exc}") from None
+            if duration <= 0 or arrival < 0:
+                raise ValueError(f"{path}:{line}: arrival_s must be >= 0 and duration_s > 0")
+            if dep is not None and not 0 <= dep < n:
+                raise ValueError(f"{path}:{line}: depends_on {dep} is not an earlier row index")
+            tasks.append(TraceTask(n, arrival, row["task_type"], row["user_id"], duration, dep))
+    return tasks
+
+
+@dataclass(frozen=True)
+class SimParams:
+    """The simulated world (not the policy)."""
+
+    seed: int = 0
+    # "uniform:LO:HI", "lognormal:MEDIAN:SIGMA" or "fixed:SECONDS": pod request to first heartbeat.
+    boot: str = "uniform:56:157"
+    spawn_error_rate: float = 0.03  # provider refuses the pod (after spawn_error_after_s)
+    no_heartbeat_rate: float = 0.03  # pod runs but the worker never heartbeats (hits spawn_timeout_s)
+    spawn_error_after_s: float = 20.0
+    terminate_delay_s: float = 5.0  # terminate request to provider confirming the pod gone
+    poll_interval_s: float = 5.0  # each WorkerLifecycle's poll period
+    tail_s: float = 900.0
+    max_sim_s: float = 7 * 86_400.0  # safety stop
+
+    def boot_sampler(self) -> Callable[[random.Random], float]:
+        kind, *args = self.boot.split(":")
+        values = [float(a) for a in args]
+        if kind == "uniform" and len(values) == 2:
+            lo, hi = values
+            return lambda rng: rng.uniform(lo, hi)
+        if kind == "lognormal" and len(values) == 2:
+            median, sigma = values
+            return lambda rng: rng.lognormvariate(math.log(median), sigma)
+        if kind == "fixed" and len(values) == 1:
+            return lambda rng: values[0]
+        raise ValueError(f"boot distribution {self.boot!r}: use uniform:LO:HI, lognormal:MEDIAN:SIGMA or fixed:S")
+
+
+@dataclass
+class _Task:
+    spec: TraceTask
+    status: str = "pending"  # pending (not arrived) | queued | running | done
+    ready_at: float | None = None  # arrived and dependency done
+    claimed_at: float | None = None  # first claim
+    done_at: float | None = None
+    worker: str | None = None
+    run_started: float | None = None
+
+
+@dataclass
+class _Worker:
+    id: str
+    created_at: float
+    boot_s: float
+    fault: str | None  # None | "spawn_error" | "no_heartbeat"
+    state: WorkerState = WorkerState.SPAWNING
+    state_since: float = 0.0
+    pod: lifecycle.PodPhase = lifecycle.PodPhase.PENDING
+    provider_error: str | None = None
+    last_hb: float | None = None
+    promoted_at: float | None = None
+    idle_since: float | None = None
+    tasks: set[int] = field(default_factory=set)
+    drain_requested: bool = False
+    terminate_requested: bool = False
+    scaled_down_at: float | None = None
+    gone_at: float | None = None
+    tasks_run: int = 0
+
+
+@dataclass
+class SimResult:
+    policy: str
+    figures: dict[str, float | int]
+    timeline: list[dict[str, float | int]]  # one row per policy cycle
+    waits: list[tuple[float, float]]  # (claimed_at, wait_s) per first claim
+    reasons: list[tuple[float, str]]  # (t, reason) of decisions that changed something
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"policy": self.policy, "figures": self.figures}
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """Linear-interpolated percentile (q in 0..100) of a non-empty sequence; 0 for an empty one."""
+    if not values:
+        return 0.0
+    s = sorted(values)
+    pos = (len(s) - 1) * q / 100.0
+    lo = math.floor(pos)
+    hi = min(lo + 1, len(s) - 1)
+    return s[lo] + (s[hi] - s[lo]) * (pos - lo)
+
+
+class _Sim:
+    def __init__(self, trace: Sequence[TraceTask], pol: Policy, config: ScalingSettings, params: SimParams) -> None:
+        self.pol, self.config, self.params = pol, config, params
+        self.rng = random.Random(params.seed)
+        self.claim_rng = random.Random(params.seed + 7919)
+        self.sample_boot = params.boot_sampler()
+        self.tasks = [_Task(t) for t in trace]
+        self.children: dict[int, list[int]] = defaultdict(list)
+        for t in trace:
+            if t.depends_on is not None:
+                self.children[t.depends_on].append(t.index)
+        self.workers: dict[str, _Worker] = {}
+        self.queue: list[int] = []  # queued task indexes, FIFO by ready_at
+        self.user_running: Counter[str] = Counter()
+        self.events: list[tuple[float, int, str, Any]] = []
+        self.seq = 0
+        self.now = 0.0
+        self.history = FleetHistory()
+        self.pending_outcomes: list[SpawnOutcome] = []
+        self.remaining = len(self.tasks)
+        self.busy_s = 0.0
+        self.spawns = self.failed_spawns = self.terminations = self.short_lived = self.beyond = 0
+        self.peak = 0
+        self.timeline: list[dict[str, float | int]] = []
+        self.waits: list[tuple[float, float]] = []
+        self.reasons: list[tuple[float, str]] = []
+
+    # ---- event plumbing
+    def push(self, at: float, kind: str, payload: Any = None) -> None:
+        self.seq += 1
+        heapq.heappush(self.events, (at, self.seq, kind, payload))
+
+    # ---- tasks
+    def _arrive_or_ready(self, idx: int) -> None:
+        task = self.tasks[idx]
+        dep = task.spec.depends_on
+        if task.status != "pending" or self.now < task.spec.arrival_s:
+            return
+        if dep is not None and self.tasks[dep].status != "done":
+            return
+        task.status = "queued"
+        task.ready_at = self.now
+        self.queue.append(idx)
+
+    def _claimable(self) -> list[int]:
+        limit = self.config.per_user_concurrency_limit
+        used: Counter[str] = Counter(self.user_running)
+        out = []
+        for idx in self.queue:
+            user = self.tasks[idx].spec.user_id
+            if used[user] < limit:
+                used[user] += 1
+                out.append(idx)
+        return out
+
+    def _dispatch(self, first: _Worker | None = None) -> None:
+        if not self.queue:
+            return
+        free = [
+            w
+            for w in self.workers.values()
+            if w.state is WorkerState.ACTIVE and len(w.tasks) < self.config.tasks_per_worker
+        ]
+        if not free:
+            return
+        # Idle workers poll independently: which one claims a new task is a coin toss (own RNG, so
+        # claims never shift the spawn draws). A worker that just finished claims first (see
+        # _task_done): its poll loop is already running.
+        free.sort(key=lambda w: w.id)
+        self.claim_rng.shuffle(free)
+        if first is not None and first in free:
+            free.remove(first)
+            free.insert(0, first)
+        limit = self.config.per_user_concurrency_limit
+        for w in free:
+            while len(w.tasks) < self.config.tasks_per_worker:
+                pick = next((i for i in self.queue if self.user_running[self.tasks[i].spec.user_id] < limit), None)
+                if pick is None:
+                    return
+                self.queue.remove(pick)
+                task = self.tasks[pick]
+                task.status, task.worker, task.run_started = "running", w.id, self.now
+                if task.claimed_at is None:
+                    task.claimed_at = self.now
+                    assert task.ready_at is not None
+                    self.waits.append((self.now, self.now - task.ready_at))
+                self.user_running[task.spec.user_id] += 1
+                w.tasks.add(pick)
+                w.idle_since = None
+                w.tasks_run += 1
+                self.push(self.now + task.spec.duration_s, "task_done", (pick, w.id, self.now))
+
+    def _task_done(self, idx: int, wid: str, started: float) -> None:
+        task = self.tasks[idx]
+        if task.status != "running" or task.worker != wid or task.run_started != started:
+            return  # the run was interrupted (requeued) before it finished
+        self.busy_s += self.now - started
+        task.status, task.done_at = "done", self.now
+        self.user_running[task.spec.user_id] -= 1
+        self.remaining -= 1
+        w = self.workers[wid]
+        w.tasks.discard(idx)
+        if not w.tasks:
+            w.idle_since = self.now
+        if w.state is WorkerState.DRAINING:
+            self._step_worker(w)
+        for child in self.children.get(idx, []):
+            self._arrive_or_ready(child)
+        self._dispatch(first=w)
+
+    def _requeue(self, w: _Worker) -> None:
+        for idx in sorted(w.tasks):
+            task = self.tasks[idx]
+            if task.run_started is not None:
+                self.busy_s += self.now - task.run_started
+            task.status, task.worker, task.run_started = "queued", None, None
+            self.user_running[task.spec.user_id] -= 1
+            self.queue.append(idx)
+        w.tasks.clear()
+
+    # ---- workers
+    def _spawn(self) -> None:
+        wid = f"sim-{len(self.workers) + 1:05d}"
+        boot = self.sample_boot(self.rng)
+        roll = self.rng.random()
+        fault = None
+        if roll < self.params.spawn_error_rate:
+            fault = "spawn_error"
+        elif roll < self.params.spawn_error_rate + self.params.no_heartbeat_rate:
+            fault = "no_heartbeat"
+        w = _Worker(wid, self.now, boot, fault, state_since=self.now)
+        self.workers[wid] = w
+        self.spawns += 1
+        if fault == "spawn_error":
+            self.push(self.now + self.params.spawn_error_after_s, "spawn_error", wid)
+        else:
+            self.push(self.now + boot, "pod_running", wid)
+
+    def _observe(self, w: _Worker) -> lifecycle.Observation:
+        return lifecycle.Observation(
+            pod_phase=w.pod,
+            last_heartbeat_at=w.last_hb,
+            tasks_in_progress=len(w.tasks),
+            drain_requested=w.drain_requested,
+            terminate_requested=w.terminate_requested,
+            provider_error=w.provider_error,
+        )
+
+    def _step_worker(self, w: _Worker) -> None:
+        if w.pod is lifecycle.PodPhase.RUNNING and w.fault is None and w.state is not WorkerState.TERMINATING:
+            w.last_hb = self.now  # a live worker heartbeats every few seconds
+        for _ in range(4):  # error -> terminating may follow in the same poll
+            tr = lifecycle.next_transition(
+                w.state,
+                self._observe(w),
+                now=self.now,
+                created_at=w.created_at,
+                state_since=w.state_since,
+                config=self.config,
+            )
+            if tr is None:
+                return
+            self._apply(w, tr)
+
+    def _apply(self, w: _Worker, tr: lifecycle.Transition) -> None:
+        old = w.state
+        w.state, w.state_since = tr.to, self.now
+        if tr.outcome is not None:
+            boot = self.now - w.created_at if tr.to is WorkerState.ACTIVE else None
+            self.pending_outcomes.append(SpawnOutcome(w.id, tr.outcome, self.now, boot))
+            if tr.outcome.is_failure():
+                self.failed_spawns += 1
+        if tr.to is WorkerState.ACTIVE:
+            w.promoted_at = w.idle_since = self.now
+            self._dispatch()
+        elif tr.to in (WorkerState.ERROR, WorkerState.TERMINATING) and w.tasks:
+            self._requeue(w)
+            self._dispatch()
+        if tr.to is WorkerState.TERMINATING:
+            scaled_down = old in (WorkerState.DRAINING, WorkerState.ACTIVE) and w.scaled_down_at is not None
+            if scaled_down and w.promoted_at is not None and w.scaled_down_at is not None:
+                self.short_lived += int(w.scaled_down_at - w.promoted_at < SHORT_LIFE_S)
+            gone = self.now if w.pod is lifecycle.PodPhase.NONE or w.provider_error else None
+            self.push(gone if gone is not None else self.now + self.params.terminate_delay_s, "pod_gone", w.id)
+        if tr.to is WorkerState.TERMINATED:
+            self.terminations += 1
+
+    def _views(self) -> list[WorkerView]:
+        return [
+            WorkerView(
+                id=w.id,
+                state=w.state,
+                created_at=w.created_at,
+                promoted_at=w.promoted_at,
+                last_heartbeat_at=w.last_hb,
+                tasks_in_progress=len(w.tasks),
+                idle_since=w.idle_since,
+            )
+            for w in self.workers.values()
+            if w.state is not WorkerState.TERMINATED
+        ]
+
+    def _cycle(self) -> None:
+        claimable = len(self._claimable())
+        in_progress = sum(self.user_running.values())
+        snapshot = DemandSnapshot(
+            queued=len(self.queue), claimable=claimable, in_progress=in_progress, taken_at=self.now
+        )
+        views = self._views()
+        self.history = policy.record_outcomes(self.history, self.pending_outcomes, self.now, self.config)
+        self.pending_outcomes = []
+        decision = self.pol.decide(snapshot, views, self.history, self.config, self.now)
+        self.history = decision.history
+        capacity = sum(1 for v in views if v.state.counts_as_capacity())
+        on_capacity = sum(v.tasks_in_progress for v in views if v.state.counts_as_capacity())
+        demand_workers = math.ceil((claimable + on_capacity) / self.config.tasks_per_worker)
+        self.beyond += max(0, decision.spawn - max(0, demand_workers - capacity))
+        for _ in range(decision.spawn):
+            self._spawn()
+        for wid in decision.drain:
+            w = self.workers[wid]
+            if w.state is WorkerState.SPAWNING:
+                w.terminate_requested = True
+            elif w.state is WorkerState.ACTIVE:
+                w.drain_requested = True
+                w.scaled_down_at = self.now
+            self._step_worker(w)
+        if decision.changes_something:
+            self.reasons.extend((self.now, r) for r in decision.reasons)
+        by_state = Counter(v.state for v in self._views())
+        row: dict[str, float | int] = {
+            "t": self.now,
+            "queued": len(self.queue),
+            "claimable": claimable,
+            "in_progress": in_progress,
+            "spawn": decision.spawn,
+            "drain": len(decision.drain),
+        }
+        for s in WorkerState:
+            if not s.is_terminal():
+                row[s.value] = by_state.get(s, 0)
+        self.timeline.append(row)
+
+    def _live_count(self) -> int:
+        return sum(1 for w in self.workers.values() if w.gone_at is None)
+
+    def run(self) -> SimResult:
+        for t in self.tasks:
+            self.push(t.spec.arrival_s, "arrival", t.spec.index)
+        interval = self.pol.cycle_interval_s(self.config)
+        self.push(0.0, "cycle")
+        self.push(0.0, "poll")
+        end: float | None = None
+        while self.events:
+            at, _, kind, payload = heapq.heappop(self.events)
+            if end is not None and at > end:
+                break
+            if at > self.params.max_sim_s:
+                end = self.now
+                break
+            self.now = at
+            if kind == "arrival":
+                self._arrive_or_ready(payload)
+            elif kind == "task_done":
+                self._task_done(*payload)
+            elif kind == "pod_running":
+                w = self.workers[payload]
+                if w.state in (WorkerState.SPAWNING,) and w.pod is lifecycle.PodPhase.PENDING:
+                    w.pod = lifecycle.PodPhase.RUNNING
+                    self._step_worker(w)
+            elif kind == "spawn_error":
+                w = self.workers[payload]
+                if w.state is WorkerState.SPAWNING:
+                    w.pod, w.provider_error = (
+                        lifecycle.PodPhase.NONE,
+                        "no capacity for any GPU type in the fallback list",
+                    )
+                    self._step_worker(w)
+            elif kind == "pod_gone":
+                w = self.workers[payload]
+                if w.gone_at is None:
+                    w.gone_at, w.pod = self.now, lifecycle.PodPhase.GONE
+                    self._step_worker(w)
+            elif kind == "poll":
+                for w in list(self.workers.values()):
+                    if w.state is not WorkerState.TERMINATED:
+                        self._step_worker(w)
+                self.push(self.now + self.params.poll_interval_s, "poll")
+            elif kind == "cycle":
+                self._cycle()
+                self.push(self.now + interval, "cycle")
+            self._dispatch()
+            self.peak = max(self.peak, self._live_count())
+            if end is None and self.remaining == 0:
+                end = self.now + self.params.tail_s
+        finish = end if end is not None else self.now
+        return self._result(finish)
+
+    def _result(self, end: float) -> SimResult:
+        billed = sum(
+            (min(w.gone_at, end) if w.gone_at is not None else end) - w.created_at for w in self.workers.values()
+        )
+        for t in self.tasks:  # runs still going at the end count as busy up to the end
+            if t.status == "running" and t.run_started is not None:
+                self.busy_s += end - t.run_started
+        waits = [w for _, w in self.waits]
+        waits += [end - t.ready_at for t in self.tasks if t.claimed_at is None and t.ready_at is not None]
+        done = sum(1 for t in self.tasks if t.status == "done")
+        figures: dict[str, float | int] = {
+            "tasks": len(self.tasks),
+            "tasks_done": done,
+            "billed_gpu_s": round(billed, 1),
+            "busy_gpu_s": round(self.busy_s, 1),
+            "billed_per_busy": round(billed / self.busy_s, 3) if self.busy_s else 0.0,
+            "wait_p50_s": round(percentile(waits, 50), 1),
+            "wait_p95_s": round(percentile(waits, 95), 1),
+            "wait_p99_s": round(percentile(waits, 99), 1),
+            "spawns": self.spawns,
+            "failed_spawns": self.failed_spawns,
+            "terminations": self.terminations,
+            "peak_workers": self.peak,
+            "killed_within_2min_of_promotion": self.short_lived,
+            "spawns_beyond_demand": self.beyond,
+            "sim_end_s": round(end, 1),
+        }
+        return SimResult(self.pol.name, figures, self.timeline, self.waits, self.reasons)
+
+
+def sim_scaling(overrides: dict[str, Any] | None = None) -> ScalingSettings:
+    """The default policy's config in the simulator: production defaults plus the tuned overrides."""
+    values = dict(SIM_SCALING_OVERRIDES)
+    values.update(overrides or {})
+    return ScalingSettings(**values)
+
+
+def simulate(
+    trace: Sequence[TraceTask], pol: Policy, config: ScalingSettings, params: SimParams | None = None
+) -> SimResult:
+    """Run one simulation. `pol` must be a fresh policy object (baselines keep bookkeeping)."""
+    return _Sim(trace, pol, config, params or SimParams()).run()
+
+
+def run(
+    trace_path: str | Path,
+    policy_name: str = "default",
+    config: ScalingSettings | None = None,
+    params: SimParams | None = None,
+) -> SimResult:
+    """Load a trace and simulate one named policy (`default`, `seed`, `keda`)."""
+    return simulate(load_trace(trace_path), make_policy(policy_name), config or sim_scaling(), params)
+
+
+def params_dict(params: SimParams) -> dict[str, Any]:
+    return asdict(params)
+
+
+def summarize(results: Iterable[SimResult]) -> list[dict[str, Any]]:
+    return [r.as_dict() for r in results]

@@ -1,0 +1,96 @@
+"""Chooses and opens the store the settings select: direct Postgres, Supabase REST, or embedded.
+
+`database.url` (DATABASE_URL) wins, then `database.supabase_url` with the service-role key
+(SUPABASE_URL, SUPABASE_SERVICE_ROLE_KEY), else the embedded pgserver in `database.embedded_dir`.
+The embedded database is migrated on open (it is ours alone); others are migrated by
+`orchestrator migrate` unless asked.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+from config.settings import DatabaseSettings, OrchestratorSettings
+from store.base import Store, StoreError
+
+__all__ = ["conninfo_for", "open_store", "open_store_from_env"]
+
+
+def conninfo_for(database: DatabaseSettings) -> str | None:
+    """The Postgres conninfo the settings point at (starting the embedded server if it is the one),
+    or None for Supabase REST, which has no conninfo."""
+    backend = database.backend
+    if backend == "postgres":
+        assert database.url is not None
+        return database.url.get_secret_value()
+    if backend == "supabase":
+        return None
+    from store.embedded import ensure_embedded
+
+    return ensure_embedded(Path(database.embedded_dir))
+
+
+def open_store(settings: OrchestratorSettings, *, migrate: bool | None = None) -> Store:
+    """Open the store the settings select. `migrate` None means: migrate only the embedded database.
+
+    Raises DatabaseUnavailable (a one-line, secret-free message) when it cannot be reached.
+    """
+    database = settings.database
+    backend = database.backend
+    if backend == "supabase":
+        from store.supabase import SupabaseStore
+
+        if database.supabase_service_role_key is None:
+            raise StoreError("database.supabase_url is set but database.supabase_service_role_key is not "
+                             "(set SUPABASE_SERVICE_ROLE_KEY)")
+        return SupabaseStore(
+            str(database.supabase_url),
+            database.supabase_service_role_key.get_secret_value(),
+            retries=database.request_retries,
+            timeout_s=max(database.connect_timeout_s, 10.0),
+        )
+    conninfo = conninfo_for(database)
+    assert conninfo is not None
+    if migrate if migrate is not None else backend == "embedded":
+        _migrate(conninfo, database.connect_timeout_s)
+    from store.postgres import PostgresStore
+
+    return PostgresStore(
+        conninfo,
+        min_size=database.pool_min_size,
+        max_size=database.pool_max_size,
+        connect_timeout_s=database.connect_timeout_s,
+        retries=database.request_retries,
+    )
+
+
+def _migrate(conninfo: str, connect_timeout_s: float) -> None:
+    import psycopg
+
+    from store.errors import unavailable
+    from store.migrate import apply_migrations
+
+    try:
+        apply_migrations(conninfo, connect_timeout_s=connect_timeout_s)
+    except psycopg.OperationalError as exc:
+        raise unavailable(conninfo, "applying migrations", exc) from None
+
+
+def open_store_from_env(environ: Mapping[str, str]) -> Store:
+    """The store of a worker process inside a pod: DATABASE_URL, or SUPABASE_URL + SUPABASE_SERVICE_ROLE_KEY.
+
+    Raises StoreError when neither is set (a pod never starts an embedded database of its own).
+    """
+    url = environ.get("DATABASE_URL")
+    if url:
+        from store.postgres import PostgresStore
+
+        return PostgresStore(url, min_size=1, max_size=2)
+    supabase_url = environ.get("SUPABASE_URL")
+    key = environ.get("SUPABASE_SERVICE_ROLE_KEY")
+    if supabase_url and key:
+        from store.supabase import SupabaseStore
+
+        return SupabaseStore(supabase_url, key)
+    raise StoreError("no database configured: set DATABASE_URL, or SUPABASE_URL and SUPABASE_SERVICE_ROLE_KEY")

@@ -1,0 +1,192 @@
+"""PostgresStore: the store over a direct Postgres connection (psycopg 3 and a connection pool).
+
+Each operation is one `SELECT fn(p_arg => ...)` in autocommit mode, so every call is its own
+transaction (a claim's advisory lock is released when it commits). Works with a local server,
+the embedded pgserver and Supabase's direct and pooler connection strings. Postgres-only extras:
+`wait_for_task_change` LISTENs on `task_changes` on a dedicated connection (falling back to a
+sleep where LISTEN is not available, e.g. behind a transaction-mode pooler).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any
+
+import psycopg
+from psycopg import sql
+from psycopg.types.json import Jsonb
+from psycopg_pool import ConnectionPool, PoolTimeout
+
+from store.base import StoreError
+from store.errors import describe_conninfo, error_from_sql, unavailable
+from store.rpc import JsonArg, RpcStore, backoff_delays
+
+__all__ = ["NOTIFY_CHANNEL", "PostgresStore", "check_reachable"]
+
+_log = logging.getLogger(__name__)
+
+NOTIFY_CHANNEL = "task_changes"  # pg_notify'd by the tasks triggers of 0002_functions.sql
+
+
+class PostgresStore(RpcStore):
+    """The Store over psycopg. `conninfo` is a libpq URL or key=value string; it is never shown."""
+
+    def __init__(
+        self,
+        conninfo: str,
+        *,
+        min_size: int = 1,
+        max_size: int = 8,
+        connect_timeout_s: float = 5.0,
+        retries: int = 2,
+        application_name: str = "gpu-orchestrator",
+    ) -> None:
+        self._conninfo = conninfo
+        self._where = describe_conninfo(conninfo)
+        self._connect_timeout_s = connect_timeout_s
+        self._retries = retries
+        self._kwargs: dict[str, Any] = {
+            "autocommit": True,
+            "connect_timeout": max(1, round(connect_timeout_s)),
+            "application_name": application_name,
+        }
+        self._queries: dict[tuple[str, tuple[str, ...]], sql.Composed] = {}
+        self._listen_lock = threading.Lock()
+        self._listen_conn: psycopg.Connection[Any] | None = None
+        self._listen_broken = False
+        # One direct attempt first: a clear, secret-free error instead of the pool's retry noise.
+        check_reachable(conninfo, connect_timeout_s)
+        self._pool = ConnectionPool(
+            conninfo,
+            min_size=min_size,
+            max_size=max(min_size, max_size),
+            kwargs=self._kwargs,
+            timeout=connect_timeout_s,
+            open=False,
+            name="store",
+        )
+        try:
+            self._pool.open(wait=True, timeout=connect_timeout_s)
+        except PoolTimeout as exc:
+            cause = self._probe_error()
+            self._pool.close(timeout=0)
+            raise unavailable(
+                conninfo, f"connecting for {connect_timeout_s:g}s with a pool of {min_size}", cause
+            ) from exc
+
+    def _probe_error(self) -> BaseException | None:
+        """Why a connection fails (the pool hides it): one direct attempt."""
+        try:
+            psycopg.connect(self._conninfo, **self._kwargs).close()
+        except psycopg.Error as exc:
+            return exc
+        return None
+
+    # --- lifecycle -------------------------------------------------------------------------------
+    def close(self) -> None:
+        with self._listen_lock:
+            if self._listen_conn is not None:
+                self._listen_conn.close()
+                self._listen_conn = None
+        self._pool.close()
+
+    def describe(self) -> str:
+        return f"postgres at {self._where}"
+
+    @property
+    def pool(self) -> ConnectionPool:
+        """The connection pool, for benchmarks and tests that need raw SQL in the same database."""
+        return self._pool
+
+    # --- transport -------------------------------------------------------------------------------
+    def _query(self, fn: str, names: tuple[str, ...]) -> sql.Composed:
+        key = (fn, names)
+        query = self._queries.get(key)
+        if query is None:
+            query = sql.SQL("SELECT {}({})").format(
+                sql.Identifier(fn),
+                sql.SQL(", ").join(
+                    sql.SQL("{} => {}").format(sql.Identifier(name), sql.Placeholder(name)) for name in names
+                ),
+            )
+            self._queries[key] = query
+        return query
+
+    def _call(self, fn: str, args: dict[str, Any], *, safe: bool) -> Any:
+        params = {name: _adapt(v) for name, v in args.items()}
+        query = self._query(fn, tuple(params))
+        delays = backoff_delays(self._retries if safe else 0)
+        rollbacks = backoff_delays(max(self._retries, 2), base_s=0.01)
+        attempt = 0
+        while True:
+            try:
+                with self._pool.connection() as conn:
+                    row = conn.execute(query, params).fetchone()
+                return None if row is None else row[0]
+            except psycopg.errors.TransactionRollbackError as exc:
+                # Deadlock or serialization failure: the server rolled the call back, so nothing
+                # happened and any call (a claim too) may run again.
+                if not rollbacks:
+                    raise error_from_sql(exc.sqlstate, exc.diag.message_primary or str(exc)) from None
+                time.sleep(rollbacks.pop(0))
+            except (psycopg.OperationalError, PoolTimeout) as exc:
+                if isinstance(exc, psycopg.errors.QueryCanceled | psycopg.errors.InFailedSqlTransaction):
+                    raise StoreError(f"{fn}: {exc}") from None
+                if attempt >= len(delays):
+                    what = f"calling {fn}" + (f", {attempt + 1} attempts" if attempt else "")
+                    raise unavailable(self._conninfo, what, exc) from None
+                _log.warning("store: %s failed transiently (%s); retrying", fn, type(exc).__name__)
+                time.sleep(delays[attempt])
+                attempt += 1
+            except psycopg.Error as exc:
+                diag = exc.diag
+                raise error_from_sql(exc.sqlstate, diag.message_primary or str(exc), diag.message_hint) from None
+
+    # --- notifications ---------------------------------------------------------------------------
+    def wait_for_task_change(self, timeout_s: float) -> bool:
+        with self._listen_lock:
+            conn = self._listen_connection()
+            if conn is None:
+                time.sleep(max(0.0, timeout_s))
+                return False
+            try:
+                for _ in conn.notifies(timeout=max(0.0, timeout_s), stop_after=1):
+                    # Fold a burst into one wake-up.
+                    for _ in conn.notifies(timeout=0.01):
+                        pass
+                    return True
+                return False
+            except psycopg.OperationalError:
+                conn.close()
+                self._listen_conn = None
+                return False
+
+    def _listen_connection(self) -> psycopg.Connection[Any] | None:
+        if self._listen_conn is not None and not self._listen_conn.closed:
+            return self._listen_conn
+        try:
+            conn = psycopg.connect(self._conninfo, **self._kwargs)
+            conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
+        except psycopg.Error as exc:
+            if not self._listen_broken:
+                _log.warning("store: LISTEN %s unavailable at %s (%s); polling", NOTIFY_CHANNEL, self._where, exc)
+            self._listen_broken = True
+            return None
+        self._listen_conn = conn
+        return conn
+
+
+def check_reachable(conninfo: str, connect_timeout_s: float = 5.0) -> None:
+    """Raise DatabaseUnavailable (naming host and what was tried) unless one connection succeeds."""
+    try:
+        psycopg.connect(conninfo, connect_timeout=max(1, round(connect_timeout_s)), autocommit=True).close()
+    except psycopg.Error as exc:
+        raise unavailable(conninfo, f"one connection with a {connect_timeout_s:g}s timeout", exc) from None
+
+
+def _adapt(value: Any) -> Any:
+    if isinstance(value, JsonArg):
+        return None if value.value is None else Jsonb(value.value)
+    return value

@@ -1,0 +1,449 @@
+"""The logging handler every orchestrator process installs: records go to the LogShipper, never lost silently.
+
+`emit` runs on the caller's thread and only builds a dict and appends it to a bounded in-process
+buffer: no I/O, no lock shared with the network, no exception ever escapes. A sender thread drains
+the buffer every `_POLL_S`, redacts secrets, packs each batch with msgpack and sends it with a
+fire-and-forget `.remote()` to the LogShipper. A record counts as acknowledged only when the
+shipper's answer arrives (the ObjectRefs are kept and checked lazily); a batch whose call fails is
+resent (records carry unique ids, so a resend never duplicates a row) and, after
+`_MAX_SEND_ATTEMPTS`, written to the local fallback and counted. With no Ray or no LogShipper the
+records go to the fallback (stderr and a JSON-lines file) and are counted.
+
+When the buffer is full the incoming DEBUG record is dropped, or else the oldest record; every
+drop is counted by reason and level in `stats()` and summarised in the fallback.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import itertools
+import logging
+import os
+import threading
+import time
+import traceback
+import uuid
+from collections import deque
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgpack
+from opentelemetry import trace
+
+from config.settings import OrchestratorSettings
+from telemetry import redact as redaction
+from telemetry.fallback import FallbackWriter
+
+__all__ = [
+    "ShippingLogHandler",
+    "bind_log_context",
+    "get_installed_handler",
+    "install_log_handler",
+    "log_context",
+    "pack_records",
+    "uninstall_log_handler",
+]
+
+_POLL_S = 0.05  # how often the sender thread drains the buffer
+_MAX_SEND_ATTEMPTS = 5  # sends of one batch before it goes to the fallback
+_LOOKUP_RETRY_S = 2.0  # how long to wait before looking the LogShipper up again after a miss
+_MAX_INFLIGHT_BATCHES = 64  # unacknowledged batches in flight; past it the buffer holds records
+
+# Attributes every logging.LogRecord has; anything else on a record came from `extra=`.
+_STANDARD_ATTRS = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "taskName"}
+_CONTEXT_FIELDS = ("cycle_number", "worker_id", "task_id")
+
+_context: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar("log_context", default=None)
+
+
+@contextlib.contextmanager
+def log_context(**fields: Any) -> Iterator[None]:
+    """Attach `cycle_number`, `worker_id`, `task_id` (or any field) to every record logged in the block."""
+    merged = {**(_context.get() or {}), **fields}
+    token = _context.set(merged)
+    try:
+        yield
+    finally:
+        _context.reset(token)
+
+
+def bind_log_context(**fields: Any) -> None:
+    """Attach fields for the rest of this context (e.g. a WorkerLifecycle's worker_id in __init__)."""
+    _context.set({**(_context.get() or {}), **fields})
+
+
+def pack_records(records: list[dict[str, Any]]) -> bytes:
+    """The wire and spool form of a batch: a msgpack array of record maps."""
+    return bytes(msgpack.packb(records, use_bin_type=True, default=str))
+
+
+def _jsonable(value: Any) -> Any:
+    if value is None or isinstance(value, str | int | float | bool):
+        return value
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [_jsonable(v) for v in value]
+    return str(value)
+
+
+@dataclass
+class _Inflight:
+    ref: Any
+    records: list[dict[str, Any]]
+    payload: bytes
+    sent_at: float
+    attempts: int = 1
+
+
+@dataclass
+class _Counters:
+    emitted: int = 0
+    sent: int = 0
+    acked: int = 0
+    resent_batches: int = 0
+    fallback: int = 0
+    dropped: dict[str, int] = field(default_factory=dict)
+    send_errors: int = 0
+    last_error: str | None = None
+    handler_errors: int = 0
+
+
+def _default_shipper_lookup(namespace: str) -> Callable[[], Any]:
+    def lookup() -> Any:
+        import ray
+
+        if not ray.is_initialized():
+            return None
+        from actors import names  # a leaf module of constants: no import cycle
+
+        try:
+            return ray.get_actor(names.LOG_SHIPPER_NAME, namespace=namespace)
+        except ValueError:
+            return None
+
+    return lookup
+
+
+class ShippingLogHandler(logging.Handler):
+    """See the module docstring. Use `install_log_handler` rather than creating one directly."""
+
+    def __init__(
+        self,
+        settings: OrchestratorSettings,
+        *,
+        source_type: str,
+        source_id: str,
+        shipper_lookup: Callable[[], Any] | None = None,
+        keep_acked_ids: bool = False,
+    ) -> None:
+        super().__init__(level=settings.log_shipping.level)
+        # Tests compare what was acknowledged with what reached the database.
+        self.acked_ids: list[str] | None = [] if keep_acked_ids else None
+        shipping = settings.log_shipping
+        self.source_type = source_type
+        self.source_id = source_id
+        self._batch_size = min(shipping.batch_size, 2_000)
+        self._max_buffer = shipping.max_buffer_records
+        self._buffer: deque[dict[str, Any]] = deque()
+        self._ids = itertools.count()
+        self._id_prefix = uuid.uuid4().hex[:16]  # unique per process: ids never collide across restarts
+        self._counters = _Counters()
+        self._drop_lock = threading.Lock()
+        self._unreported_drops = 0
+        self._inflight: list[_Inflight] = []
+        self._lookup = shipper_lookup or _default_shipper_lookup(settings.ray.namespace)
+        self._shipper: Any = None
+        self._next_lookup = 0.0
+        self._fallback = FallbackWriter(shipping.fallback_file)
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._idle = threading.Event()
+        self._sender_ident: int | None = None
+        self._pumping = False  # set before the sender pops records, cleared once they are in flight
+        self._sender = threading.Thread(target=self._run, name="log-sender", daemon=True)
+        self._sender.start()
+
+    # --- caller side: never blocks, never raises ---------------------------------------------
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            if threading.get_ident() == self._sender_ident:
+                return  # a log line from our own machinery must not feed itself
+            d = record.__dict__
+            try:
+                message = record.getMessage()
+            except Exception:
+                message = f"{record.msg!r} % {record.args!r}"
+            if record.exc_info:
+                if not record.exc_text:
+                    record.exc_text = "".join(traceback.format_exception(*record.exc_info))
+                message = f"{message}\n{record.exc_text}"
+            ctx = _context.get()
+            item: dict[str, Any] = {
+                "id": f"{self._id_prefix}-{next(self._ids)}",
+                "at": record.created,
+                "level": record.levelname,
+                "logger": record.name,
+                "message": message,
+                "source_type": self.source_type,
+                "source_id": self.source_id,
+            }
+            if ctx:
+                item.update(ctx)
+            extras = d.keys() - _STANDARD_ATTRS
+            if extras:
+                attributes = {}
+                for key in extras:
+                    if key in _CONTEXT_FIELDS:
+                        item[key] = d[key]
+                    else:
+                        attributes[key] = d[key]
+                if attributes:
+                    item["attributes"] = attributes
+            span_context = trace.get_current_span().get_span_context()
+            if span_context.is_valid:
+                item["trace_id"] = format(span_context.trace_id, "032x")
+            buffer = self._buffer
+            if len(buffer) >= self._max_buffer:
+                self._drop_for(item)
+                return
+            buffer.append(item)
+            self._counters.emitted += 1
+        except Exception:
+            self._counters.handler_errors += 1
+
+    def _drop_for(self, item: dict[str, Any]) -> None:
+        """The buffer is full: drop the incoming DEBUG record, else the oldest record; count it."""
+        with self._drop_lock:
+            self._counters.emitted += 1
+            if item["level"] == "DEBUG":
+                victim = item
+            else:
+                try:
+                    victim = self._buffer.popleft()
+                except IndexError:
+                    victim = item
+                else:
+                    self._buffer.append(item)
+            key = f"buffer_full:{victim['level']}"
+            self._counters.dropped[key] = self._counters.dropped.get(key, 0) + 1
+            self._unreported_drops += 1
+
+    # --- sender thread ----------------------------------------------------------------------
+    def _run(self) -> None:
+        self._sender_ident = threading.get_ident()
+        while not self._stop.is_set():
+            self._wake.wait(_POLL_S)
+            self._wake.clear()
+            self._pumping = True
+            try:
+                self._pump()
+            except Exception as exc:  # the sender must outlive any bug: count it, say it, go on
+                self._counters.send_errors += 1
+                self._counters.last_error = f"{type(exc).__name__}: {exc}"
+                self._fallback.alarm(f"log sender error: {self._counters.last_error}", source_id=self.source_id)
+            finally:
+                self._pumping = False
+            if not self._buffer and not self._inflight:
+                self._idle.set()
+            else:
+                self._idle.clear()
+        with contextlib.suppress(Exception):
+            self._pump()
+
+    def _pump(self) -> None:
+        self._check_acks()
+        self._report_drops()
+        while self._buffer and len(self._inflight) < _MAX_INFLIGHT_BATCHES:
+            batch = []
+            buffer = self._buffer
+            for _ in range(min(self._batch_size, len(buffer))):
+                try:
+                    batch.append(buffer.popleft())
+                except IndexError:
+                    break
+            if not batch:
+                break
+            for item in batch:
+                message = redaction.redact(item["message"])
+                # Postgres text cannot hold NUL; keep the line readable instead of losing it.
+                item["message"] = message.replace("\x00", "\\x00") if "\x00" in message else message
+                if "attributes" in item:
+                    item["attributes"] = redaction.redact_value(_jsonable(item["attributes"]))
+            self._send(batch)
+
+    def _get_shipper(self) -> Any:
+        if self._shipper is None and time.monotonic() >= self._next_lookup:
+            try:
+                self._shipper = self._lookup()
+            except Exception as exc:
+                self._counters.last_error = f"LogShipper lookup: {type(exc).__name__}: {exc}"
+                self._shipper = None
+            if self._shipper is None:
+                self._next_lookup = time.monotonic() + _LOOKUP_RETRY_S
+        return self._shipper
+
+    def _send(self, batch: list[dict[str, Any]], payload: bytes | None = None, attempts: int = 1) -> None:
+        if payload is None:
+            payload = pack_records(batch)
+        shipper = self._get_shipper()
+        if shipper is None:
+            self._to_fallback(batch, "LogShipper not reachable")
+            return
+        try:
+            ref = shipper.ship_packed.remote(payload)
+        except Exception as exc:
+            self._counters.last_error = f"{type(exc).__name__}: {exc}"
+            self._shipper = None
+            self._to_fallback(batch, f"send failed: {type(exc).__name__}")
+            return
+        self._counters.sent += len(batch) if attempts == 1 else 0
+        self._inflight.append(_Inflight(ref, batch, payload, time.monotonic(), attempts))
+
+    def _check_acks(self) -> None:
+        if not self._inflight:
+            return
+        import ray
+
+        refs = [f.ref for f in self._inflight]
+        ready, _ = ray.wait(refs, num_returns=len(refs), timeout=0, fetch_local=True)
+        if not ready:
+            return
+        ready_set = set(ready)
+        still: list[_Inflight] = []
+        retry: list[_Inflight] = []
+        for flight in self._inflight:
+            if flight.ref not in ready_set:
+                still.append(flight)
+                continue
+            try:
+                ray.get(flight.ref, timeout=0)
+                self._counters.acked += len(flight.records)
+                if self.acked_ids is not None:
+                    self.acked_ids.extend(r["id"] for r in flight.records)
+            except Exception as exc:
+                self._counters.last_error = f"{type(exc).__name__}: {str(exc)[:300]}"
+                self._shipper = None  # look it up again: it may have been recreated
+                if flight.attempts >= _MAX_SEND_ATTEMPTS:
+                    self._to_fallback(flight.records, f"not acknowledged after {flight.attempts} sends")
+                else:
+                    retry.append(flight)
+        self._inflight = still
+        for flight in retry:
+            self._counters.resent_batches += 1
+            self._send(flight.records, flight.payload, flight.attempts + 1)
+
+    def _to_fallback(self, records: list[dict[str, Any]], reason: str) -> None:
+        self._counters.fallback += len(records)
+        self._fallback.write(records, note=reason)
+
+    def _report_drops(self) -> None:
+        with self._drop_lock:
+            count, self._unreported_drops = self._unreported_drops, 0
+            dropped = dict(self._counters.dropped)
+        if count:
+            self._fallback.alarm(
+                f"log buffer full: dropped {count} records (totals by reason and level: {dropped})",
+                source_id=self.source_id,
+            )
+
+    # --- control ----------------------------------------------------------------------------
+    def stats(self) -> dict[str, Any]:
+        """Counters of this process's handler: emitted, buffered, sent, acked, in flight, fallback, dropped."""
+        c = self._counters
+        inflight = list(self._inflight)
+        return {
+            "source_id": self.source_id,
+            "pid": os.getpid(),
+            "emitted": c.emitted,
+            "buffered": len(self._buffer),
+            "sent": c.sent,
+            "acked": c.acked,
+            "inflight_records": sum(len(f.records) for f in inflight),
+            "oldest_unacked_s": (time.monotonic() - min(f.sent_at for f in inflight)) if inflight else 0.0,
+            "resent_batches": c.resent_batches,
+            "fallback": c.fallback,
+            "dropped": dict(c.dropped),
+            "send_errors": c.send_errors,
+            "handler_errors": c.handler_errors,
+            "last_error": c.last_error,
+        }
+
+    def flush(self, timeout: float = 2.0) -> bool:  # type: ignore[override]
+        """Wait (bounded) until every buffered record is acknowledged or in the fallback."""
+        deadline = time.monotonic() + timeout
+        self._idle.clear()
+        self._wake.set()
+        while time.monotonic() < deadline:
+            # Order matters: the sender sets _pumping before it pops from the buffer.
+            if not self._buffer and not self._inflight and not self._pumping and self._sender.is_alive():
+                return True
+            if not self._sender.is_alive():
+                return False
+            self._idle.wait(min(0.05, max(0.0, deadline - time.monotonic())))
+            self._wake.set()
+        return not self._buffer and not self._inflight
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.flush(timeout=2.0)
+        self._stop.set()
+        self._wake.set()
+        self._sender.join(timeout=2.0)
+        super().close()
+
+
+_installed: ShippingLogHandler | None = None
+_install_lock = threading.Lock()
+
+
+def install_log_handler(
+    settings: OrchestratorSettings,
+    *,
+    source_type: str,
+    source_id: str,
+    shipper_lookup: Callable[[], Any] | None = None,
+    keep_acked_ids: bool = False,
+) -> ShippingLogHandler:
+    """Install the shipping handler on the root logger of this process (idempotent) and return it.
+
+    Registers every secret of `settings` for redaction. Lowers the root logger's level to
+    `log_shipping.level` if it is higher, so INFO records reach the handler. A second call returns
+    the installed handler with its source updated.
+    """
+    global _installed
+    redaction.register_secrets(settings)
+    with _install_lock:
+        root = logging.getLogger()
+        if _installed is not None and _installed in root.handlers:
+            _installed.source_type, _installed.source_id = source_type, source_id
+            return _installed
+        handler = ShippingLogHandler(
+            settings,
+            source_type=source_type,
+            source_id=source_id,
+            shipper_lookup=shipper_lookup,
+            keep_acked_ids=keep_acked_ids,
+        )
+        root.addHandler(handler)
+        wanted = logging.getLevelName(settings.log_shipping.level)
+        if root.level == logging.NOTSET or root.level > wanted:
+            root.setLevel(wanted)
+        _installed = handler
+        return handler
+
+
+def get_installed_handler() -> ShippingLogHandler | None:
+    return _installed
+
+
+def uninstall_log_handler() -> None:
+    """Remove and close the installed handler (tests, shutdown)."""
+    global _installed
+    with _install_lock:
+        handler, _installed = _installed, None
+    if handler is not None:
+        logging.getLogger().removeHandler(handler)
+        handler.close()

@@ -1,0 +1,137 @@
+"""`orchestrator explain` on the incident's evening, in a real Postgres, through the real CLI."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+
+import pytest
+from typer.testing import CliRunner
+
+from orchestrator.cli import app
+from store.postgres import PostgresStore
+from tests.support import incident_fixture as incident
+
+
+@pytest.fixture
+def incident_db(database_url: str) -> Iterator[str]:
+    store = PostgresStore(database_url, min_size=1, max_size=2)
+    try:
+        incident.build_incident(store)
+    finally:
+        store.close()
+    yield database_url
+
+
+def explain(database_url: str, *args: str) -> tuple[int, str]:
+    result = CliRunner().invoke(app, ["explain", *args], env={"DATABASE_URL": database_url})
+    return result.exit_code, result.output
+
+
+def test_at_1755_reports_the_spawn_with_its_inputs_and_the_silence(incident_db: str) -> None:
+    code, out = explain(incident_db, "--at", "17:55")
+    assert code == 0, out
+    assert "Around 2025-10-16 17:55:00 UTC" in out  # the bare time found the incident's day
+    # The spawn, its inputs and its reason, and what it caused.
+    assert "17:55:06 decision #" in out
+    assert f"spawn 1 -> {incident.W_1755A}" in out
+    assert "queued 2, claimable 2, in_progress 0, desired 2, capacity 1, need 1" in out
+    assert "because: scale_up: spawn 1 because desired 2" in out
+    assert f"17:55:06 worker {incident.W_1755A} created" in out
+    assert f"17:56:02 worker {incident.W_1755A} promoted to active (56 s spawning)" in out
+    # The orchestrator's silence from its last log to the decision, stated plainly.
+    assert "ORCHESTRATOR SILENT from 17:35:31 to 17:55:06 (19 min 35 s)" in out
+    assert "cycle interval 10 s" in out
+
+
+def test_at_json_for_machines(incident_db: str) -> None:
+    code, out = explain(incident_db, "--at", "2025-10-16T17:55:00Z", "--json")
+    assert code == 0, out
+    data = json.loads(out)
+    spawn = next(d for d in data["decisions"] if d["at"] == "2025-10-16T17:55:06Z")
+    assert spawn["spawned_worker_ids"] == [incident.W_1755A]
+    assert spawn["inputs"]["claimable"] == 2 and spawn["inputs"]["capacity"] == 1
+    assert [c["to"] for c in spawn["caused"]] == ["spawning", "active"]
+    silence = data["silences"][0]
+    assert (silence["start"], silence["end"]) == ("2025-10-16T17:35:31Z", "2025-10-16T17:55:06Z")
+    # The two 17:42 workers were created while it was silent.
+    assert silence["worker_transitions_during"] >= 2
+
+
+def test_worker_shows_its_whole_life(incident_db: str) -> None:
+    code, out = explain(incident_db, "--worker", incident.W_1755A)
+    assert code == 0, out
+    assert f"Worker {incident.W_1755A}: active" in out
+    assert "trace id:           4bf92f3577b34da6a3ce929d0e0e4736" in out
+    assert "pod:                e72lqfpbzb0l94" in out
+    assert "Started by:" in out and "17:55:06 decision #" in out
+    assert "promoted to active (56 s spawning)" in out
+    assert "spawning     56 s" in out
+    assert f"17:57:06 {incident.TASK_ORCHESTRATOR} travel_orchestrator In Progress" in out
+    assert f"17:57:08 {incident.TASK_SEGMENT} travel_segment In Progress" in out
+
+
+def test_worker_stopped_a_minute_after_promotion_says_why(incident_db: str) -> None:
+    code, out = explain(incident_db, "--worker", incident.W_1755B, "--json")
+    assert code == 0, out
+    data = json.loads(out)
+    assert data["drained_by"]["drain_worker_ids"] == [incident.W_1755B]
+    assert "idle 59s" in data["drained_by"]["reasons"][0]
+    phases = {p["state"]: p["seconds"] for p in data["phases"]}
+    assert phases["spawning"] == 157.0 and phases["active"] == 59.0
+    assert data["worker"]["termination_reason"] == "Normal termination"
+
+
+def test_timeline_reads_like_the_report(incident_db: str) -> None:
+    code, out = explain(incident_db, "--since", "17:30", "--until", "18:00")
+    assert code == 0, out
+    lines = out.splitlines()
+
+    def line_of(fragment: str) -> int:
+        return next(i for i, line in enumerate(lines) if fragment in line)
+
+    created = line_of(f"17:55:06 worker {incident.W_1755A} created")
+    promoted = line_of(f"17:56:02 worker {incident.W_1755A} promoted to active (56 s spawning)")
+    second = line_of(f"17:58:09 worker {incident.W_1755B} promoted to active (2 min 37 s spawning)")
+    assert created < promoted < second
+    assert line_of(f"17:42:49 worker {incident.W_1742A} created") < created
+    silent = line_of("!!17:35:31 orchestrator goes silent: nothing from it for 19 min 35 s")
+    assert "worker transition(s) recorded meanwhile" in lines[silent]
+    assert "ORCHESTRATOR SILENT from 17:35:31 to 17:55:06" in out
+
+
+@pytest.mark.parametrize(
+    ("args", "named"),
+    [
+        (["--worker", "gpu-nope"], "'gpu-nope'"),
+        (["--at", "25:99"], "'25:99'"),
+        (["--at", "yesterday-ish"], "'yesterday-ish'"),
+        (["--since", "17:30", "--until", "17:00x"], "'17:00x'"),
+    ],
+)
+def test_bad_input_is_one_line_naming_the_value(incident_db: str, args: list[str], named: str) -> None:
+    code, out = explain(incident_db, *args)
+    assert code == 2
+    assert named in out
+    assert len(out.strip().splitlines()) == 1, out
+    assert "Traceback" not in out
+
+
+def test_no_mode_or_two_modes_is_an_error(incident_db: str) -> None:
+    assert explain(incident_db)[0] == 2
+    code, out = explain(incident_db, "--at", "17:55", "--worker", incident.W_1755A)
+    assert code == 2 and "exactly one" in out
+
+
+def test_unreachable_database_is_one_line_without_the_password() -> None:
+    from tests.conftest import free_port
+
+    url = f"postgresql://orch:hunter2-secret@127.0.0.1:{free_port()}/app?connect_timeout=1"
+    result = CliRunner().invoke(
+        app, ["explain", "--at", "17:55"], env={"DATABASE_URL": url, "ORCHESTRATOR_DATABASE__CONNECT_TIMEOUT_S": "1"}
+    )
+    assert result.exit_code == 2
+    assert "127.0.0.1" in result.output
+    assert "hunter2-secret" not in result.output
+    assert "Traceback" not in result.output
+    assert len(result.output.strip().splitlines()) == 1, result.output

@@ -1,0 +1,89 @@
+"""End to end on real parts: a real local Ray, a real Postgres, LocalProvider pods running the reference worker.
+
+30 tasks from 3 users with a per-user limit of 2: the Scaler scales up, every task completes
+exactly once, the fleet goes back to min_workers, every terminated pod is gone at the provider,
+and worker_events holds every transition with a reason.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from actors import remote
+from cloud.base import NotFound
+from cloud.local import LocalProvider
+from fleet.lifecycle import TRANSITIONS
+from fleet.models import WorkerState
+from store.base import NewTask, TaskStatus
+from store.postgres import PostgresStore
+from tests.support.fleet_harness import explain_fleet, fast_settings, fleet_cleanup, unique_name, wait_for
+
+pytestmark = pytest.mark.ray
+
+
+def _check_audit_trail(store: PostgresStore, worker_ids: list[str]) -> None:
+    """Every worker's events form a legal path from creation to terminated, each with a coded reason."""
+    for worker_id in worker_ids:
+        events = store.list_worker_events(worker_id=worker_id)
+        assert events[0].from_status is None and events[0].to_status == "spawning", events
+        assert events[-1].to_status == "terminated", events
+        for before, after in zip(events, events[1:], strict=False):
+            assert after.from_status == before.to_status, events
+            assert WorkerState(after.to_status) in TRANSITIONS[WorkerState(before.to_status)], events
+        for event in events:
+            code, _, words = event.reason.partition(":")
+            assert code.strip() and words.strip(), f"reason without code and words: {event}"
+
+
+def test_thirty_tasks_three_users_scale_up_and_back(
+    ray_session: dict[str, Any], database_url: str, tmp_path: Path
+) -> None:
+    settings = fast_settings(database_url, tmp_path, max_workers=4, per_user_concurrency_limit=2)
+    scaler_name = unique_name("scaler-e2e")
+    store = PostgresStore(database_url, min_size=1, max_size=2)
+    provider = LocalProvider(tmp_path)
+    with fleet_cleanup(settings, [scaler_name]):
+        store.insert_tasks(
+            [
+                NewTask(task_type="travel_segment", user_id=f"user-{i % 3}", params={"duration_s": 0.4})
+                for i in range(30)
+            ]
+        )
+        remote.get_or_create_scaler(settings, name=scaler_name, probe_log_shipper=False)
+
+        peak = 0
+
+        def all_done() -> bool:
+            nonlocal peak
+            peak = max(peak, len([w for w in store.list_workers() if w.status in ("spawning", "active")]))
+            return store.task_counts().get(TaskStatus.COMPLETE, 0) == 30
+
+        wait_for(all_done, 150, "all 30 tasks complete", interval_s=0.3, explain=lambda: explain_fleet(store))
+        tasks = store.list_tasks()
+        assert len(tasks) == 30
+        assert all(t.status == TaskStatus.COMPLETE and t.attempts == 1 for t in tasks), [
+            (t.id, t.status, t.attempts) for t in tasks if t.status != TaskStatus.COMPLETE or t.attempts != 1
+        ]
+        assert peak >= 2, "the fleet should have scaled past one worker for 6 claimable tasks"
+
+        wait_for(
+            lambda: store.list_workers() == [], 90, "fleet back to min_workers (0)", explain=lambda: explain_fleet(store)
+        )
+        workers = store.list_workers(include_terminated=True)
+        assert 2 <= len(workers) <= settings.scaling.max_workers * 3
+        assert provider.list("gpu-") == []
+        for worker in workers:
+            assert worker.status is WorkerState.TERMINATED and worker.termination_reason
+            assert worker.pod_id is not None
+            with pytest.raises(NotFound):
+                provider.get(worker.pod_id)
+        _check_audit_trail(store, [w.id for w in workers])
+
+        decisions = store.list_decisions()
+        spawned = [wid for d in decisions for wid in d.spawned_worker_ids]
+        assert sorted(spawned) == sorted(w.id for w in workers), "every worker was spawned by a recorded decision"
+        assert all(d.reasons and d.leader_epoch >= 1 for d in decisions)
+    store.close()

@@ -1,0 +1,193 @@
+"""LocalProvider: pods are real local processes running `python -m worker`."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from cloud.base import InvalidSpec, NotFound, Pod, PodSpec, PodStatus, Provider
+from cloud.local import LocalFaults, LocalProvider
+
+
+def wait_for(condition: Callable[[], object], timeout_s: float = 15.0, what: str = "condition") -> object:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
+        time.sleep(0.05)
+
+
+def process_gone(pid: int) -> bool:
+    """No process and no zombie with this pid (our own children must have been reaped)."""
+    return not Path(f"/proc/{pid}").exists()
+
+
+@pytest.fixture
+def provider(tmp_path: Path) -> Iterator[LocalProvider]:
+    prov = LocalProvider(tmp_path / "state", boot_delay_s=60, terminate_grace_s=2)
+    yield prov
+    for pod in prov.list(""):
+        prov.terminate(pod.id)
+
+
+def spec(**env: str) -> PodSpec:
+    return PodSpec(image="local", gpu_types=["local"], env=env, secret_env_keys=frozenset({"DATABASE_URL"}))
+
+
+def test_is_a_provider(provider: LocalProvider) -> None:
+    assert isinstance(provider, Provider)
+
+
+def test_pod_runs_while_booting_and_terminate_confirms_it_gone(provider: LocalProvider) -> None:
+    pod = provider.create("gpu-boot", spec(DATABASE_URL="postgresql://u:secretpw@127.0.0.1:1/x"))
+    assert pod.status is PodStatus.RUNNING
+    pid = int(pod.raw["pid"])
+    assert "secretpw" not in pod.model_dump_json()  # env keys only, never values
+    assert "secretpw" not in (provider.pods_dir / "gpu-boot.json").read_text()
+    assert provider.get(pod.id).status is PodStatus.RUNNING
+    assert [p.id for p in provider.list("gpu-")] == [pod.id]
+
+    provider.terminate(pod.id)
+    assert process_gone(pid)  # terminate returns only once the group is gone (and reaped)
+    with pytest.raises(NotFound):
+        provider.get(pod.id)
+    assert provider.list("gpu-") == []
+    provider.terminate(pod.id)  # idempotent
+
+
+def test_sigkill_when_sigterm_is_ignored(provider: LocalProvider, tmp_path: Path) -> None:
+    stubborn = LocalProvider(
+        tmp_path / "state", boot_delay_s=0, terminate_grace_s=0.3, python=str(_stubborn_python(tmp_path))
+    )
+    pod = stubborn.create("gpu-stubborn", spec())
+    wait_for(lambda: (tmp_path / "trap-ready").exists(), what="the SIGTERM trap")
+    stubborn.terminate(pod.id)
+    assert process_gone(int(pod.raw["pid"]))
+
+
+def _stubborn_python(tmp_path: Path) -> Path:
+    """A fake interpreter that ignores SIGTERM (only SIGKILL ends it)."""
+    script = tmp_path / "stubborn.sh"
+    script.write_text(f"#!/bin/sh\ntrap '' TERM\ntouch {tmp_path}/trap-ready\nwhile true; do sleep 0.1; done\n")
+    script.chmod(0o755)
+    return script
+
+
+def test_crash_after_n_seconds_shows_exited_and_leaves_no_zombie(provider: LocalProvider) -> None:
+    pod = provider.create("gpu-crash", spec(WORKER_FAULT_CRASH_AFTER_S="0.5"))
+    assert pod.status is PodStatus.RUNNING
+    wait_for(lambda: provider.get(pod.id).status is PodStatus.EXITED, what="the crash")
+    wait_for(lambda: process_gone(int(pod.raw["pid"])), what="the child to be reaped")
+    assert provider.list("gpu-")[0].status is PodStatus.EXITED  # exited pods are still listed
+    provider.terminate(pod.id)
+    with pytest.raises(NotFound):
+        provider.get(pod.id)
+
+
+def test_never_starts_fault_from_another_provider_instance(provider: LocalProvider, tmp_path: Path) -> None:
+    LocalProvider(tmp_path / "state").set_fault("gpu-dud-*", LocalFaults(never_start=True))
+    pod = provider.create("gpu-dud-1", spec())
+    wait_for(lambda: provider.get(pod.id).status is PodStatus.EXITED, what="the dud to exit")
+    log = Path(pod.raw["log_path"]).read_text()
+    assert "fault injection" in log
+    fine = provider.create("gpu-fine", spec())
+    time.sleep(0.3)
+    assert provider.get(fine.id).status is PodStatus.RUNNING
+
+
+def test_kill_from_outside_shows_exited(provider: LocalProvider) -> None:
+    pod = provider.create("gpu-killed", spec())
+    os.killpg(int(pod.raw["pgid"]), 9)
+    wait_for(lambda: provider.get(pod.id).status is PodStatus.EXITED, what="the killed pod to show EXITED")
+    wait_for(lambda: process_gone(int(pod.raw["pid"])), what="the child to be reaped")
+
+
+def test_create_is_idempotent_across_provider_instances(tmp_path: Path) -> None:
+    providers = [LocalProvider(tmp_path / "state", boot_delay_s=60, terminate_grace_s=2) for _ in range(4)]
+    results: list[Pod] = []
+    barrier = threading.Barrier(len(providers))
+
+    def create(prov: LocalProvider) -> None:
+        barrier.wait()
+        results.append(prov.create("gpu-race", spec()))
+
+    threads = [threading.Thread(target=create, args=(p,)) for p in providers]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len({pod.id for pod in results}) == 1
+    assert len({pod.raw["pid"] for pod in results}) == 1
+    other = LocalProvider(tmp_path / "state")  # a provider of a restarted process sees it too
+    assert [p.id for p in other.list("gpu-")] == [results[0].id]
+    other.terminate(results[0].id)  # and can end it
+    assert process_gone(int(results[0].raw["pid"]))
+    assert providers[0].list("gpu-") == []
+
+
+def test_pid_reuse_is_not_mistaken_for_the_pod(provider: LocalProvider) -> None:
+    pod = provider.create("gpu-reuse", spec())
+    record_path = provider.pods_dir / "gpu-reuse.json"
+    text = record_path.read_text()
+    # Pretend the pod was started at another time: the live pid is someone else's now.
+    record_path.write_text(text.replace(f'"start_ticks": {pod.raw["start_ticks"]}', '"start_ticks": 1'))
+    assert provider.get(pod.id).status is PodStatus.EXITED
+    record_path.write_text(text)
+
+
+def test_bad_names_are_refused(provider: LocalProvider) -> None:
+    with pytest.raises(InvalidSpec):
+        provider.create("../escape", spec())
+
+
+def test_boot_delay_then_heartbeat_and_work_against_the_database(tmp_path: Path, database_url: str) -> None:
+    from fleet.models import WorkerState
+    from store.base import NewTask, TaskStatus
+    from store.postgres import PostgresStore
+
+    store = PostgresStore(database_url, max_size=2)
+    provider = LocalProvider(tmp_path / "state", boot_delay_s=1.0, terminate_grace_s=5)
+    try:
+        store.create_worker("gpu-e2e", reason="test")
+        store.create_worker("gpu-mute", reason="test")
+        (task_id,) = store.insert_tasks([NewTask(task_type="demo", user_id="u", params={"duration_s": 0.1})])
+        env = {"DATABASE_URL": database_url, "HEARTBEAT_INTERVAL_S": "0.2", "WORKER_POLL_INTERVAL_S": "0.1"}
+        pod = provider.create("gpu-e2e", spec(**env))
+        mute = provider.create("gpu-mute", spec(**env, WORKER_FAULT_STOP_HEARTBEAT_AFTER_S="1.5"))
+
+        # Booting: the pod runs, the worker has not heartbeated yet.
+        assert provider.get(pod.id).status is PodStatus.RUNNING
+        row = store.get_worker("gpu-e2e")
+        assert row is not None and row.last_heartbeat_at is None
+        wait_for(lambda: (r := store.get_worker("gpu-e2e")) is not None and r.last_heartbeat_at, what="a heartbeat")
+
+        assert store.transition_worker("gpu-e2e", WorkerState.SPAWNING, WorkerState.ACTIVE, "test: promoted")
+        wait_for(lambda: (t := store.get_task(task_id)) is not None and t.status == TaskStatus.COMPLETE, what="task")
+
+        # The muted worker's heartbeat stops advancing while its process keeps running.
+        wait_for(lambda: (r := store.get_worker("gpu-mute")) is not None and r.last_heartbeat_at, what="mute beat")
+        def heartbeat_stalled() -> bool:
+            before = store.get_worker("gpu-mute")
+            time.sleep(0.6)  # three heartbeat intervals
+            after = store.get_worker("gpu-mute")
+            return before is not None and after is not None and before.last_heartbeat_at == after.last_heartbeat_at
+
+        wait_for(heartbeat_stalled, what="the muted worker's heartbeat to stop")
+        assert provider.get(mute.id).status is PodStatus.RUNNING
+
+        provider.terminate(pod.id)  # SIGTERM: the worker exits cleanly within the grace
+        provider.terminate(mute.id)
+        assert process_gone(int(pod.raw["pid"])) and process_gone(int(mute.raw["pid"]))
+        assert "exits" in Path(pod.raw["log_path"]).read_text()
+    finally:
+        for leftover in provider.list(""):
+            provider.terminate(leftover.id)
+        store.close()

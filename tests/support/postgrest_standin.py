@@ -1,0 +1,276 @@
+"""A loopback stand-in for PostgREST's `rpc` endpoint, over the same real Postgres.
+
+It answers `POST /rest/v1/rpc/<fn>` the way PostgREST does: the JSON body's keys are the
+function's named arguments, typed by the function's signature through `json_to_record` (as
+PostgREST does), and the answer is the function's result as JSON. It checks both the `apikey`
+and `Authorization: Bearer <key>` headers (401 otherwise) and answers SQL errors in PostgREST's
+shape `{code, message, details, hint}` with PostgREST's status for the SQLSTATE.
+
+Knobs for the retry tests: `fail_next(n, status=503, execute=False)` fails the next n calls
+(optionally after running the SQL, as when a gateway loses the answer), `delay_s` delays every
+answer, `calls` records every call's function name.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from dataclasses import dataclass, field
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import psycopg
+from psycopg import sql
+from psycopg_pool import ConnectionPool
+
+__all__ = ["PostgrestStandin", "status_for_sqlstate"]
+
+RPC_PREFIX = "/rest/v1/rpc/"
+
+
+def status_for_sqlstate(code: str) -> int:
+    """PostgREST's mapping of a SQLSTATE to an HTTP status (docs: "Errors", "SQLSTATE")."""
+    if code.startswith("PT") and code[2:].isdigit():
+        return int(code[2:])
+    exact = {
+        "23503": 409,
+        "23505": 409,
+        "25006": 405,
+        "42883": 404,
+        "42P01": 404,
+        "42501": 403,
+        "P0001": 400,
+    }
+    if code in exact:
+        return exact[code]
+    by_class = {
+        "08": 503,
+        "09": 500,
+        "0L": 403,
+        "0P": 403,
+        "23": 400,
+        "25": 500,
+        "28": 403,
+        "2D": 500,
+        "38": 500,
+        "39": 500,
+        "3B": 500,
+        "40": 500,
+        "53": 503,
+        "54": 413,
+        "55": 500,
+        "57": 500,
+        "58": 500,
+        "F0": 500,
+        "HV": 500,
+        "P0": 500,
+        "XX": 500,
+    }
+    return by_class.get(code[:2], 400)
+
+
+@dataclass
+class _Control:
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    fail_remaining: int = 0
+    fail_status: int = 503
+    fail_after_executing: bool = False
+    fail_json: bool = False
+    delay_s: float = 0.0
+    calls: list[str] = field(default_factory=list)
+
+    def take_failure(self) -> tuple[int, bool, bool] | None:
+        with self.lock:
+            if self.fail_remaining <= 0:
+                return None
+            self.fail_remaining -= 1
+            return self.fail_status, self.fail_after_executing, self.fail_json
+
+
+class PostgrestStandin:
+    """Start with `with PostgrestStandin(conninfo) as standin:`; point supabase-py at `standin.url`."""
+
+    def __init__(self, conninfo: str, service_key: str = "test-service-role-key-not-secret") -> None:
+        self.conninfo = conninfo
+        self.service_key = service_key
+        self.control = _Control()
+        self._pool = ConnectionPool(conninfo, min_size=1, max_size=8, kwargs={"autocommit": True}, open=False)
+        self._signatures: dict[str, dict[str, str] | None] = {}
+        self._signatures_lock = threading.Lock()
+        standin = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+            disable_nagle_algorithm = True  # headers and body go in two writes: no 40 ms delayed-ACK stall
+
+            def log_message(self, format: str, *args: Any) -> None:  # quiet
+                pass
+
+            def do_POST(self) -> None:
+                standin._handle(self)
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self._server.block_on_close = False
+        self._thread = threading.Thread(target=self._serve, name="postgrest-standin", daemon=True)
+
+    # --- lifecycle -------------------------------------------------------------------------------
+    @property
+    def url(self) -> str:
+        host, port = self._server.server_address[:2]
+        return f"http://{host!s}:{port}"
+
+    def _serve(self) -> None:
+        self._server.serve_forever(poll_interval=0.05)
+
+    def start(self) -> PostgrestStandin:
+        self._pool.open(wait=True, timeout=10)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._pool.close()
+
+    def __enter__(self) -> PostgrestStandin:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # --- knobs -----------------------------------------------------------------------------------
+    def fail_next(self, n: int, status: int = 503, *, execute: bool = False, json_body: bool = False) -> None:
+        """Fail the next n rpc calls with `status`; with execute=True the SQL runs first (lost answer)."""
+        with self.control.lock:
+            self.control.fail_remaining = n
+            self.control.fail_status = status
+            self.control.fail_after_executing = execute
+            self.control.fail_json = json_body
+
+    def set_delay(self, seconds: float) -> None:
+        self.control.delay_s = seconds
+
+    @property
+    def calls(self) -> list[str]:
+        with self.control.lock:
+            return list(self.control.calls)
+
+    # --- serving ---------------------------------------------------------------------------------
+    def _handle(self, request: BaseHTTPRequestHandler) -> None:
+        length = int(request.headers.get("Content-Length") or 0)
+        raw = request.rfile.read(length) if length else b""
+        if not request.path.startswith(RPC_PREFIX):
+            self._send(request, 404, {"code": "PGRST125", "message": f"Invalid path {request.path}",
+                                      "details": None, "hint": None})
+            return
+        if request.headers.get("apikey") != self.service_key or (
+            request.headers.get("Authorization") != f"Bearer {self.service_key}"
+        ):
+            self._send(request, 401, {"code": "PGRST301", "message": "No suitable key or wrong key type",
+                                      "details": None, "hint": None})
+            return
+        fn = request.path[len(RPC_PREFIX):].split("?", 1)[0]
+        with self.control.lock:
+            self.control.calls.append(fn)
+        failure = self.control.take_failure()
+        if failure is not None and not failure[1]:
+            self._fail(request, failure)
+            return
+        try:
+            body = json.loads(raw or b"{}")
+        except ValueError:
+            self._send(request, 400, {"code": "PGRST102", "message": "Empty or invalid json",
+                                      "details": None, "hint": None})
+            return
+        status, answer = self._run(fn, body if isinstance(body, dict) else {})
+        if failure is not None:
+            self._fail(request, failure)
+            return
+        if self.control.delay_s:
+            time.sleep(self.control.delay_s)
+        self._send_raw(request, status, answer)
+
+    def _fail(self, request: BaseHTTPRequestHandler, failure: tuple[int, bool, bool]) -> None:
+        status, _, as_json = failure
+        if as_json:
+            self._send(request, status, {"code": "PGRST002", "message": "Could not query the database for the "
+                                         "schema cache. Retrying.", "details": None, "hint": None})
+        else:
+            phrase = HTTPStatus(status).phrase if status in HTTPStatus._value2member_map_ else "Error"
+            self._send_raw(request, status, f"<html><body>{status} {phrase}</body></html>".encode(), "text/html")
+
+    def _signature(self, fn: str) -> dict[str, str] | None:
+        """Argument name -> SQL type of public.fn, or None when there is no such function."""
+        with self._signatures_lock:
+            if fn in self._signatures:
+                return self._signatures[fn]
+        with self._pool.connection() as conn:
+            row = conn.execute(
+                """
+                SELECT p.proargnames, array(SELECT format_type(t, NULL) FROM unnest(p.proargtypes) AS t)
+                FROM pg_proc p
+                WHERE p.pronamespace = 'public'::regnamespace AND p.proname = %s
+                """,
+                (fn,),
+            ).fetchone()
+        signature = None if row is None else dict(zip(row[0] or [], row[1], strict=False))
+        with self._signatures_lock:
+            self._signatures[fn] = signature
+        return signature
+
+    def _run(self, fn: str, body: dict[str, Any]) -> tuple[int, bytes]:
+        signature = self._signature(fn)
+        if signature is None or any(name not in signature for name in body):
+            args = ", ".join(sorted(body))
+            return 404, _json({"code": "PGRST202", "details": None, "hint": None,
+                               "message": f"Could not find the function public.{fn}({args}) in the schema cache"})
+        names = list(body)
+        if names:
+            query = sql.SQL("SELECT to_json({fn}({args}))::text FROM json_to_record(%s::json) AS r({cols})").format(
+                fn=sql.Identifier(fn),
+                args=sql.SQL(", ").join(
+                    sql.SQL("{} => r.{}").format(sql.Identifier(n), sql.Identifier(n)) for n in names
+                ),
+                cols=sql.SQL(", ").join(
+                    sql.SQL("{} {}").format(sql.Identifier(n), sql.SQL(signature[n])) for n in names
+                ),
+            )
+            params: tuple[Any, ...] = (json.dumps(body),)
+        else:
+            query = sql.SQL("SELECT to_json({fn}())::text").format(fn=sql.Identifier(fn))
+            params = ()
+        try:
+            with self._pool.connection() as conn:
+                row = conn.execute(query, params).fetchone()
+        except psycopg.Error as exc:
+            code = exc.sqlstate or "XX000"
+            diag = exc.diag
+            return status_for_sqlstate(code), _json(
+                {"code": code, "message": diag.message_primary or str(exc), "details": diag.message_detail,
+                 "hint": diag.message_hint}
+            )
+        text = None if row is None else row[0]
+        return 200, (text if text is not None else "null").encode()
+
+    def _send(self, request: BaseHTTPRequestHandler, status: int, payload: dict[str, Any]) -> None:
+        self._send_raw(request, status, _json(payload))
+
+    @staticmethod
+    def _send_raw(
+        request: BaseHTTPRequestHandler, status: int, body: bytes, content_type: str = "application/json"
+    ) -> None:
+        try:
+            request.send_response(status)
+            request.send_header("Content-Type", f"{content_type}; charset=utf-8")
+            request.send_header("Content-Length", str(len(body)))
+            request.end_headers()
+            request.wfile.write(body)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the client gave up waiting (the delay knob): PostgREST would not notice either
+
+
+def _json(payload: dict[str, Any]) -> bytes:
+    return json.dumps(payload).encode()

@@ -1,0 +1,119 @@
+"""The pod lifecycle state machine: every rule of issue 3, with a fake clock."""
+
+from __future__ import annotations
+
+import pytest
+
+from config.settings import ScalingSettings
+from fleet.lifecycle import (
+    TRANSITIONS,
+    IllegalTransition,
+    Observation,
+    PodPhase,
+    check_transition,
+    next_transition,
+    reason_code,
+)
+from fleet.models import SpawnOutcomeKind, WorkerState
+
+S = WorkerState
+CFG = ScalingSettings(spawn_timeout_s=600, heartbeat_timeout_s=90, drain_timeout_s=900)
+
+
+class FakeClock:
+    def __init__(self, start: float = 1_000.0) -> None:
+        self.now = start
+
+    def advance(self, seconds: float) -> float:
+        self.now += seconds
+        return self.now
+
+
+def step(state: S, obs: Observation, now: float, created_at: float = 1_000.0, state_since: float = 1_000.0):
+    return next_transition(state, obs, now=now, created_at=created_at, state_since=state_since, config=CFG)
+
+
+def test_every_edge_has_a_comment_and_terminated_is_terminal() -> None:
+    assert set(TRANSITIONS) == set(S)
+    for edges in TRANSITIONS.values():
+        for comment in edges.values():
+            assert len(comment) > 10
+    assert TRANSITIONS[S.TERMINATED] == {}
+
+
+@pytest.mark.parametrize(
+    ("current", "new"),
+    [(S.TERMINATED, S.ACTIVE), (S.SPAWNING, S.DRAINING), (S.TERMINATING, S.ACTIVE), (S.ERROR, S.ACTIVE)],
+)
+def test_illegal_moves_are_refused_with_a_reason(current: S, new: S) -> None:
+    with pytest.raises(IllegalTransition, match=f"{current.value} -> {new.value}"):
+        check_transition(current, new)
+
+
+def test_promotion_needs_running_pod_and_a_real_heartbeat() -> None:
+    clock = FakeClock()
+    created = clock.now
+    now = clock.advance(56)
+    assert step(S.SPAWNING, Observation(PodPhase.PENDING, now), now) is None  # heartbeat but pod not running
+    assert step(S.SPAWNING, Observation(PodPhase.RUNNING, None), now) is None  # running, no heartbeat yet
+    stale = Observation(PodPhase.RUNNING, created - 5)  # a heartbeat older than the worker is not real
+    assert step(S.SPAWNING, stale, now) is None
+    tr = step(S.SPAWNING, Observation(PodPhase.RUNNING, now), now)
+    assert tr is not None and tr.to is S.ACTIVE and tr.outcome is SpawnOutcomeKind.BOOTED
+    assert reason_code(tr.reason) == "promoted" and "56s" in tr.reason
+
+
+def test_spawn_timeout_and_spawn_error() -> None:
+    tr = step(S.SPAWNING, Observation(PodPhase.RUNNING, None), 1_000 + 612)
+    assert tr is not None and tr.to is S.ERROR and tr.outcome is SpawnOutcomeKind.SPAWN_TIMEOUT
+    assert tr.reason.startswith("spawn_timeout: no heartbeat 612s after creation (limit 600s)")
+    tr = step(S.SPAWNING, Observation(PodPhase.NONE, None, provider_error="no GPU"), 1_010)
+    assert tr is not None and tr.to is S.ERROR and tr.outcome is SpawnOutcomeKind.SPAWN_ERROR
+    tr = step(S.SPAWNING, Observation(PodPhase.EXITED, None), 1_010)
+    assert tr is not None and tr.to is S.ERROR and tr.code == "spawn_error"
+
+
+def test_active_heartbeat_lost_and_pod_lost() -> None:
+    assert step(S.ACTIVE, Observation(PodPhase.RUNNING, 1_000), 1_090) is None
+    tr = step(S.ACTIVE, Observation(PodPhase.RUNNING, 1_000), 1_091)
+    assert tr is not None and tr.to is S.ERROR and tr.outcome is SpawnOutcomeKind.HEARTBEAT_LOST
+    tr = step(S.ACTIVE, Observation(PodPhase.GONE, 1_000), 1_001)
+    assert tr is not None and tr.to is S.ERROR and tr.code == "pod_lost"
+
+
+def test_drain_waits_for_tasks_then_times_out() -> None:
+    tr = step(S.ACTIVE, Observation(PodPhase.RUNNING, 1_000, tasks_in_progress=1, drain_requested=True), 1_001)
+    assert tr is not None and tr.to is S.DRAINING and tr.outcome is None
+    busy = Observation(PodPhase.RUNNING, 1_500, tasks_in_progress=1)
+    assert step(S.DRAINING, busy, 1_500, state_since=1_001) is None
+    tr = step(S.DRAINING, Observation(PodPhase.RUNNING, 1_500), 1_500, state_since=1_001)
+    assert tr is not None and tr.to is S.TERMINATING and tr.code == "drained"
+    late = Observation(PodPhase.RUNNING, 1_950, tasks_in_progress=1)
+    tr = step(S.DRAINING, late, 1_950, state_since=1_001)
+    assert tr is not None and tr.to is S.TERMINATING and tr.code == "drain_timeout"
+
+
+def test_terminate_requested_drains_busy_and_stops_idle() -> None:
+    busy = Observation(PodPhase.RUNNING, 1_000, tasks_in_progress=2, terminate_requested=True)
+    tr = step(S.ACTIVE, busy, 1_001)
+    assert tr is not None and tr.to is S.DRAINING
+    idle = Observation(PodPhase.RUNNING, 1_000, terminate_requested=True)
+    tr = step(S.ACTIVE, idle, 1_001)
+    assert tr is not None and tr.to is S.TERMINATING
+    tr = step(S.SPAWNING, Observation(PodPhase.PENDING, None, terminate_requested=True), 1_001)
+    assert tr is not None and tr.to is S.TERMINATING
+
+
+def test_error_terminates_at_once_and_terminated_needs_gone() -> None:
+    tr = step(S.ERROR, Observation(PodPhase.RUNNING, None), 1_001)
+    assert tr is not None and tr.to is S.TERMINATING
+    for phase in (PodPhase.RUNNING, PodPhase.EXITED, PodPhase.UNKNOWN, PodPhase.NONE):
+        assert step(S.TERMINATING, Observation(phase, None), 1_100) is None
+    tr = step(S.TERMINATING, Observation(PodPhase.GONE, None), 1_100)
+    assert tr is not None and tr.to is S.TERMINATED
+    assert step(S.TERMINATED, Observation(PodPhase.GONE, None), 1_100) is None
+
+
+def test_unknown_pod_phase_decides_nothing_before_the_timeout() -> None:
+    assert step(S.SPAWNING, Observation(PodPhase.UNKNOWN, None), 1_100) is None
+    assert step(S.ACTIVE, Observation(PodPhase.UNKNOWN, 1_090), 1_100) is None

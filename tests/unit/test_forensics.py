@@ -1,0 +1,146 @@
+"""explain's pure part: reading times, finding silences, and wording a timeline from hand-made rows."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, time, timedelta
+
+import pytest
+
+from orchestrator import forensics
+from store.base import DecisionRecord, WorkerEvent
+
+T0 = datetime(2025, 10, 16, 17, 0, tzinfo=UTC)
+
+
+def t(minutes: float) -> datetime:
+    return T0 + timedelta(minutes=minutes)
+
+
+def event(i: int, worker: str, minutes: float, frm: str | None, to: str, reason: str = "") -> WorkerEvent:
+    return WorkerEvent(id=i, worker_id=worker, at=t(minutes), from_status=frm, to_status=to, reason=reason)
+
+
+@pytest.mark.parametrize(
+    ("text", "stamp", "tod"),
+    [
+        ("17:55", None, time(17, 55)),
+        ("17:55:06", None, time(17, 55, 6)),
+        ("2025-10-16T17:55:00Z", datetime(2025, 10, 16, 17, 55, tzinfo=UTC), None),
+        ("2025-10-16 17:55", datetime(2025, 10, 16, 17, 55, tzinfo=UTC), None),
+        ("2025-10-16T19:55:00+02:00", datetime(2025, 10, 16, 17, 55, tzinfo=UTC), None),
+        ("90m", T0 - timedelta(minutes=90), None),
+        ("2h ago", T0 - timedelta(hours=2), None),
+        ("now", T0, None),
+    ],
+)
+def test_parse_time(text: str, stamp: datetime | None, tod: time | None) -> None:
+    assert forensics.parse_time(text, now=T0) == (stamp, tod)
+
+
+@pytest.mark.parametrize("text", ["25:00", "17:61", "tomorrow", "17h55", ""])
+def test_parse_time_names_the_bad_value(text: str) -> None:
+    with pytest.raises(forensics.TimeParseError, match=repr(text)):
+        forensics.parse_time(text, now=T0)
+
+
+@pytest.mark.parametrize(
+    ("seconds", "words"),
+    [(0, "0 s"), (56, "56 s"), (157, "2 min 37 s"), (120, "2 min"), (1175, "19 min 35 s"), (3900, "1 h 5 min")],
+)
+def test_format_duration(seconds: float, words: str) -> None:
+    assert forensics.format_duration(seconds) == words
+
+
+def test_silence_longer_than_threshold_counts_transitions_during_it() -> None:
+    signals = [t(m / 6) for m in range(0, 211)]  # every 10 s to 17:35:00
+    signals += [t(55)]
+    events = [event(1, "w1", 42.8, None, "spawning"), event(2, "w1", 56, "spawning", "active")]
+    silences = forensics.find_silences(signals, since=t(30), until=t(60), threshold_s=20, events=events)
+    assert len(silences) == 2
+    first, last = silences
+    assert (first.start, first.end, first.worker_transitions) == (t(35), t(55), 1)
+    assert first.seconds == 20 * 60
+    assert last.start == t(55) and last.end is None  # silent to the window's end
+
+
+def test_no_silence_when_signals_are_dense() -> None:
+    signals = [t(m / 6) for m in range(0, 361)]
+    assert forensics.find_silences(signals, since=t(10), until=t(50), threshold_s=20) == []
+
+
+def test_at_report_links_a_decision_to_the_transitions_it_caused() -> None:
+    decision = DecisionRecord(
+        id=7,
+        at=t(55.1),
+        cycle_number=755,
+        leader_epoch=1,
+        holder="scaler",
+        inputs={"queued": 2, "claimable": 2, "in_progress": 0, "capacity": 1, "desired": 2},
+        spawn_count=1,
+        drain_worker_ids=[],
+        spawned_worker_ids=["w2"],
+        reasons=["scale_up: spawn 1 because desired 2"],
+    )
+    events = [
+        event(1, "w1", 42.8, None, "spawning", "spawn (decision not recorded)"),
+        event(2, "w2", 55.1, None, "spawning", "spawn"),
+        event(3, "w2", 56.03, "spawning", "active", "first heartbeat"),
+    ]
+    report = forensics.build_at_report(
+        at=t(55),
+        since=t(40),
+        until=t(60),
+        decisions=[decision],
+        events=events,
+        signals=[t(35.5), t(55.1)],
+        cycle_interval_s=10,
+    )
+    text = forensics.render_at(report)
+    assert "17:55:06 decision #7 (cycle 755, epoch 1, scaler): scale up, spawn 1 -> w2" in text
+    assert "inputs:  queued 2, claimable 2, in_progress 0, desired 2, capacity 1" in text
+    assert "17:56:01 worker w2 promoted to active (56 s spawning)" in text
+    assert "Transitions no decision in this window accounts for:" in text
+    assert "17:42:48 worker w1 created: spawn (decision not recorded)" in text
+    assert "ORCHESTRATOR SILENT from 17:35:30 to 17:55:06 (19 min 36 s)" in text
+    data = report.to_json()
+    assert data["decisions"][0]["caused"][1]["seconds_in_previous_state"] == 55.8
+
+
+def test_timeline_orders_silence_decisions_and_transitions() -> None:
+    decision = DecisionRecord(
+        id=1,
+        at=t(55.1),
+        cycle_number=1,
+        leader_epoch=1,
+        holder="s",
+        inputs={"claimable": 2, "capacity": 1},
+        spawn_count=1,
+        drain_worker_ids=[],
+        reasons=["scale_up"],
+    )
+    steady = decision.model_copy(update={"id": 2, "at": t(58), "spawn_count": 0, "reasons": ["steady"]})
+    report = forensics.build_timeline(
+        since=t(30),
+        until=t(60),
+        decisions=[decision, steady],
+        events=[event(1, "w2", 55.1, None, "spawning"), event(2, "w2", 56.03, "spawning", "active")],
+        signals=[t(30 + m / 6) for m in range(0, 34)] + [t(55.1 + m / 6) for m in range(0, 30)],
+        cycle_interval_s=10,
+    )
+    lines = forensics.render_timeline(report).splitlines()
+    body = [line for line in lines if line[:2] in ("  ", "!!")]
+    assert body[0].startswith("!!17:35:30 orchestrator goes silent")
+    assert body[1].startswith("!!17:55:06 orchestrator heard from again")
+    assert body[2].startswith("  17:55:06 decision #1 scale up: spawn 1 (claimable 2, capacity 1) -- scale_up")
+    assert body[3] == "  17:55:06 worker w2 created"
+    assert body[4] == "  17:56:01 worker w2 promoted to active (56 s spawning)"
+    assert not any("steady" in line for line in body)  # no-change decisions only with --all-decisions
+    assert report.counts["decisions"] == 2 and report.counts["decisions_with_change"] == 1
+
+
+def test_trace_id_of_traceparent() -> None:
+    assert forensics.trace_id_of("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01") == (
+        "4bf92f3577b34da6a3ce929d0e0e4736"
+    )
+    assert forensics.trace_id_of(None) is None
+    assert forensics.trace_id_of("garbage") is None

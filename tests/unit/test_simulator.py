@@ -1,0 +1,101 @@
+"""The discrete-event simulator: determinism, trace parsing, figures, the CLI."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from fleet.baselines import make_policy
+from orchestrator import simulator
+from orchestrator.cli import app
+
+TRACE = """arrival_s,task_type,user_id,duration_s,depends_on
+0,travel_orchestrator,u1,30,
+0.1,travel_segment,u1,200,0
+0.2,travel_segment,u1,150,0
+300,travel_segment,u2,120,
+310,travel_segment,u2,120,
+320,travel_segment,u2,120,
+330,travel_segment,u2,120,
+1500,travel_segment,u3,90,
+"""
+
+
+@pytest.fixture
+def trace_file(tmp_path: Path) -> Path:
+    path = tmp_path / "tiny.csv"
+    path.write_text(TRACE)
+    return path
+
+
+def test_same_seed_same_figures(trace_file: Path) -> None:
+    tasks = simulator.load_trace(trace_file)
+    params = simulator.SimParams(seed=3, spawn_error_rate=0.2, no_heartbeat_rate=0.2)
+    for name in ("default", "seed", "keda"):
+        a = simulator.simulate(tasks, make_policy(name), simulator.sim_scaling(), params)
+        b = simulator.simulate(tasks, make_policy(name), simulator.sim_scaling(), params)
+        assert a.figures == b.figures and a.waits == b.waits
+
+
+def test_all_tasks_finish_and_figures_add_up(trace_file: Path) -> None:
+    r = simulator.run(trace_file, "default", params=simulator.SimParams(spawn_error_rate=0, no_heartbeat_rate=0))
+    f = r.figures
+    assert f["tasks_done"] == f["tasks"] == 8
+    assert f["busy_gpu_s"] == pytest.approx(30 + 200 + 150 + 4 * 120 + 90)
+    assert f["billed_gpu_s"] > f["busy_gpu_s"] and f["billed_per_busy"] > 1
+    assert f["wait_p50_s"] <= f["wait_p95_s"] <= f["wait_p99_s"]
+    assert f["spawns_beyond_demand"] == 0 and f["failed_spawns"] == 0
+    assert f["terminations"] == f["spawns"]  # every pod is gone at the end (min_workers 0)
+
+
+def test_failures_are_counted_and_recovered(trace_file: Path) -> None:
+    params = simulator.SimParams(seed=1, spawn_error_rate=0.5, no_heartbeat_rate=0.0)
+    r = simulator.run(trace_file, "default", params=params)
+    assert r.figures["failed_spawns"] > 0 and r.figures["tasks_done"] == 8
+
+
+def test_per_user_limit_and_dependencies(tmp_path: Path) -> None:
+    path = tmp_path / "deps.csv"
+    rows = ["arrival_s,task_type,user_id,duration_s,depends_on", "0,a,u,100,"]
+    rows += ["0,b,u,100,0"] * 5  # five children of row 0, one user with limit 3
+    path.write_text("\n".join(rows) + "\n")
+    params = simulator.SimParams(boot="fixed:10", spawn_error_rate=0, no_heartbeat_rate=0)
+    r = simulator.run(path, "default", params=params)
+    assert r.figures["tasks_done"] == 6
+    assert max(row["in_progress"] for row in r.timeline) <= 3
+
+
+def test_bad_traces_name_the_line(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.csv"
+    bad.write_text("arrival_s,task_type,user_id,duration_s,depends_on\n0,a,u,10,\n5,a,u,ten,\n")
+    with pytest.raises(ValueError, match=":3:"):
+        simulator.load_trace(bad)
+    bad.write_text("arrival_s,task_type,user_id,duration_s,depends_on\n0,a,u,10,4\n")
+    with pytest.raises(ValueError, match="depends_on 4"):
+        simulator.load_trace(bad)
+    with pytest.raises(ValueError, match="boot distribution"):
+        simulator.SimParams(boot="gamma:1").boot_sampler()
+
+
+def test_cli_json_and_plot(trace_file: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run.png"
+    res = CliRunner().invoke(
+        app, ["simulate", "--trace", str(trace_file), "--policy", "keda", "--json", "--plot", str(out), "--seed", "2"]
+    )
+    assert res.exit_code == 0, res.output
+    data = json.loads(res.output)
+    assert data["policy"] == "keda" and data["figures"]["tasks_done"] == 8
+    assert out.stat().st_size > 1000
+    res = CliRunner().invoke(app, ["simulate", "--trace", str(trace_file), "--policy", "nope"])
+    assert res.exit_code != 0
+
+
+def test_shipped_traces_load() -> None:
+    traces = sorted((Path(__file__).parents[2] / "bench" / "traces").glob("*.csv"))
+    names = {p.stem for p in traces}
+    assert {"steady", "bursty", "diurnal", "many-users", "incident-evening"} <= names
+    for p in traces:
+        assert simulator.load_trace(p)
