@@ -65,9 +65,7 @@ def verdict(results: dict[tuple[str, str], dict[str, float]], trace: str, baseli
     if cheaper and no_slower:
         return "yes"
     return "no: " + ", ".join(
-        part
-        for part, bad in (("billed/busy higher", not cheaper), ("p95 wait longer", not no_slower))
-        if bad
+        part for part, bad in (("billed/busy higher", not cheaper), ("p95 wait longer", not no_slower)) if bad
     )
 
 

@@ -7,7 +7,9 @@ never see each other's rows. Set TEST_DATABASE_URL to use an existing server ins
 from __future__ import annotations
 
 import os
+import shutil
 import socket
+import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -37,12 +39,15 @@ def pg_server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         return
     import pgserver
 
-    pgdata = tmp_path_factory.mktemp("pgdata")
+    # Not under pytest's tmp tree: that one is 0700 (Postgres runs as user `pgserver` when we are
+    # root) and concurrent pytest sessions prune each other's numbered dirs.
+    pgdata = Path(tempfile.mkdtemp(prefix="orchestrator-test-pg-"))
     server = pgserver.get_server(pgdata, cleanup_mode="stop")
     try:
         yield server.get_uri()
     finally:
         server.cleanup()
+        shutil.rmtree(pgdata, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -34,6 +34,7 @@ from pathlib import Path
 __all__ = ["main"]
 
 CRASH_EXIT_CODE = 70
+_OPEN_ATTEMPTS = 3  # tries to reach the database at start (2 s, then 4 s apart)
 
 
 def _float(environ: Mapping[str, str], key: str, default: float | None) -> float | None:
@@ -74,7 +75,7 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     )
     log = logging.getLogger("worker")
 
-    from store.base import StoreError
+    from store.base import DatabaseUnavailable, StoreError
     from store.factory import open_store_from_env
     from worker import tracing
     from worker.handlers import parse_handler_specs
@@ -96,11 +97,20 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         # Like a real pod whose container runs while the worker loads: alive, no heartbeat yet.
         log.info("booting for %.1fs", boot_delay)
         time.sleep(boot_delay)
-    try:
-        store = open_store_from_env(environ)
-    except StoreError as exc:
-        log.error("cannot open the database: %s", exc)
-        return 2
+    store = None
+    for attempt in range(1, _OPEN_ATTEMPTS + 1):
+        try:
+            store = open_store_from_env(environ)
+            break
+        except DatabaseUnavailable as exc:  # the database may be restarting: a few tries, then give up
+            log.warning("cannot reach the database (attempt %d/%d): %s", attempt, _OPEN_ATTEMPTS, exc)
+            if attempt == _OPEN_ATTEMPTS:
+                return 2
+            time.sleep(2.0 * attempt)
+        except StoreError as exc:
+            log.error("cannot open the database: %s", exc)
+            return 2
+    assert store is not None
     fallback = Path(
         environ.get("WORKER_LOG_FALLBACK_FILE") or f".orchestrator/logs/worker-{args.worker_id}.fallback.jsonl"
     )

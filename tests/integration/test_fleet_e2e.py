@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import ray
 
 from actors import remote
 from cloud.base import NotFound
@@ -52,7 +53,10 @@ def test_thirty_tasks_three_users_scale_up_and_back(
                 for i in range(30)
             ]
         )
-        remote.get_or_create_scaler(settings, name=scaler_name, probe_log_shipper=False)
+        scaler = remote.get_or_create_scaler(settings, name=scaler_name, probe_log_shipper=False)
+
+        def explain() -> str:
+            return f"{explain_fleet(store)}\nscaler: {ray.get(scaler.status.remote(), timeout=10)}"
 
         peak = 0
 
@@ -61,7 +65,7 @@ def test_thirty_tasks_three_users_scale_up_and_back(
             peak = max(peak, len([w for w in store.list_workers() if w.status in ("spawning", "active")]))
             return store.task_counts().get(TaskStatus.COMPLETE, 0) == 30
 
-        wait_for(all_done, 150, "all 30 tasks complete", interval_s=0.3, explain=lambda: explain_fleet(store))
+        wait_for(all_done, 150, "all 30 tasks complete", interval_s=0.3, explain=explain)
         tasks = store.list_tasks()
         assert len(tasks) == 30
         assert all(t.status == TaskStatus.COMPLETE and t.attempts == 1 for t in tasks), [
@@ -70,7 +74,7 @@ def test_thirty_tasks_three_users_scale_up_and_back(
         assert peak >= 2, "the fleet should have scaled past one worker for 6 claimable tasks"
 
         wait_for(
-            lambda: store.list_workers() == [], 90, "fleet back to min_workers (0)", explain=lambda: explain_fleet(store)
+            lambda: store.list_workers() == [], 90, "fleet back to min_workers (0)", explain=explain
         )
         workers = store.list_workers(include_terminated=True)
         assert 2 <= len(workers) <= settings.scaling.max_workers * 3

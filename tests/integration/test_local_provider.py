@@ -174,6 +174,7 @@ def test_boot_delay_then_heartbeat_and_work_against_the_database(tmp_path: Path,
 
         # The muted worker's heartbeat stops advancing while its process keeps running.
         wait_for(lambda: (r := store.get_worker("gpu-mute")) is not None and r.last_heartbeat_at, what="mute beat")
+
         def heartbeat_stalled() -> bool:
             before = store.get_worker("gpu-mute")
             time.sleep(0.6)  # three heartbeat intervals

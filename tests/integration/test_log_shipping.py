@@ -115,7 +115,13 @@ class TcpProxy:
 
 def make_settings(database_url: str, tmp: Path, **shipping: Any) -> OrchestratorSettings:
     return OrchestratorSettings(
-        database={"url": database_url, "connect_timeout_s": 1.0, "request_retries": 0, "pool_max_size": 2},
+        database={
+            "url": database_url,
+            "supabase_service_role_key": SERVICE_KEY,  # unused (url wins) but a secret to keep out of logs
+            "connect_timeout_s": 1.0,
+            "request_retries": 0,
+            "pool_max_size": 2,
+        },
         provider={"runpod_api_key": RUNPOD_KEY},
         log_shipping={
             "spool_dir": tmp / "spool",
@@ -366,9 +372,6 @@ def test_rejected_rows_go_to_dead_letter_and_secrets_nowhere(
     import ray
 
     settings = make_settings(database_url, tmp_path)
-    settings = settings.model_copy(
-        update={"database": settings.database.model_copy(update={"supabase_service_role_key": SERVICE_KEY})}
-    )
     shipper = shipper_factory(settings)
     good, bad = uuid.uuid4().hex, uuid.uuid4().hex
     ray.get(shipper.ship.remote([_record(good, "fine"), _record(bad, "odd level", level="TRACE")]))

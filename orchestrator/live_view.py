@@ -1,0 +1,144 @@
+"""The demo's live terminal view: a pure function from a `Snapshot` to a rich renderable.
+
+The demo polls the database and the actors into a `Snapshot` twice a second; this module only
+draws it, so the layout is testable without Ray, Postgres or a terminal. `plain_line` is the
+one-line form printed when stdout is not a terminal (CI, `| tee`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from rich.console import Group
+from rich.panel import Panel
+from rich.table import Table
+from rich.text import Text
+
+__all__ = ["Snapshot", "WorkerLine", "plain_line", "render"]
+
+_STATE_STYLE = {
+    "spawning": "yellow",
+    "active": "green",
+    "draining": "cyan",
+    "terminating": "magenta",
+    "terminated": "dim",
+    "error": "bold red",
+}
+
+
+@dataclass(frozen=True)
+class WorkerLine:
+    id: str
+    state: str
+    age_s: float
+    tasks_in_progress: int = 0
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    elapsed_s: float
+    speed: float
+    trace_name: str
+    submitted: int
+    total: int
+    queued: int
+    running: int
+    done: int
+    failed: int
+    workers: list[WorkerLine] = field(default_factory=list)
+    last_decision_at: str | None = None
+    last_decision: str | None = None
+    shipper: dict[str, Any] | None = None
+    shipper_error: str | None = None
+    dashboard_url: str | None = None
+    trace_endpoint: str | None = None
+    spawns: int = 0
+    terminations: int = 0
+    phase: str = "running"
+
+
+def _age(seconds: float) -> str:
+    seconds = max(0, round(seconds))
+    return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
+
+
+def _shipper_words(snap: Snapshot) -> Text:
+    if snap.shipper_error:
+        return Text(f"unreachable: {snap.shipper_error}", style="bold red")
+    if not snap.shipper:
+        return Text("starting", style="yellow")
+    h = snap.shipper
+    healthy = h.get("healthy", h.get("ok"))
+    style = "green" if healthy in (True, None) else "bold red"
+    parts = []
+    for key in ("shipped", "pending", "spool_bytes", "dropped", "last_flush_age_s", "last_error"):
+        if key in h and h[key] is not None:
+            value = h[key]
+            parts.append(f"{key} {value:.1f}" if isinstance(value, float) else f"{key} {value}")
+    if not parts:
+        parts = [f"{k} {v}" for k, v in list(h.items())[:5]]
+    return Text(("healthy; " if healthy in (True, None) else "UNHEALTHY; ") + ", ".join(parts), style=style)
+
+
+def render(snap: Snapshot) -> Panel:
+    """The whole view: tasks, workers, the last decision, LogShipper health, where to look."""
+    tasks = Table.grid(padding=(0, 2))
+    tasks.add_row(
+        Text(f"submitted {snap.submitted}/{snap.total}"),
+        Text(f"queued {snap.queued}", style="yellow"),
+        Text(f"running {snap.running}", style="cyan"),
+        Text(f"done {snap.done}", style="green"),
+        Text(f"failed {snap.failed}", style="red" if snap.failed else "dim"),
+        Text(f"spawns {snap.spawns}  terminations {snap.terminations}"),
+    )
+    workers = Table(title="workers", title_justify="left", expand=True, show_edge=False)
+    workers.add_column("id")
+    workers.add_column("state")
+    workers.add_column("age", justify="right")
+    workers.add_column("tasks", justify="right")
+    for w in snap.workers:
+        workers.add_row(w.id, Text(w.state, style=_STATE_STYLE.get(w.state, "")), _age(w.age_s), str(w.tasks_in_progress))
+    if not snap.workers:
+        workers.add_row(Text("none yet", style="dim"), "", "", "")
+    decision = Text()
+    if snap.last_decision:
+        decision.append(f"{snap.last_decision_at or ''} ", style="bold")
+        decision.append(snap.last_decision)
+    else:
+        decision.append("no decision yet", style="dim")
+    where = Table.grid(padding=(0, 1))
+    where.add_row("Ray dashboard:", snap.dashboard_url or "(starting)")
+    where.add_row("Traces (OTLP):", snap.trace_endpoint or "off (set OTEL_EXPORTER_OTLP_ENDPOINT to send them to Jaeger)")
+    where.add_row("Afterwards:", "orchestrator explain --worker <id>   |   orchestrator status")
+    title = (
+        f"orchestrator demo: {snap.trace_name} at {snap.speed:g}x, {_age(snap.elapsed_s)} elapsed ({snap.phase})"
+    )
+    return Panel(
+        Group(
+            tasks,
+            Text(""),
+            workers,
+            Text(""),
+            Text("last decision", style="bold"),
+            decision,
+            Text(""),
+            Text.assemble(Text("LogShipper: ", style="bold"), _shipper_words(snap)),
+            Text(""),
+            where,
+        ),
+        title=title,
+        title_align="left",
+    )
+
+
+def plain_line(snap: Snapshot) -> str:
+    states: dict[str, int] = {}
+    for w in snap.workers:
+        states[w.state] = states.get(w.state, 0) + 1
+    fleet = ", ".join(f"{n} {s}" for s, n in sorted(states.items())) or "no workers"
+    return (
+        f"[{_age(snap.elapsed_s):>6}] tasks {snap.submitted}/{snap.total} submitted: {snap.queued} queued, "
+        f"{snap.running} running, {snap.done} done, {snap.failed} failed | {fleet} | "
+        f"last decision: {(snap.last_decision or '-')[:100]}"
+    )

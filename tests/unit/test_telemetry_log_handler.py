@@ -1,0 +1,67 @@
+"""The log handler never blocks or raises, carries context, and counts every record it cannot ship."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+from config.settings import OrchestratorSettings
+from telemetry import tracing
+from telemetry.log_handler import ShippingLogHandler, log_context
+
+
+def make(tmp_path: Path, **shipping: object) -> ShippingLogHandler:
+    settings = OrchestratorSettings(
+        provider={"runpod_api_key": "rpa_UNITTESTKEY000000001"},
+        log_shipping={"fallback_file": tmp_path / "fallback.jsonl", **shipping},
+    )
+    from telemetry.redact import register_secrets
+
+    register_secrets(settings)
+    return ShippingLogHandler(settings, source_type="orchestrator", source_id="unit", shipper_lookup=lambda: None)
+
+
+def test_unreachable_shipper_goes_to_fallback_with_context(tmp_path: Path) -> None:
+    handler = make(tmp_path)
+    logger = logging.getLogger("unit.handler")
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        with log_context(cycle_number=12, worker_id="gpu-1"), tracing.span("cycle"):
+            trace_id = tracing.current_trace_id()
+            logger.info("spawned %s with rpa_UNITTESTKEY000000001", "gpu-1", extra={"task_id": "t9", "gpu": "4090"})
+        logger.warning("bad format %d", "not a number")  # never raises into the caller
+        assert handler.flush(timeout=5)
+    finally:
+        logger.removeHandler(handler)
+        handler.close()
+    lines = [json.loads(x) for x in (tmp_path / "fallback.jsonl").read_text().splitlines()]
+    first = lines[0]
+    assert first["message"] == "spawned gpu-1 with ***"
+    assert (first["cycle_number"], first["worker_id"], first["task_id"]) == (12, "gpu-1", "t9")
+    assert first["trace_id"] == trace_id and first["attributes"] == {"gpu": "4090"}
+    assert first["fallback_reason"] == "LogShipper not reachable"
+    assert handler.stats()["fallback"] == 2 and handler.stats()["handler_errors"] == 0
+
+
+def test_full_buffer_drops_debug_first_and_counts(tmp_path: Path) -> None:
+    handler = make(tmp_path, max_buffer_records=100)
+    handler._stop.set()  # freeze the sender so the buffer fills
+    handler._sender.join(timeout=5)
+    logger = logging.getLogger("unit.full")
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
+    handler.setLevel(logging.DEBUG)
+    try:
+        for i in range(100):
+            logger.info("info %d", i)
+        for i in range(10):
+            logger.debug("debug %d", i)
+        for i in range(5):
+            logger.error("error %d", i)
+    finally:
+        logger.removeHandler(handler)
+    stats = handler.stats()
+    assert stats["dropped"] == {"buffer_full:DEBUG": 10, "buffer_full:INFO": 5}
+    assert stats["buffered"] == 100 and stats["emitted"] == 115
