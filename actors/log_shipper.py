@@ -47,13 +47,18 @@ _FALLBACK_EVERY_S = 0.5  # while the database is down, newly spooled records rea
 _FALLBACK_ROUNDS = 20  # most batches echoed to the fallback per round
 
 
-def _to_log_record(raw: Any) -> LogRecord:
+_ROW_FIELDS = frozenset(LogRecord.model_fields)
+
+
+def _to_row(raw: Any) -> dict[str, Any]:
+    """A spooled record as the JSON-ready dict `insert_system_logs` takes (`at` as ISO 8601 UTC)."""
     if not isinstance(raw, dict):
         raise ValueError(f"record is a {type(raw).__name__}, not a map")
-    at = raw.get("at")
+    row = dict(raw) if raw.keys() <= _ROW_FIELDS else {k: v for k, v in raw.items() if k in _ROW_FIELDS}
+    at = row.get("at")
     if isinstance(at, int | float):
-        raw = {**raw, "at": datetime.fromtimestamp(at, UTC)}
-    return LogRecord.model_validate(raw)
+        row["at"] = datetime.fromtimestamp(at, UTC).isoformat()
+    return row
 
 
 class LogShipper:
@@ -232,26 +237,30 @@ class LogShipper:
 
     def _insert(self, store: Any, raws: list[Any]) -> tuple[int, int, int]:
         """Insert a batch; returns (inserted, duplicates, rejected). Transient errors propagate."""
-        rows: list[LogRecord] = []
+        rows: list[dict[str, Any]] = []
         raw_rows: list[Any] = []
         rejected = 0
         for raw in raws:
             try:
-                rows.append(_to_log_record(raw))
+                rows.append(_to_row(raw))
                 raw_rows.append(raw)
-            except (ValidationError, ValueError, TypeError) as exc:
+            except (ValueError, TypeError, OverflowError, OSError) as exc:
                 rejected += self._dead(raw, f"invalid record: {str(exc).splitlines()[0][:300]}")
         if not rows:
             return 0, 0, rejected
         inserted, duplicates, more = self._insert_rows(store, rows, raw_rows)
         return inserted, duplicates, rejected + more
 
-    def _insert_rows(self, store: Any, rows: list[LogRecord], raws: list[Any]) -> tuple[int, int, int]:
+    def _insert_rows(self, store: Any, rows: list[dict[str, Any]], raws: list[Any]) -> tuple[int, int, int]:
         try:
-            result = store.insert_system_logs(rows)
+            if hasattr(store, "insert_system_log_dicts"):
+                # JSON-ready dicts straight from the spool: the database validates each row.
+                result = store.insert_system_log_dicts(rows)
+            else:
+                result = store.insert_system_logs([LogRecord.model_validate(row) for row in rows])
         except DatabaseUnavailable:
             raise
-        except StoreError as exc:
+        except (StoreError, ValidationError) as exc:
             # Not transient: a row the database cannot take poisons the batch. Bisect to find it.
             if len(rows) == 1:
                 return 0, 0, self._dead(raws[0], f"store error: {str(exc)[:300]}")

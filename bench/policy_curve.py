@@ -25,8 +25,8 @@ from orchestrator import simulator  # noqa: E402
 TRACES = ["steady", "bursty", "diurnal", "many-users", "incident-evening"]
 GRID = {
     "idle_timeout_s": [60.0, 150.0, 240.0, 400.0],
-    "max_workers": [3, 4, 10],
-    "min_workers": [0, 1, 2],
+    "max_workers": [3, 4, 5, 6, 10],
+    "min_workers": [0, 2],
 }
 
 Point = tuple[float, float, dict[str, float]]  # billed/busy, p95, knobs

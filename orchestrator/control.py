@@ -1,23 +1,348 @@
-"""`orchestrator up`, `down` and `status` (not built yet)."""
+"""`orchestrator up`, `down` and `status`: start, stop and look at the running system.
+
+- `up` connects to a running Ray cluster, applies migrations, creates or re-attaches the detached
+  actors (LogShipper, Scaler), prints where to look, and returns. Running it twice changes nothing.
+- `down` stops the actors. Pods keep running and the next `up` adopts them (their worker rows are
+  still live, so the Scaler re-creates their lifecycles). `--terminate-pods` drains, then
+  terminates every pod, and confirms with the provider that none is left.
+- `status` reads the database (leader, epoch, last decision, workers) and, when Ray answers, the
+  Scaler and every actor's Ray state and restart count. It works with Ray down.
+"""
 
 from __future__ import annotations
 
+import json
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any
+
 import typer
 
+from actors import names
+from config.settings import OrchestratorSettings
 
-def up() -> None:
-    """Not built yet."""
-    typer.echo("orchestrator up: not built yet", err=True)
-    raise typer.Exit(2)
+ConfigOption = Annotated[
+    Path | None, typer.Option("--config", "-c", help="YAML config file (else ORCHESTRATOR_CONFIG, env, defaults).")
+]
+AddressOption = Annotated[
+    str | None, typer.Option("--address", help="Ray cluster address (default: ray.address from config, `auto`).")
+]
+
+# How long `status` waits for the Scaler's own answer before showing what the database says.
+_STATUS_TIMEOUT_S = 5.0
 
 
-def down() -> None:
-    """Not built yet."""
-    typer.echo("orchestrator down: not built yet", err=True)
-    raise typer.Exit(2)
+def _load(config: Path | None) -> OrchestratorSettings:
+    from config.loader import ConfigError, load_settings
+
+    try:
+        return load_settings(config)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            typer.echo(problem, err=True)
+        raise typer.Exit(2) from None
 
 
-def status() -> None:
-    """Not built yet."""
-    typer.echo("orchestrator status: not built yet", err=True)
-    raise typer.Exit(2)
+def _fail(message: str) -> typer.Exit:
+    typer.echo(message, err=True)
+    return typer.Exit(1)
+
+
+# --- up --------------------------------------------------------------------------------------------
+def up(config: ConfigOption = None, address: AddressOption = None) -> None:
+    """Start (or re-attach) the orchestrator's actors on a running Ray cluster, then return."""
+    from orchestrator import app
+    from store.base import StoreError
+
+    settings = _load(config)
+    try:
+        report = app.up(settings, address)
+    except StoreError as exc:
+        raise _fail(f"database: {exc}") from None
+    except ConnectionError as exc:
+        raise _fail(
+            f"ray: no cluster at {address or settings.ray.address} ({exc}); start one with `ray start --head` "
+            "or `ray up ray_cluster.yaml`"
+        ) from None
+    typer.echo(f"database   {report.database} (migrations applied)")
+    typer.echo(f"ray        namespace {report.namespace}; dashboard {report.dashboard_url or '(not available)'}")
+    for name, how in report.actors.items():
+        typer.echo(f"actor      {name}: {how}")
+    typer.echo("workers    one actor per pod, named worker:<worker id>")
+    for note in report.notes:
+        typer.echo(f"note       {note}")
+    typer.echo("next       `orchestrator status` for the fleet, `orchestrator explain` for why")
+
+
+# --- down ------------------------------------------------------------------------------------------
+def down(
+    config: ConfigOption = None,
+    address: AddressOption = None,
+    terminate_pods: Annotated[
+        bool, typer.Option("--terminate-pods", help="Drain, then terminate every pod and confirm it is gone.")
+    ] = False,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for pods to drain and terminate.")] = 900.0,
+) -> None:
+    """Stop the actors. Pods keep running (the next `up` adopts them) unless --terminate-pods."""
+    from orchestrator import app
+
+    settings = app.resolve_settings(_load(config))
+    try:
+        app.connect_ray(settings, address)
+    except ConnectionError as exc:
+        raise _fail(f"ray: no cluster at {address or settings.ray.address} ({exc})") from None
+    result = stop_fleet(settings, terminate_pods=terminate_pods, timeout_s=timeout, echo=typer.echo)
+    if result["pods_left"]:
+        raise _fail(f"pods still present at the provider: {', '.join(result['pods_left'])}")
+
+
+def stop_fleet(
+    settings: OrchestratorSettings,
+    *,
+    terminate_pods: bool,
+    timeout_s: float,
+    scaler_name: str = names.SCALER_NAME,
+    echo: Any = print,
+) -> dict[str, Any]:
+    """`down` without the CLI: stop the Scaler (lease released), then terminate pods or just stop lifecycles."""
+    import ray
+
+    from actors import remote
+
+    namespace = settings.ray.namespace
+    scaler = remote.find_actor(scaler_name, namespace)
+    if scaler is not None:
+        try:
+            ray.get(scaler.stop.remote(), timeout=60)
+        except Exception as exc:  # a dead or hung Scaler: its lease expires by itself
+            echo(f"scaler did not stop cleanly ({type(exc).__name__}); killing it")
+        ray.kill(scaler, no_restart=True)
+        echo(f"stopped {scaler_name}")
+    pods_left: list[str] = []
+    if terminate_pods:
+        pods_left = _terminate_everything(settings, timeout_s, echo)
+    for row in app_actor_names(namespace):
+        if row.startswith(names.WORKER_ACTOR_PREFIX):
+            _kill(row, namespace)
+    echo(
+        "stopped the worker lifecycles"
+        + ("" if terminate_pods else "; pods keep running and the next `up` adopts them")
+    )
+    _kill(names.LOG_SHIPPER_NAME, namespace)
+    echo(f"stopped {names.LOG_SHIPPER_NAME}")
+    return {"pods_left": pods_left}
+
+
+def app_actor_names(namespace: str) -> list[str]:
+    from orchestrator import app
+
+    return [row["name"] for row in app.actor_table(namespace)]
+
+
+def _kill(name: str, namespace: str) -> None:
+    import ray
+
+    from actors import remote
+
+    handle = remote.find_actor(name, namespace)
+    if handle is not None:
+        ray.kill(handle, no_restart=True)
+
+
+def _terminate_everything(settings: OrchestratorSettings, timeout_s: float, echo: Any) -> list[str]:
+    """Every live worker is asked (again, until done) to terminate; every pod of ours is confirmed gone."""
+    from actors import remote
+    from cloud.factory import make_provider
+    from store.factory import open_store
+
+    store = open_store(settings)
+    provider = make_provider(settings)
+    deadline = time.monotonic() + timeout_s
+    try:
+        live = store.list_workers()
+        echo(f"terminating {len(live)} worker(s): drain first, then stop the pod")
+        while live and time.monotonic() < deadline:
+            for row in live:
+                handle = remote.get_or_create_lifecycle(row.id, settings)
+                handle.request_terminate.remote("orchestrator down --terminate-pods")
+            time.sleep(1.0)
+            live = store.list_workers()
+        # Pods of ours without a live row (orphans, or a worker that gave up) are stopped directly.
+        live_ids = {r.id for r in live}
+        for pod in provider.list(settings.provider.name_prefix):
+            if pod.name not in live_ids:
+                provider.terminate(pod.id)
+        left = [pod.name for pod in provider.list(settings.provider.name_prefix)]
+        echo(f"pods left at the provider ({provider.name}): {len(left)}")
+        return left
+    finally:
+        store.close()
+        provider.close()
+
+
+# --- status ----------------------------------------------------------------------------------------
+def collect_status(
+    settings: OrchestratorSettings, address: str | None = None, *, scaler_name: str = names.SCALER_NAME
+) -> dict[str, Any]:
+    """The whole picture as plain data: database first (always), then Ray (when reachable)."""
+    from store.base import TaskStatus
+    from store.factory import open_store
+
+    out: dict[str, Any] = {"at": datetime.now(tz=UTC).isoformat()}
+    store = open_store(settings)
+    try:
+        now = store.now()
+        lease = store.get_leader_lease("scaler")
+        out["leader"] = (
+            {
+                "holder": lease.holder,
+                "epoch": lease.epoch,
+                "expires_at": lease.expires_at.isoformat(),
+                "valid": lease.expires_at > now,
+            }
+            if lease is not None
+            else None
+        )
+        decisions = store.list_decisions(limit=1)
+        out["last_decision"] = decisions[-1].model_dump(mode="json") if decisions else None
+        in_progress: dict[str, list[str]] = {}
+        for task in store.list_tasks(status=TaskStatus.IN_PROGRESS):
+            in_progress.setdefault(task.worker_id or "", []).append(task.id)
+        out["tasks"] = store.task_counts()
+        out["workers"] = [
+            {
+                "id": w.id,
+                "state": w.status.value,
+                "pod": w.pod_id,
+                "gpu": w.gpu_type,
+                "age_s": round((now - w.created_at).total_seconds(), 1),
+                "last_heartbeat_s_ago": (
+                    round((now - w.last_heartbeat_at).total_seconds(), 1) if w.last_heartbeat_at else None
+                ),
+                "current_tasks": in_progress.get(w.id, []),
+            }
+            for w in store.list_workers()
+        ]
+    finally:
+        store.close()
+    out["ray"] = _ray_status(settings, address, scaler_name)
+    return out
+
+
+def _ray_status(settings: OrchestratorSettings, address: str | None, scaler_name: str) -> dict[str, Any]:
+    import ray
+
+    from actors import remote
+    from orchestrator import app
+
+    try:
+        app.connect_ray(settings, address)
+    except Exception as exc:
+        return {"reachable": False, "error": f"{type(exc).__name__}: {exc}"}
+    out: dict[str, Any] = {"reachable": True, "scaler": None}
+    scaler = remote.find_actor(scaler_name, settings.ray.namespace)
+    if scaler is not None:
+        try:
+            out["scaler"] = ray.get(scaler.status.remote(), timeout=_STATUS_TIMEOUT_S)
+        except Exception as exc:
+            out["scaler"] = {"error": f"{type(exc).__name__}: {exc}"}
+    try:
+        out["actors"] = app.actor_table(settings.ray.namespace)
+    except Exception as exc:  # the state API needs the dashboard
+        out["actors_error"] = f"{type(exc).__name__}: {exc}"
+    return out
+
+
+def status(
+    config: ConfigOption = None,
+    address: AddressOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")] = False,
+) -> None:
+    """Leader and epoch, the last decision, every worker, and every actor's Ray state and restarts."""
+    from orchestrator import app
+    from store.base import StoreError
+
+    settings = _load(config)
+    try:
+        settings = app.resolve_settings(settings)
+        data = collect_status(settings, address)
+    except StoreError as exc:
+        raise _fail(f"database: {exc}") from None
+    if as_json:
+        typer.echo(json.dumps(data, indent=2, default=str))
+        return
+    render_status(data)
+
+
+def render_status(data: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    leader = data.get("leader")
+    ray_info = data.get("ray", {})
+    scaler = ray_info.get("scaler") or {}
+    if leader is None:
+        console.print("[bold]leader[/] none yet")
+    else:
+        valid = "" if leader["valid"] else " [red](expired)[/]"
+        console.print(f"[bold]leader[/] {leader['holder']} epoch {leader['epoch']}{valid}")
+    if scaler.get("role"):
+        line = f"[bold]scaler[/] {scaler.get('name')}: {scaler['role']}"
+        if scaler["role"] != "leader":
+            line += f" (leader is {scaler.get('leader_holder')}, epoch {scaler.get('leader_epoch')})"
+        if scaler.get("last_cycle_at"):
+            ago = time.time() - scaler["last_cycle_at"]
+            line += f"; cycle {scaler.get('cycle')} {ago:.1f}s ago took {1000 * scaler.get('last_cycle_s', 0):.0f} ms"
+        console.print(line)
+        if scaler.get("phase_errors"):
+            console.print(f"[red]phase errors[/] {scaler['phase_errors']}")
+        breaker = scaler.get("breaker") or {}
+        if breaker.get("status") and breaker["status"] != "closed":
+            console.print(
+                f"[red]breaker {breaker['status']}[/]: {breaker.get('failures_in_window')} failed of "
+                f"{breaker.get('attempts_in_window')} spawns (rate {breaker.get('failure_rate', 0):.2f})"
+            )
+        last = scaler.get("last_decision")
+        if last:
+            console.print(f"[bold]now[/] desired {last['desired']}, capacity {last['capacity']}")
+            for reason in last["reasons"]:
+                console.print(f"  {reason}")
+    decision = data.get("last_decision")
+    if decision:
+        console.print(
+            f"[bold]last recorded decision[/] #{decision['id']} cycle {decision['cycle_number']} at {decision['at']}: "
+            f"spawn {decision['spawn_count']}, drain {decision['drain_worker_ids'] or 'none'}"
+        )
+        for reason in decision["reasons"]:
+            console.print(f"  {reason}")
+    console.print(f"[bold]tasks[/] {data.get('tasks')}")
+
+    table = Table(title="workers")
+    for column in ("worker", "state", "pod", "gpu", "age", "last heartbeat", "current task"):
+        table.add_column(column)
+    for w in data.get("workers", []):
+        hb = "never" if w["last_heartbeat_s_ago"] is None else f"{w['last_heartbeat_s_ago']:.0f}s ago"
+        table.add_row(
+            w["id"],
+            w["state"],
+            w["pod"] or "-",
+            w["gpu"] or "-",
+            f"{w['age_s']:.0f}s",
+            hb,
+            ", ".join(t[:8] for t in w["current_tasks"]) or "-",
+        )
+    console.print(table)
+
+    if not ray_info.get("reachable"):
+        console.print(f"[yellow]ray unreachable[/]: {ray_info.get('error')} (database view only)")
+        return
+    actors = Table(title="actors (Ray)")
+    for column in ("name", "state", "pid", "restarts", "repr"):
+        actors.add_column(column)
+    for a in ray_info.get("actors", []):
+        actors.add_row(a["name"], str(a["state"]), str(a["pid"] or "-"), str(a["restarts"]), a["repr"])
+    console.print(actors)
+    if ray_info.get("actors_error"):
+        console.print(f"[yellow]actor list unavailable[/]: {ray_info['actors_error']}")

@@ -98,7 +98,9 @@ def render(snap: Snapshot) -> Panel:
     workers.add_column("age", justify="right")
     workers.add_column("tasks", justify="right")
     for w in snap.workers:
-        workers.add_row(w.id, Text(w.state, style=_STATE_STYLE.get(w.state, "")), _age(w.age_s), str(w.tasks_in_progress))
+        workers.add_row(
+            w.id, Text(w.state, style=_STATE_STYLE.get(w.state, "")), _age(w.age_s), str(w.tasks_in_progress)
+        )
     if not snap.workers:
         workers.add_row(Text("none yet", style="dim"), "", "", "")
     decision = Text()
@@ -109,11 +111,11 @@ def render(snap: Snapshot) -> Panel:
         decision.append("no decision yet", style="dim")
     where = Table.grid(padding=(0, 1))
     where.add_row("Ray dashboard:", snap.dashboard_url or "(starting)")
-    where.add_row("Traces (OTLP):", snap.trace_endpoint or "off (set OTEL_EXPORTER_OTLP_ENDPOINT to send them to Jaeger)")
-    where.add_row("Afterwards:", "orchestrator explain --worker <id>   |   orchestrator status")
-    title = (
-        f"orchestrator demo: {snap.trace_name} at {snap.speed:g}x, {_age(snap.elapsed_s)} elapsed ({snap.phase})"
+    where.add_row(
+        "Traces (OTLP):", snap.trace_endpoint or "off (set OTEL_EXPORTER_OTLP_ENDPOINT to send them to Jaeger)"
     )
+    where.add_row("Afterwards:", "orchestrator explain --worker <id>   |   orchestrator status")
+    title = f"orchestrator demo: {snap.trace_name} at {snap.speed:g}x, {_age(snap.elapsed_s)} elapsed ({snap.phase})"
     return Panel(
         Group(
             tasks,

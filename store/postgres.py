@@ -152,12 +152,13 @@ class PostgresStore(RpcStore):
                 time.sleep(max(0.0, timeout_s))
                 return False
             try:
-                for _ in conn.notifies(timeout=max(0.0, timeout_s), stop_after=1):
-                    # Fold a burst into one wake-up.
+                woke = any(True for _ in conn.notifies(timeout=max(0.0, timeout_s), stop_after=1))
+                if woke:
+                    # Fold a burst into one wake-up. Not nested in the generator above: notifies()
+                    # holds the connection's (non-reentrant) lock while it runs.
                     for _ in conn.notifies(timeout=0.01):
                         pass
-                    return True
-                return False
+                return woke
             except psycopg.OperationalError:
                 conn.close()
                 self._listen_conn = None

@@ -146,6 +146,8 @@ class ShippingLogHandler(logging.Handler):
         self.source_type = source_type
         self.source_id = source_id
         self._batch_size = min(shipping.batch_size, 2_000)
+        self._flush_interval = shipping.flush_interval_s
+        self._force = False  # set by flush(): send a partial batch now
         self._max_buffer = shipping.max_buffer_records
         self._buffer: deque[dict[str, Any]] = deque()
         self._ids = itertools.count()
@@ -256,6 +258,19 @@ class ShippingLogHandler(logging.Handler):
     def _pump(self) -> None:
         self._check_acks()
         self._report_drops()
+        buffer = self._buffer
+        if not buffer:
+            return
+        # Send full batches at once, a partial one only when its oldest record waited flush_interval_s
+        # (or on flush()): fewer, larger calls keep this thread's share of the GIL, and so the callers'
+        # tail latency, small.
+        try:
+            oldest = buffer[0]["at"]
+        except IndexError:
+            return
+        if len(buffer) < self._batch_size and not self._force and time.time() - oldest < self._flush_interval:
+            return
+        self._force = False
         while self._buffer and len(self._inflight) < _MAX_INFLIGHT_BATCHES:
             batch = []
             buffer = self._buffer
@@ -375,6 +390,7 @@ class ShippingLogHandler(logging.Handler):
         """Wait (bounded) until every buffered record is acknowledged or in the fallback."""
         deadline = time.monotonic() + timeout
         self._idle.clear()
+        self._force = True
         self._wake.set()
         while time.monotonic() < deadline:
             # Order matters: the sender sets _pumping before it pops from the buffer.
@@ -383,6 +399,7 @@ class ShippingLogHandler(logging.Handler):
             if not self._sender.is_alive():
                 return False
             self._idle.wait(min(0.05, max(0.0, deadline - time.monotonic())))
+            self._force = True
             self._wake.set()
         return not self._buffer and not self._inflight
 

@@ -73,9 +73,7 @@ def test_thirty_tasks_three_users_scale_up_and_back(
         ]
         assert peak >= 2, "the fleet should have scaled past one worker for 6 claimable tasks"
 
-        wait_for(
-            lambda: store.list_workers() == [], 90, "fleet back to min_workers (0)", explain=explain
-        )
+        wait_for(lambda: store.list_workers() == [], 90, "fleet back to min_workers (0)", explain=explain)
         workers = store.list_workers(include_terminated=True)
         assert 2 <= len(workers) <= settings.scaling.max_workers * 3
         assert provider.list("gpu-") == []

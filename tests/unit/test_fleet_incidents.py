@@ -98,3 +98,15 @@ def test_seed_makes_the_mistake(mistake: Callable[[baselines.Policy], bool]) -> 
 @pytest.mark.parametrize("mistake", MISTAKES, ids=lambda m: m.__name__)
 def test_default_policy_does_not(mistake: Callable[[baselines.Policy], bool]) -> None:
     assert not mistake(baselines.DefaultPolicy())
+
+
+def test_the_decision_alone_says_why_workers_were_launched() -> None:
+    """'Why were 2 workers launched at 17:55?' answered from the decision row, with numbers."""
+    busy = WorkerView("gpu-174249", S.ACTIVE, T0 - 760, promoted_at=T0 - 700, tasks_in_progress=1)
+    d = policy.decide(DemandSnapshot(queued=2, claimable=2, in_progress=1), [busy], FleetHistory(), CFG, T0)
+    assert d.spawn == 2
+    why = d.reasons[0]
+    for fact in ("spawn 2", "desired 3", "claimable 2", "in_progress 1", "capacity 1", "active 1", "spawning 0"):
+        assert fact in why
+    assert "breaker closed" in why
+    assert d.inputs["desired"] == 3 and d.inputs["capacity"] == 1 and d.inputs["workers_active"] == 1

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from config.settings import ScalingSettings
 from fleet.lifecycle import (
@@ -117,3 +119,31 @@ def test_error_terminates_at_once_and_terminated_needs_gone() -> None:
 def test_unknown_pod_phase_decides_nothing_before_the_timeout() -> None:
     assert step(S.SPAWNING, Observation(PodPhase.UNKNOWN, None), 1_100) is None
     assert step(S.ACTIVE, Observation(PodPhase.UNKNOWN, 1_090), 1_100) is None
+
+
+observations = st.builds(
+    Observation,
+    pod_phase=st.sampled_from(list(PodPhase)),
+    last_heartbeat_at=st.none() | st.floats(0, 3000),
+    tasks_in_progress=st.integers(0, 3),
+    drain_requested=st.booleans(),
+    terminate_requested=st.booleans(),
+    provider_error=st.none() | st.just("no capacity"),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.sampled_from(list(S)), observations, st.floats(0, 3000), st.floats(0, 3000))
+def test_every_returned_move_is_legal_and_coded(state: S, obs: Observation, created: float, dt: float) -> None:
+    tr = step(state, obs, created + dt, created_at=created, state_since=created)
+    if tr is None:
+        return
+    check_transition(state, tr.to)
+    assert tr.code and tr.code == tr.code.lower() and " " not in tr.code
+    # A breaker outcome only on promotion or on the way to error, never on a scale-down.
+    if tr.outcome is not None:
+        assert (state, tr.to) in {(S.SPAWNING, S.ACTIVE), (S.SPAWNING, S.ERROR), (S.ACTIVE, S.ERROR)}
+    if tr.to is S.TERMINATED:
+        assert obs.pod_phase is PodPhase.GONE
+    if state is S.ACTIVE and tr.to is S.TERMINATING:
+        assert obs.tasks_in_progress == 0  # a busy worker is drained, never cut off

@@ -27,6 +27,7 @@ def test_unreachable_shipper_goes_to_fallback_with_context(tmp_path: Path) -> No
     logger = logging.getLogger("unit.handler")
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)
+    logger.propagate = False  # pytest's capture handler raises on the bad format below; ours must not
     try:
         with log_context(cycle_number=12, worker_id="gpu-1"), tracing.span("cycle"):
             trace_id = tracing.current_trace_id()

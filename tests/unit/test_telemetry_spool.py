@@ -46,14 +46,14 @@ def test_bound_drops_oldest_debug_first_and_counts(tmp_path: Path) -> None:
     drops: dict[str, int] = {}
     spool = Spool(
         tmp_path,
-        max_bytes=60_000,
+        max_bytes=30_000,
         segment_bytes=10_000,
         on_drop=lambda reason, n: drops.__setitem__(reason, drops.get(reason, 0) + n),
     )
     for i in range(8):
         spool.append(pack_records(records(5, "DEBUG", start=i * 10, size=500)), 5)
         spool.append(pack_records(records(5, "WARNING", start=i * 10 + 5, size=500)), 5)
-    assert spool.total_bytes() <= 60_000
+    assert spool.total_bytes() <= 30_000
     assert drops.get("spool_full:DEBUG", 0) > 0 and "spool_full:WARNING" not in drops
     got, _ = spool.read_batch(10_000)
     assert sum(r["level"] == "WARNING" for r in got) == 40  # nothing above DEBUG was lost

@@ -1,0 +1,114 @@
+"""`orchestrator demo` end to end, as a user runs it: its own Ray, Postgres and pods, then nothing left.
+
+Runs the real command in a subprocess (so it starts its own Ray, not the session's) in a temporary
+working directory, with a short trace at high speed. Every process it starts inherits a marker
+variable, so the process table can be searched for leftovers precisely even with other test
+sessions on the machine.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+
+ORCHESTRATOR = str(Path(sys.executable).parent / "orchestrator")
+TRACE = """arrival_s,task_type,user_id,duration_s,depends_on
+0,travel_orchestrator,u1,30,
+1,travel_segment,u1,60,0
+2,travel_segment,u2,90,
+5,travel_segment,u3,60,
+20,travel_segment,u2,60,
+40,travel_segment,u4,30,
+"""
+
+
+def _leftovers(marker: str, workdir: Path, before: set[int]) -> list[str]:
+    """Processes the demo started that still run: our new children, or anything carrying its marker
+    or naming its working directory."""
+    me = psutil.Process()
+    found = {p.pid: p for p in me.children(recursive=True) if p.pid not in before}
+    for proc in psutil.process_iter(["pid", "cmdline"]):
+        try:
+            if str(workdir) in " ".join(proc.info["cmdline"] or []) or proc.environ().get("DEMO_TEST_MARKER") == marker:
+                found[proc.pid] = proc
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            continue
+    out = []
+    for proc in found.values():
+        try:
+            if proc.status() != psutil.STATUS_ZOMBIE:
+                out.append(f"{proc.pid} {' '.join(proc.cmdline())[:160]}")
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+    return out
+
+
+def _wait_for_no_leftovers(marker: str, workdir: Path, before: set[int], timeout_s: float = 20) -> list[str]:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        left = _leftovers(marker, workdir, before)
+        if not left or time.monotonic() > deadline:
+            return left
+        time.sleep(0.5)
+
+
+@pytest.fixture
+def workdir(tmp_path: Path) -> Iterator[Path]:
+    (tmp_path / "tiny.csv").write_text(TRACE)
+    try:
+        yield tmp_path
+    finally:
+        from store.embedded import stop_embedded
+
+        stop_embedded(tmp_path / ".orchestrator" / "pgdata")
+
+
+def _run(workdir: Path, env: dict[str, str], *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [ORCHESTRATOR, *args], cwd=workdir, env=env, capture_output=True, text=True, timeout=timeout, check=False
+    )
+
+
+def test_demo_runs_the_workload_and_leaves_only_its_database(workdir: Path) -> None:
+    marker = uuid.uuid4().hex
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ORCHESTRATOR_", "DATABASE_URL", "SUPABASE_"))}
+    env["DEMO_TEST_MARKER"] = marker
+    before = {p.pid for p in psutil.Process().children(recursive=True)}
+
+    demo = _run(
+        workdir, env, "demo", "--trace", "tiny.csv", "--speed", "20", "--duration", "20", "--plain", timeout=240
+    )
+    output = demo.stdout + demo.stderr
+    assert demo.returncode == 0, output[-3000:]
+    assert "tasks:        6/6 done, 0 failed, 0 unfinished" in output, output[-3000:]
+    assert "Traceback" not in output
+    assert (workdir / ".orchestrator" / "pgdata" / "PG_VERSION").exists()
+
+    left = _wait_for_no_leftovers(marker, workdir, before)
+    assert not left, "processes left behind by the demo:\n" + "\n".join(left)
+
+    # The database it left answers `explain` and `status`.
+    timeline = _run(workdir, env, "explain", "--since", "1h", "--json")
+    assert timeline.returncode == 0, timeline.stderr
+    entries = json.loads(timeline.stdout)["entries"]
+    worker_ids = sorted({e["transition"]["worker_id"] for e in entries if e["kind"] == "transition"})
+    assert worker_ids, "the demo recorded no worker transitions"
+    life = _run(workdir, env, "explain", "--worker", worker_ids[0])
+    assert life.returncode == 0, life.stderr
+    assert f"Worker {worker_ids[0]}: terminated" in life.stdout
+    assert "Transitions:" in life.stdout and "created" in life.stdout
+
+    status = _run(workdir, env, "status")
+    assert status.returncode == 0, status.stdout + status.stderr
+
+    left = _wait_for_no_leftovers(marker, workdir, before)
+    assert not left, "processes left behind by explain/status:\n" + "\n".join(left)
