@@ -166,14 +166,17 @@ class ScalingSettings(_Section):
         default=10.0, gt=0, le=3600, description="Seconds between Scaler cycles when nothing wakes it."
     )
     spawn_timeout_s: float = Field(
-        default=600.0, gt=0, le=86_400, description="A worker with no first heartbeat by then is an error."
+        default=300.0,
+        gt=0,
+        le=86_400,
+        description="A worker with no first heartbeat by then is an error (about twice the slowest boot seen).",
     )
     heartbeat_interval_s: float = Field(default=10.0, gt=0, le=3600, description="Worker heartbeat period.")
     heartbeat_timeout_s: float = Field(
         default=90.0, gt=0, le=86_400, description="An active worker silent this long is an error."
     )
     idle_timeout_s: float = Field(
-        default=300.0, ge=0, le=86_400, description="An idle worker above min_workers may go after this."
+        default=240.0, ge=0, le=86_400, description="An idle worker above min_workers may go after this."
     )
     drain_timeout_s: float = Field(
         default=900.0, gt=0, le=86_400, description="Longest wait for a draining worker's tasks."

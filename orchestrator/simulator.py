@@ -44,16 +44,10 @@ __all__ = [
     "simulate",
 ]
 
-# The default policy's knobs as tuned on the shipped traces (bench/policy_compare.py). Everything
-# else keeps the production default of config.settings.ScalingSettings.
-# idle_timeout_s 240 (production default 300): long enough to keep p95 wait at KEDA's level on
-# Poisson-like load, short enough to stop paying for a burst's fleet soon after it ends.
-# spawn_timeout_s 300 (production default 600): twice the slowest boot seen (157 s); a pod that
-# never heartbeats holds a capacity slot (spawning counts as capacity) until this fires.
-SIM_SCALING_OVERRIDES: dict[str, Any] = {
-    "idle_timeout_s": 240.0,
-    "spawn_timeout_s": 300.0,
-}
+# The default policy runs with the production defaults of config.settings.ScalingSettings, which
+# were tuned on the shipped traces (bench/policy_compare.py, bench/policy_curve.py). Keep overrides
+# here only for simulator-specific knobs.
+SIM_SCALING_OVERRIDES: dict[str, Any] = {}
 
 # Promotion within this long of a worker being scaled down counts as "killed shortly after boot".
 SHORT_LIFE_S = 120.0
