@@ -78,7 +78,7 @@ def table(results: dict[tuple[str, str], dict[str, float]], seeds: int) -> str:
             cells = [trace, name] + [_fmt(f[k], digits) for k, _, digits in COLUMNS]
             cells.append("" if name == "default" else verdict(results, trace, name))
             lines.append("| " + " | ".join(cells) + " |")
-    tuned = ", ".join(f"{k}={v:g}" for k, v in simulator.SIM_SCALING_OVERRIDES.items())
+    tuned = ", ".join(f"{k}={v:g}" for k, v in simulator.SIM_SCALING_OVERRIDES.items()) or "no overrides"
     lines.append("")
     lines.append(
         f"Means over {seeds} seed(s); boot uniform 56-157 s, 3% spawn errors, 3% pods that never heartbeat. "

@@ -19,7 +19,8 @@ from config import ConfigError, load_settings
 
 def command(
     sql: Annotated[
-        bool, typer.Option("--sql", help="Print the SQL for a Supabase SQL editor or `supabase db push`; apply nothing.")
+        bool,
+        typer.Option("--sql", help="Print the SQL for a Supabase SQL editor or `supabase db push`; apply nothing."),
     ] = False,
     config: Annotated[
         Path | None, typer.Option("--config", help="YAML config file (default: $ORCHESTRATOR_CONFIG).")

@@ -42,8 +42,10 @@ def open_store(settings: OrchestratorSettings, *, migrate: bool | None = None) -
         from store.supabase import SupabaseStore
 
         if database.supabase_service_role_key is None:
-            raise StoreError("database.supabase_url is set but database.supabase_service_role_key is not "
-                             "(set SUPABASE_SERVICE_ROLE_KEY)")
+            raise StoreError(
+                "database.supabase_url is set but database.supabase_service_role_key is not "
+                "(set SUPABASE_SERVICE_ROLE_KEY)"
+            )
         return SupabaseStore(
             str(database.supabase_url),
             database.supabase_service_role_key.get_secret_value(),

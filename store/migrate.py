@@ -14,7 +14,14 @@ from importlib import resources
 
 import psycopg
 
-__all__ = ["MIGRATIONS_LOCK_KEY", "Migration", "apply_migrations", "applied_migrations", "load_migrations", "render_sql"]
+__all__ = [
+    "MIGRATIONS_LOCK_KEY",
+    "Migration",
+    "applied_migrations",
+    "apply_migrations",
+    "load_migrations",
+    "render_sql",
+]
 
 # Advisory lock key of the migration runner: any constant that no other code of ours uses.
 MIGRATIONS_LOCK_KEY = 0x6F72_6368_6D69_67  # "orchmig" in ASCII, fits a bigint
@@ -63,24 +70,21 @@ def apply_migrations(conninfo: str, *, connect_timeout_s: float | None = None) -
     Raises psycopg.OperationalError when the database cannot be reached (callers that talk to a
     person turn it into a one-line message; see store.errors).
     """
-    kwargs: dict[str, object] = {}
-    if connect_timeout_s is not None:
-        kwargs["connect_timeout"] = max(1, round(connect_timeout_s))
+    timeout = max(1, round(connect_timeout_s)) if connect_timeout_s is not None else None
     applied: list[str] = []
-    with psycopg.connect(conninfo, **kwargs) as conn:  # type: ignore[arg-type]
-        with conn.transaction():
-            conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATIONS_LOCK_KEY,))
-            conn.execute(_LEDGER_DDL)
-            done = {row[0] for row in conn.execute("SELECT name FROM schema_migrations")}
-            for migration in load_migrations():
-                if migration.name in done:
-                    continue
-                conn.execute(migration.sql.encode())
-                conn.execute(
-                    "INSERT INTO schema_migrations (name, checksum) VALUES (%s, %s)",
-                    (migration.name, migration.checksum),
-                )
-                applied.append(migration.name)
+    with psycopg.connect(conninfo, connect_timeout=timeout) as conn, conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATIONS_LOCK_KEY,))
+        conn.execute(_LEDGER_DDL)
+        done = {row[0] for row in conn.execute("SELECT name FROM schema_migrations")}
+        for migration in load_migrations():
+            if migration.name in done:
+                continue
+            conn.execute(migration.sql.encode())
+            conn.execute(
+                "INSERT INTO schema_migrations (name, checksum) VALUES (%s, %s)",
+                (migration.name, migration.checksum),
+            )
+            applied.append(migration.name)
     return applied
 
 

@@ -51,6 +51,10 @@ class PostgresStore(RpcStore):
             "autocommit": True,
             "connect_timeout": max(1, round(connect_timeout_s)),
             "application_name": application_name,
+            # No server-side prepared statements: transaction-mode poolers (Supabase's Supavisor on
+            # port 6543, pgbouncer) hand each transaction to any backend. Each call is one tiny
+            # `SELECT fn(...)`, so planning it again costs little.
+            "prepare_threshold": None,
         }
         self._queries: dict[tuple[str, tuple[str, ...]], sql.Composed] = {}
         self._listen_lock = threading.Lock()
@@ -125,7 +129,7 @@ class PostgresStore(RpcStore):
                 with self._pool.connection() as conn:
                     row = conn.execute(query, params).fetchone()
                 return None if row is None else row[0]
-            except psycopg.errors.TransactionRollbackError as exc:
+            except psycopg.errors.TransactionRollback as exc:
                 # Deadlock or serialization failure: the server rolled the call back, so nothing
                 # happened and any call (a claim too) may run again.
                 if not rollbacks:

@@ -60,9 +60,7 @@ class SupabaseStore(RpcStore):
             event_hooks={"response": [self._remember_status]},
         )
         try:
-            options = supabase.ClientOptions(
-                auto_refresh_token=False, persist_session=False, httpx_client=self._http
-            )
+            options = supabase.ClientOptions(auto_refresh_token=False, persist_session=False, httpx_client=self._http)
             self._client = supabase.create_client(self._url, service_role_key, options)
         except supabase.SupabaseException as exc:
             self._http.close()

@@ -7,6 +7,7 @@ and worker_events holds every transition with a reason.
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +32,7 @@ def _check_audit_trail(store: PostgresStore, worker_ids: list[str]) -> None:
         events = store.list_worker_events(worker_id=worker_id)
         assert events[0].from_status is None and events[0].to_status == "spawning", events
         assert events[-1].to_status == "terminated", events
-        for before, after in zip(events, events[1:], strict=False):
+        for before, after in itertools.pairwise(events):
             assert after.from_status == before.to_status, events
             assert WorkerState(after.to_status) in TRANSITIONS[WorkerState(before.to_status)], events
         for event in events:

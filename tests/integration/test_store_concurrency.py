@@ -62,8 +62,12 @@ def test_concurrent_claimers_respect_the_per_user_limit(database_url: str) -> No
     # Runs of 8 consecutive tasks from one user, so the oldest tasks keep hitting the limit.
     setup.insert_tasks(
         [
-            NewTask(task_type="t", user_id=f"u{(i // 8) % USERS}", id=f"task-{i:04d}",
-                    created_at=base + timedelta(milliseconds=i))
+            NewTask(
+                task_type="t",
+                user_id=f"u{(i // 8) % USERS}",
+                id=f"task-{i:04d}",
+                created_at=base + timedelta(milliseconds=i),
+            )
             for i in range(TASKS)
         ]
     )

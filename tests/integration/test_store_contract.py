@@ -149,8 +149,9 @@ def test_requeue_worker_tasks(store: RpcStore) -> None:
 
 def test_workers_lifecycle_and_events(store: RpcStore) -> None:
     worker_id = "gpu-20240101_000000-0000beef"
-    row = store.create_worker(worker_id, reason="demand 3", gpu_type="RTX", trace_context="00-abc-def-01",
-                              metadata={"ram": 72})
+    row = store.create_worker(
+        worker_id, reason="demand 3", gpu_type="RTX", trace_context="00-abc-def-01", metadata={"ram": 72}
+    )
     assert row.status == WorkerState.SPAWNING and row.last_heartbeat_at is None
     assert row.metadata == {"ram": 72} and row.trace_context == "00-abc-def-01"
     again = store.create_worker(worker_id, reason="retry")  # idempotent by id
@@ -251,8 +252,9 @@ def test_leader_lease_and_fencing(store: RpcStore) -> None:
     b = store.acquire_leader_lease("scaler", "b", 30)
     assert b.acquired and b.epoch > a.epoch
     assert not store.renew_leader_lease("scaler", "a", a.epoch, 30)
-    stale = DecisionRecord(cycle_number=1, leader_epoch=a.epoch, holder="a", inputs={}, spawn_count=1,
-                           drain_worker_ids=[], reasons=["x"])
+    stale = DecisionRecord(
+        cycle_number=1, leader_epoch=a.epoch, holder="a", inputs={}, spawn_count=1, drain_worker_ids=[], reasons=["x"]
+    )
     with pytest.raises(StaleEpoch):
         store.record_decision(stale)
     with pytest.raises(StaleEpoch):
@@ -290,8 +292,17 @@ def test_system_logs(store: RpcStore) -> None:
     assert [r.id for r in window] == ["log-2", "log-3"]
     assert store.list_system_logs(source_id="nobody") == []
     assert [r.id for r in store.list_system_logs(limit=2)] == ["log-6", "log-7"]
-    full = _log(100, worker_id="w", task_id="t", trace_id="tr", cycle_number=9, logger="x.y",
-                attributes={"k": [1, 2]}, source_type="worker", level="ERROR")
+    full = _log(
+        100,
+        worker_id="w",
+        task_id="t",
+        trace_id="tr",
+        cycle_number=9,
+        logger="x.y",
+        attributes={"k": [1, 2]},
+        source_type="worker",
+        level="ERROR",
+    )
     store.insert_system_logs([full])
     assert store.list_system_logs(source_id="scaler", since=full.at) == [full]
 

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import psycopg
 import pytest
 
-from store.migrate import apply_migrations, applied_migrations, load_migrations, render_sql
+from store.migrate import applied_migrations, apply_migrations, load_migrations, render_sql
 
 TABLES = [
     "tasks",

@@ -163,16 +163,22 @@ class PostgrestStandin:
         length = int(request.headers.get("Content-Length") or 0)
         raw = request.rfile.read(length) if length else b""
         if not request.path.startswith(RPC_PREFIX):
-            self._send(request, 404, {"code": "PGRST125", "message": f"Invalid path {request.path}",
-                                      "details": None, "hint": None})
+            self._send(
+                request,
+                404,
+                {"code": "PGRST125", "message": f"Invalid path {request.path}", "details": None, "hint": None},
+            )
             return
         if request.headers.get("apikey") != self.service_key or (
             request.headers.get("Authorization") != f"Bearer {self.service_key}"
         ):
-            self._send(request, 401, {"code": "PGRST301", "message": "No suitable key or wrong key type",
-                                      "details": None, "hint": None})
+            self._send(
+                request,
+                401,
+                {"code": "PGRST301", "message": "No suitable key or wrong key type", "details": None, "hint": None},
+            )
             return
-        fn = request.path[len(RPC_PREFIX):].split("?", 1)[0]
+        fn = request.path[len(RPC_PREFIX) :].split("?", 1)[0]
         with self.control.lock:
             self.control.calls.append(fn)
         failure = self.control.take_failure()
@@ -182,8 +188,9 @@ class PostgrestStandin:
         try:
             body = json.loads(raw or b"{}")
         except ValueError:
-            self._send(request, 400, {"code": "PGRST102", "message": "Empty or invalid json",
-                                      "details": None, "hint": None})
+            self._send(
+                request, 400, {"code": "PGRST102", "message": "Empty or invalid json", "details": None, "hint": None}
+            )
             return
         status, answer = self._run(fn, body if isinstance(body, dict) else {})
         if failure is not None:
@@ -196,8 +203,16 @@ class PostgrestStandin:
     def _fail(self, request: BaseHTTPRequestHandler, failure: tuple[int, bool, bool]) -> None:
         status, _, as_json = failure
         if as_json:
-            self._send(request, status, {"code": "PGRST002", "message": "Could not query the database for the "
-                                         "schema cache. Retrying.", "details": None, "hint": None})
+            self._send(
+                request,
+                status,
+                {
+                    "code": "PGRST002",
+                    "message": "Could not query the database for the schema cache. Retrying.",
+                    "details": None,
+                    "hint": None,
+                },
+            )
         else:
             phrase = HTTPStatus(status).phrase if status in HTTPStatus._value2member_map_ else "Error"
             self._send_raw(request, status, f"<html><body>{status} {phrase}</body></html>".encode(), "text/html")
@@ -225,8 +240,14 @@ class PostgrestStandin:
         signature = self._signature(fn)
         if signature is None or any(name not in signature for name in body):
             args = ", ".join(sorted(body))
-            return 404, _json({"code": "PGRST202", "details": None, "hint": None,
-                               "message": f"Could not find the function public.{fn}({args}) in the schema cache"})
+            return 404, _json(
+                {
+                    "code": "PGRST202",
+                    "details": None,
+                    "hint": None,
+                    "message": f"Could not find the function public.{fn}({args}) in the schema cache",
+                }
+            )
         names = list(body)
         if names:
             query = sql.SQL("SELECT to_json({fn}({args}))::text FROM json_to_record(%s::json) AS r({cols})").format(
@@ -249,8 +270,12 @@ class PostgrestStandin:
             code = exc.sqlstate or "XX000"
             diag = exc.diag
             return status_for_sqlstate(code), _json(
-                {"code": code, "message": diag.message_primary or str(exc), "details": diag.message_detail,
-                 "hint": diag.message_hint}
+                {
+                    "code": code,
+                    "message": diag.message_primary or str(exc),
+                    "details": diag.message_detail,
+                    "hint": diag.message_hint,
+                }
             )
         text = None if row is None else row[0]
         return 200, (text if text is not None else "null").encode()
