@@ -6,7 +6,8 @@ they behave the same; one contract test suite runs over both.
 
 Times are timezone-aware UTC datetimes at this boundary. Writes made by the Scaler carry the leader
 lease epoch (`epoch=`); the database refuses them with `StaleEpoch` once another holder has taken
-the lease (fencing).
+the lease (fencing). Epochs come from one database sequence, so an epoch names one tenure of one
+lease and a fenced write needs no lease name.
 """
 
 from __future__ import annotations
@@ -202,7 +203,11 @@ class Store(Protocol):
         ...
 
     def requeue_worker_tasks(self, worker_id: str) -> int:
-        """A dead worker's In Progress tasks go back to Queued; returns how many."""
+        """A dead worker's In Progress tasks go back to Queued (worker_id NULL); returns how many.
+
+        Attempts are not added (the claim counted it); a task past max attempts fails on its next
+        fail_task.
+        """
         ...
 
     def demand_snapshot(self, per_user_limit: int | None = None) -> DemandSnapshot:
@@ -222,7 +227,9 @@ class Store(Protocol):
 
     def get_task(self, task_id: str) -> TaskRow | None: ...
 
-    def list_tasks(self, status: str | None = None, limit: int = 10_000) -> list[TaskRow]: ...
+    def list_tasks(self, status: str | None = None, limit: int = 10_000) -> list[TaskRow]:
+        """The oldest `limit` tasks (of that status), oldest first."""
+        ...
 
     def task_counts(self) -> dict[str, int]:
         """Tasks by status."""
@@ -265,7 +272,8 @@ class Store(Protocol):
     ) -> bool:
         """Compare-and-set the status and append a worker_events row in one transaction.
 
-        False when the row's status is not `expected` (a lost race: re-read, never overwrite).
+        False when the row's status is not `expected` (a lost race: re-read, never overwrite), when
+        there is no such row, or when it is `terminated` (never left). `expected` None: any status.
         Sets promoted_at on `active`, terminated_at and termination_reason on `terminated`.
         """
         ...
@@ -280,7 +288,9 @@ class Store(Protocol):
         since: datetime | None = None,
         until: datetime | None = None,
         limit: int = 10_000,
-    ) -> list[WorkerEvent]: ...
+    ) -> list[WorkerEvent]:
+        """Events with since <= at < until, the newest `limit` of them, oldest first."""
+        ...
 
     # --- decisions ---------------------------------------------------------------------------
     def record_decision(self, decision: DecisionRecord) -> int:
@@ -294,7 +304,7 @@ class Store(Protocol):
     def list_decisions(
         self, since: datetime | None = None, until: datetime | None = None, limit: int = 1000
     ) -> list[DecisionRecord]:
-        """Newest last."""
+        """Decisions with since <= at < until, the newest `limit` of them, oldest first (newest last)."""
         ...
 
     # --- logs --------------------------------------------------------------------------------
@@ -308,7 +318,9 @@ class Store(Protocol):
         until: datetime | None = None,
         source_id: str | None = None,
         limit: int = 10_000,
-    ) -> list[LogRecord]: ...
+    ) -> list[LogRecord]:
+        """Records with since <= at < until, the newest `limit` of them, oldest first."""
+        ...
 
     def count_system_logs(self) -> int: ...
 
@@ -319,9 +331,13 @@ class Store(Protocol):
 
     def renew_leader_lease(self, name: str, holder: str, epoch: int, ttl_s: float) -> bool: ...
 
-    def release_leader_lease(self, name: str, holder: str, epoch: int) -> None: ...
+    def release_leader_lease(self, name: str, holder: str, epoch: int) -> None:
+        """Let the lease expire now, so a standby takes it at once (with a new epoch)."""
+        ...
 
-    def get_leader_lease(self, name: str) -> Lease | None: ...
+    def get_leader_lease(self, name: str) -> Lease | None:
+        """The lease row; here `acquired` means someone holds it unexpired."""
+        ...
 
     # --- notifications -----------------------------------------------------------------------
     def wait_for_task_change(self, timeout_s: float) -> bool:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import subprocess
+import warnings
 from pathlib import Path
 
 from store.base import DatabaseUnavailable
@@ -25,9 +26,12 @@ def ensure_embedded(pgdata: Path) -> str:
     pgdata = Path(pgdata).expanduser().resolve()
     try:
         pgdata.parent.mkdir(parents=True, exist_ok=True)
-        import pgserver
+        with warnings.catch_warnings():
+            # platformdirs warns when XDG_RUNTIME_DIR is unset (containers, CI); pgserver then uses /tmp.
+            warnings.simplefilter("ignore")
+            import pgserver
 
-        server = pgserver.get_server(pgdata, cleanup_mode=None)
+            server = pgserver.get_server(pgdata, cleanup_mode=None)  # type: ignore[attr-defined]
         return str(server.get_uri())
     except Exception as exc:  # pgserver raises CalledProcessError, OSError, AssertionError...
         log_file = pgdata / "log"
@@ -38,7 +42,7 @@ def ensure_embedded(pgdata: Path) -> str:
 
 def stop_embedded(pgdata: Path) -> bool:
     """Stop the embedded server of `pgdata` if one runs there; True when one was stopped."""
-    from pgserver._commands import pg_ctl
+    from pgserver._commands import pg_ctl  # type: ignore[attr-defined]
 
     pgdata = Path(pgdata).expanduser().resolve()
     if not (pgdata / "postmaster.pid").exists():

@@ -9,7 +9,7 @@ construction, and the contract suite checks it.
 
 from __future__ import annotations
 
-import time
+import random
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from datetime import datetime
@@ -274,10 +274,4 @@ class RpcStore(ABC):
 
 def backoff_delays(retries: int, base_s: float = 0.2, cap_s: float = 5.0) -> list[float]:
     """Exponential backoff with full jitter: `retries` waits, each uniform in [0, min(cap, base*2^i)]."""
-    import random
-
     return [random.uniform(0, min(cap_s, base_s * (2**i))) for i in range(retries)]
-
-
-def sleep(seconds: float) -> None:
-    time.sleep(seconds)

@@ -43,6 +43,11 @@ def pg_server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     # root) and concurrent pytest sessions prune each other's numbered dirs.
     pgdata = Path(tempfile.mkdtemp(prefix="orchestrator-test-pg-"))
     server = pgserver.get_server(pgdata, cleanup_mode="stop")
+    # A throwaway server: durability buys nothing here and commits dominate the tests' time.
+    with psycopg.connect(server.get_uri(), autocommit=True) as conn:
+        for setting in ("fsync", "synchronous_commit", "full_page_writes"):
+            conn.execute(f"ALTER SYSTEM SET {setting} = off")
+        conn.execute("SELECT pg_reload_conf()")
     try:
         yield server.get_uri()
     finally:

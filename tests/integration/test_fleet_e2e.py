@@ -8,20 +8,33 @@ and worker_events holds every transition with a reason.
 from __future__ import annotations
 
 import itertools
+import os
+import subprocess
+import sys
+import threading
 from pathlib import Path
 from typing import Any
 
 import pytest
 import ray
+from pydantic import SecretStr
 
 from actors import remote
 from cloud.base import NotFound
 from cloud.local import LocalProvider
+from config.settings import ProviderKind
 from fleet.lifecycle import TRANSITIONS
 from fleet.models import WorkerState
 from store.base import NewTask, TaskStatus
 from store.postgres import PostgresStore
-from tests.support.fleet_harness import explain_fleet, fast_settings, fleet_cleanup, unique_name, wait_for
+from tests.support.fleet_harness import (
+    explain_fleet,
+    fast_settings,
+    fleet_cleanup,
+    kill_actor,
+    unique_name,
+    wait_for,
+)
 
 pytestmark = pytest.mark.ray
 
@@ -90,3 +103,90 @@ def test_thirty_tasks_three_users_scale_up_and_back(
         assert sorted(spawned) == sorted(w.id for w in workers), "every worker was spawned by a recorded decision"
         assert all(d.reasons and d.leader_epoch >= 1 for d in decisions)
     store.close()
+
+
+class _PodRuntime:
+    """Plays RunPod's machines: runs the reference worker for each pod the loopback API holds, with the
+    env the orchestrator deployed it with, and stops it when the pod is terminated."""
+
+    def __init__(self, api: Any, log_dir: Path) -> None:
+        self._api = api
+        self._log_dir = log_dir
+        self._procs: dict[str, subprocess.Popen[bytes]] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> _PodRuntime:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+        for proc in self._procs.values():
+            proc.kill()
+            proc.wait(timeout=10)
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.2):
+            for pod in list(self._api.pods.values()):
+                proc = self._procs.get(pod.id)
+                if pod.desired == "TERMINATED":
+                    if proc is not None and proc.poll() is None:
+                        proc.terminate()
+                    continue
+                if proc is None:
+                    env = {**os.environ, **pod.env, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+                    log = open(self._log_dir / f"{pod.name}.log", "ab")  # noqa: SIM115 - closed with the process
+                    self._procs[pod.id] = subprocess.Popen(
+                        [sys.executable, "-m", "worker", "--handler", "worker.handlers:demo_handler"],
+                        env=env,
+                        stdout=log,
+                        stderr=subprocess.STDOUT,
+                    )
+
+
+def test_end_to_end_on_the_runpod_sdk_against_the_loopback_api(
+    ray_session: dict[str, Any], database_url: str, tmp_path: Path
+) -> None:
+    from tests.support.runpod_api import FakeRunPodApi
+
+    store = PostgresStore(database_url, min_size=1, max_size=2)
+    scaler_name = unique_name("scaler-runpod")
+    with FakeRunPodApi(api_key="rp-test-key", boot_delay_s=0.5) as api, _PodRuntime(api, tmp_path):
+        base = fast_settings(database_url, tmp_path, max_workers=2, per_user_concurrency_limit=1)
+        settings = base.model_copy(
+            update={
+                "provider": base.provider.model_copy(
+                    update={
+                        "kind": ProviderKind.RUNPOD,
+                        "runpod_api_key": SecretStr("rp-test-key"),
+                        "runpod_api_base_url": api.base_url,
+                    }
+                )
+            }
+        )
+        try:
+            store.insert_tasks(
+                [NewTask(task_type="travel_segment", user_id=f"u{i % 2}", params={"duration_s": 0.3}) for i in range(6)]
+            )
+            scaler = remote.get_or_create_scaler(settings, name=scaler_name, probe_log_shipper=False)
+
+            def explain() -> str:
+                return f"{explain_fleet(store)}\nscaler: {ray.get(scaler.status.remote(), timeout=10)}"
+
+            wait_for(
+                lambda: store.task_counts().get(TaskStatus.COMPLETE, 0) == 6, 120, "6 tasks complete", explain=explain
+            )
+            wait_for(lambda: store.list_workers() == [], 90, "fleet back to zero", explain=explain)
+            workers = store.list_workers(include_terminated=True)
+            assert len(workers) == api.count("deploy"), "one deploy per worker: no pod created twice"
+            assert all(p.desired == "TERMINATED" for p in api.pods.values())
+            assert {p.name for p in api.pods.values()} == {w.id for w in workers}
+            _check_audit_trail(store, [w.id for w in workers])
+            assert all(w.gpu_type for w in workers)
+        finally:
+            kill_actor(scaler_name)
+            for row in store.list_workers(include_terminated=True):
+                kill_actor(f"worker:{row.id}")
+            store.close()

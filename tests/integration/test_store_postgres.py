@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from config.settings import DatabaseSettings, OrchestratorSettings
 from fleet.models import WorkerState
 from orchestrator.cli import app
-from store.base import DatabaseUnavailable, NewTask, Store, StoreError
+from store.base import DatabaseUnavailable, Lease, NewTask, Store, StoreError
 from store.factory import open_store, open_store_from_env
 from store.postgres import PostgresStore
 from store.supabase import SupabaseStore
@@ -39,6 +39,28 @@ def test_wait_for_task_change(pg_store: PostgresStore, database_url: str) -> Non
     pg_store.transition_worker("w", WorkerState.SPAWNING, WorkerState.ACTIVE, "t")
     assert pg_store.claim_next_task("w") is not None  # a status change wakes too
     assert pg_store.wait_for_task_change(5.0) is True
+
+
+def test_lease_contenders_at_once_get_one_leader(database_url: str) -> None:
+    stores = [PostgresStore(database_url, max_size=1) for _ in range(6)]
+    barrier = threading.Barrier(len(stores))
+    leases: list[Lease] = []
+
+    def contend(index: int) -> None:
+        barrier.wait()
+        leases.append(stores[index].acquire_leader_lease("scaler", f"host-{index}", 30))
+
+    threads = [threading.Thread(target=contend, args=(i,)) for i in range(len(stores))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for store in stores:
+        store.close()
+    winners = [lease for lease in leases if lease.acquired]
+    assert len(leases) == 6 and len(winners) == 1
+    assert {lease.holder for lease in leases} == {winners[0].holder}
+    assert {lease.epoch for lease in leases} == {winners[0].epoch}
 
 
 def test_unreachable_postgres_is_one_line_without_password() -> None:
