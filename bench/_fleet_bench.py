@@ -13,24 +13,15 @@ from config.settings import OrchestratorSettings
 
 
 @contextlib.contextmanager
-def postgres(max_connections: int = 400) -> Iterator[str]:
-    """A migrated throwaway pgserver database with room for one pool per actor."""
+def postgres() -> Iterator[str]:
+    """A migrated throwaway pgserver database (default max_connections 100: one per actor)."""
     import pgserver
-    import psycopg
 
     from store.migrate import apply_migrations
 
     pgdata = Path(tempfile.mkdtemp(prefix="bench-pg-"))
     server = pgserver.get_server(pgdata, cleanup_mode="delete")
     url = server.get_uri()
-    with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute(f"ALTER SYSTEM SET max_connections = {int(max_connections)}")
-    server.psql("SELECT 1")
-    from pgserver._commands import pg_ctl
-
-    import os
-
-    pg_ctl(["-w", "restart", "-m", "fast"], pgdata=pgdata, user="pgserver" if os.geteuid() == 0 else None)
     apply_migrations(url)
     try:
         yield url
@@ -44,7 +35,7 @@ def settings_for(url: str, state_dir: Path, api_base_url: str | None, **scaling:
         provider = {"kind": "runpod", "runpod_api_key": "bench-key", "runpod_api_base_url": api_base_url}
     knobs = {"max_workers": 200, "heartbeat_timeout_s": 600.0, "spawn_timeout_s": 3600.0, **scaling}
     return OrchestratorSettings(
-        database={"url": url, "pool_min_size": 1, "pool_max_size": 2},
+        database={"url": url, "pool_min_size": 1, "pool_max_size": 1},
         provider=provider,
         scaling=knobs,
         lease_ttl_s=max(30.0, 3 * knobs.get("cycle_interval_s", 10.0)),
