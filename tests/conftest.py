@@ -92,6 +92,7 @@ def ray_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, 
 
     metrics_port = free_port()
     context = ray.init(
+        address="local",  # never attach to another cluster running on this machine
         num_cpus=2,
         namespace="gpu-orchestrator",
         include_dashboard=True,
