@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import time
+from contextlib import ExitStack
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
@@ -187,10 +188,11 @@ def collect_status(
 ) -> dict[str, Any]:
     """The whole picture as plain data: database first (always), then Ray (when reachable)."""
     from store.base import TaskStatus
-    from store.factory import open_store
+    from store.factory import one_shot_store
 
     out: dict[str, Any] = {"at": datetime.now(tz=UTC).isoformat()}
-    store = open_store(settings)
+    database = ExitStack()
+    store = database.enter_context(one_shot_store(settings))
     try:
         now = store.now()
         lease = store.get_leader_lease("scaler")
@@ -225,7 +227,7 @@ def collect_status(
             for w in store.list_workers()
         ]
     finally:
-        store.close()
+        database.close()
     out["ray"] = _ray_status(settings, address, scaler_name)
     return out
 
@@ -260,12 +262,10 @@ def status(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")] = False,
 ) -> None:
     """Leader and epoch, the last decision, every worker, and every actor's Ray state and restarts."""
-    from orchestrator import app
     from store.base import StoreError
 
     settings = _load(config)
     try:
-        settings = app.resolve_settings(settings)
         data = collect_status(settings, address)
     except StoreError as exc:
         raise _fail(f"database: {exc}") from None

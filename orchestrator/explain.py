@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from contextlib import ExitStack
 from datetime import UTC, datetime, time, timedelta
 from pathlib import Path
 from typing import Annotated, Any
@@ -226,10 +227,9 @@ def _open(config: Path | None) -> tuple[Any, Any, Callable[[], None]]:
     except ConfigError as exc:
         raise ExplainError("; ".join(exc.problems)) from None
     from store.base import StoreError
-    from store.factory import open_store
+    from store.factory import one_shot_store
 
     database = settings.database
-    started_here = False
     if database.backend == "embedded":
         pgdata = Path(database.embedded_dir).expanduser()
         if not (pgdata / "PG_VERSION").exists():
@@ -237,19 +237,12 @@ def _open(config: Path | None) -> tuple[Any, Any, Callable[[], None]]:
                 f"no database in {pgdata}: run `orchestrator demo` first, or point at one with "
                 "DATABASE_URL or --config FILE"
             )
-        started_here = not (pgdata / "postmaster.pid").exists()
+    session = ExitStack()
     try:
-        store = open_store(settings)
+        store = session.enter_context(one_shot_store(settings))
     except StoreError as exc:
         raise ExplainError(str(exc)) from None
-
-    def close() -> None:
-        store.close()
-        if started_here:  # leave the embedded server as we found it: stopped
-            from store.embedded import stop_embedded
-
-            stop_embedded(Path(database.embedded_dir))
-
+    close = session.close
     return settings, store, close
 
 

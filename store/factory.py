@@ -8,13 +8,14 @@ The embedded database is migrated on open (it is ours alone); others are migrate
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 
 from config.settings import DatabaseSettings, OrchestratorSettings
 from store.base import Store, StoreError
 
-__all__ = ["conninfo_for", "open_store", "open_store_from_env"]
+__all__ = ["conninfo_for", "one_shot_store", "open_store", "open_store_from_env"]
 
 
 def conninfo_for(database: DatabaseSettings) -> str | None:
@@ -65,6 +66,37 @@ def open_store(settings: OrchestratorSettings, *, migrate: bool | None = None) -
         connect_timeout_s=database.connect_timeout_s,
         retries=database.request_retries,
     )
+
+
+@contextmanager
+def one_shot_store(settings: OrchestratorSettings, *, migrate: bool | None = None) -> Iterator[Store]:
+    """A store for a command that runs and exits (status, explain, migrate).
+
+    An embedded server that this call had to start is stopped again on exit, so a one-shot command
+    leaves the machine as it found it; one that was already running (the demo, `orchestrator up`)
+    is left alone.
+    """
+    database = settings.database
+    pgdata = Path(database.embedded_dir).expanduser()
+    started_here = database.backend == "embedded" and not (pgdata / "postmaster.pid").exists()
+    try:
+        store = open_store(settings, migrate=migrate)
+    except BaseException:
+        if started_here:
+            _stop_embedded(pgdata)
+        raise
+    try:
+        yield store
+    finally:
+        store.close()
+        if started_here:
+            _stop_embedded(pgdata)
+
+
+def _stop_embedded(pgdata: Path) -> None:
+    from store.embedded import stop_embedded
+
+    stop_embedded(pgdata)
 
 
 def _migrate(conninfo: str, connect_timeout_s: float) -> None:

@@ -20,6 +20,11 @@ import pytest
 TEMPLATE_DB = "orchestrator_template"
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Pure unit tests first: they must run before the session's Ray starts (and fail fast)."""
+    items.sort(key=lambda item: 0 if "tests/unit/" in str(item.path) else 1)
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
