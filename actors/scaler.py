@@ -178,6 +178,7 @@ class Scaler:
         self._history = FleetHistory()
         self._events = _EventWindow()
         self._cycle = 0
+        self._last_liveness_log_at = 0.0
         self._last_record_key: tuple[object, ...] | None = None
         self._report: dict[str, Any] = {"cycle": 0, "role": "starting"}
         self._last_decision: dict[str, Any] | None = None
@@ -275,7 +276,24 @@ class Scaler:
             "spawned": cycle.spawned,
             "drained": cycle.drained,
         }
+        self._log_liveness(cycle)
         return self._report
+
+    def _log_liveness(self, cycle: _Cycle) -> None:
+        """One line per cycle interval even when nothing changes: silence in system_logs then means
+        the orchestrator was down, not idle (the replaced system could not tell the two apart)."""
+        if cycle.started_at - self._last_liveness_log_at < self._settings.scaling.cycle_interval_s:
+            return
+        self._last_liveness_log_at = cycle.started_at
+        logger.info(
+            "cycle %d completed in %.0f ms (%s): spawned %d, drained %d%s",
+            cycle.number,
+            1000 * sum(cycle.timings.values()),
+            "leader" if self._lease is not None else "standby",
+            len(cycle.spawned),
+            len(cycle.drained),
+            f", phase errors {sorted(cycle.errors)}" if cycle.errors else "",
+        )
 
     def _run_phases(self, cycle: _Cycle) -> None:
         for phase_name, phase, leader_only in self._PHASES:
