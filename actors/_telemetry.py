@@ -13,7 +13,7 @@ import contextlib
 import importlib
 import logging
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 logger = logging.getLogger(__name__)
@@ -143,13 +143,54 @@ def probe_log_shipper(settings: Any) -> Any | None:
 
 
 def record_transition(row: Any, transition: Any) -> None:
-    """Metrics of one recorded worker transition: terminations by reason, boot time on promotion."""
+    """Metrics of one recorded worker transition (in the WorkerLifecycle): terminations by reason.
+
+    Boot time is not recorded here: a lifecycle process is often SIGKILLed or ends within Ray's
+    metrics report interval (10 s) of the promotion, and what a process recorded since its last
+    report dies with it. The Scaler, which lives, records it from the rows (`record_fleet`).
+    """
     code = transition.reason.split(":", 1)[0]
     to = getattr(transition.to, "value", transition.to)
     if to == "terminated":
         record("termination", code)
-    if to == "active" and row.created_at is not None:
-        record("boot_time", max(0.0, time.time() - row.created_at.timestamp()), row.gpu_type)
+
+
+class _BootTimes:
+    """Boot time (`promoted_at - created_at`, from the rows) of each worker promoted since this process started.
+
+    Each worker is observed once per process; one promoted before this process started was counted
+    by the previous Scaler process (a restart would count it again otherwise). A worker promoted and
+    gone between two cycles is not seen; with cycles of seconds and pods living minutes that is rare.
+    """
+
+    def __init__(self) -> None:
+        self._since = time.time()
+        self._seen: set[str] = set()
+
+    def observe(self, rows: Iterable[Any]) -> None:
+        live = set()
+        for row in rows:
+            live.add(row.id)
+            promoted = getattr(row, "promoted_at", None)
+            if promoted is None or row.id in self._seen:
+                continue
+            self._seen.add(row.id)
+            if promoted.timestamp() >= self._since and row.created_at is not None:
+                record("boot_time", max(0.0, (promoted - row.created_at).total_seconds()), row.gpu_type)
+        self._seen &= live  # a row that left the live list never comes back
+
+
+_boot_times = _BootTimes()
+
+
+def record_fleet(rows: Iterable[Any] | None) -> None:
+    """Metrics the Scaler derives from the live worker rows of a cycle (boot times). Never raises."""
+    if rows is None:
+        return
+    try:
+        _boot_times.observe(rows)
+    except Exception:
+        logger.exception("fleet metrics failed")
 
 
 def current_trace_id() -> str | None:

@@ -288,25 +288,13 @@ class WorkerLifecycle:
     def _provision(self, row: store_base.WorkerRow, view: _PodView) -> _PodView:
         """Create the pod named after the worker (idempotent) and record its id."""
         try:
-            spec = cloud_spec.pod_spec_for_worker(self._settings, self.worker_id, traceparent=row.trace_context)
-            pod = self._provider.create(self.worker_id, spec)
+            pod = provision_pod(
+                self._settings, self._store, self._provider, self.worker_id, row.trace_context, self._trace
+            )
         except cloud.ProviderError as exc:
             self._provider_error = f"{type(exc).__name__}: {exc}"
             logger.error("provider could not create the pod of %s: %s", self.worker_id, self._provider_error)
             return view
-        metadata = {
-            "network_volume": pod.network_volume,
-            "ram_tier_gb": pod.ram_tier_gb,
-            "ssh_endpoint": pod.ssh_endpoint,
-            "cost_per_hour": pod.cost_per_hour,
-            "provider": getattr(self._provider, "name", None),
-        }
-        self._store.set_worker_pod(
-            self.worker_id, pod.id, pod.gpu_type, {k: v for k, v in metadata.items() if v is not None}
-        )
-        logger.info("pod %s created for %s (gpu %s)", pod.id, self.worker_id, pod.gpu_type)
-        self._trace.set_phase_attributes({"pod.id": pod.id, "pod.gpu_type": pod.gpu_type or ""})
-        self._trace.begin_phase("boot")
         return _PodView(_POD_PHASE[pod.status], pod)
 
     def _terminate_pod(self, row: store_base.WorkerRow, view: _PodView) -> _PodView:
@@ -383,6 +371,32 @@ class WorkerLifecycle:
                 closer()
             except Exception:
                 logger.debug("close failed", exc_info=True)
+
+
+def provision_pod(
+    settings: OrchestratorSettings, store: Any, provider: Any, worker_id: str, traceparent: str | None, trace: Any
+) -> cloud.Pod:
+    """Create the pod named after the worker (idempotent by name), record its id on the row, and
+    move the lifecycle trace from `provision` to `boot`. Raises cloud.ProviderError.
+
+    Called by the WorkerLifecycle (a spawning row without a pod id) and, right after writing the
+    row, by the Scaler (see actors/scaler.py `_Provisioner`): whichever comes second finds the
+    same pod by name, so a crash anywhere between row, create and lifecycle never makes two.
+    """
+    spec = cloud_spec.pod_spec_for_worker(settings, worker_id, traceparent=traceparent)
+    pod = provider.create(worker_id, spec)
+    metadata = {
+        "network_volume": pod.network_volume,
+        "ram_tier_gb": pod.ram_tier_gb,
+        "ssh_endpoint": pod.ssh_endpoint,
+        "cost_per_hour": pod.cost_per_hour,
+        "provider": getattr(provider, "name", None),
+    }
+    store.set_worker_pod(worker_id, pod.id, pod.gpu_type, {k: v for k, v in metadata.items() if v is not None})
+    logger.info("pod %s created for %s (gpu %s)", pod.id, worker_id, pod.gpu_type)
+    trace.set_phase_attributes({"pod.id": pod.id, "pod.gpu_type": pod.gpu_type or ""})
+    trace.begin_phase("boot")
+    return pod
 
 
 def _no_epoch(_drain: tuple[str, int | None] | None) -> int | None:

@@ -68,10 +68,9 @@ WorkerLifecycleActor = ray.remote(
     max_task_retries=0,
     max_concurrency=4,
     concurrency_groups=_CONCURRENCY_GROUPS,
-    # Ray kills an exiting worker's child processes, and a LocalProvider pod is a child process of
-    # the lifecycle that created it. A pod must outlive its supervisor (`orchestrator down` keeps
-    # pods by default, and a restarted lifecycle re-attaches to its pod), so turn that off here.
-    runtime_env={"env_vars": {"RAY_kill_child_processes_on_worker_exit": "false"}},
+    # No runtime_env here: any runtime_env makes Ray start a dedicated worker process for the actor
+    # instead of taking an idle one. (A LocalProvider pod must outlive the process that created it;
+    # it does because cloud/local.py detaches it, not by turning off Ray's child-process clean-up.)
 )(WorkerLifecycle)
 
 

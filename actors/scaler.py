@@ -16,10 +16,22 @@ so that no error halts the loop (Ray Serve's `run_control_loop_step`):
 3. decide  `fleet.policy.decide`; persisted in `scaling_decisions` with inputs, reasons and cycle
            number *before* anything is done about it.
 4. act     per spawn: a worker id, the lifecycle trace anchor, the worker row (`spawning`, epoch),
-           then its WorkerLifecycle, which creates the pod. Per drain: that worker's lifecycle is
-           asked to drain (a fenced active -> draining transition).
+           then (off the cycle thread, `_Provisioner`) the pod's create call and, once it returned,
+           its WorkerLifecycle, which owns the pod from then on. Per drain: that worker's lifecycle
+           is asked to drain (a fenced active -> draining transition).
 5. probe   LogShipper health, restarted through Ray when stuck (telemetry's probe_and_heal).
 6. metrics Ray metrics of the cycle.
+
+Why the Scaler makes the create call (measured with bench/reaction.py): starting a WorkerLifecycle
+actor costs a Ray worker process (~1.6 s on this machine) before it could call the provider, so
+insert -> create took p50 ~2.9 s. The create is idempotent by the worker id as the pod's name, so
+the Scaler calls it right after writing the row (intent first, never the other way round) in a
+small thread pool, records the pod id like the lifecycle would (`lifecycle.provision_pod`, inside
+the lifecycle trace's provision phase), then starts the lifecycle. A lifecycle is never started
+while the Scaler's create for that worker is in flight (`supervision.lifecycles_to_ensure`), so
+two creates for one name never overlap; if the Scaler dies anywhere in between, the next sync
+starts the lifecycle, which finds the row without a pod id and calls create, which finds the pod
+by name. On RunPod, where create itself takes seconds, this also keeps the cycle from blocking.
 
 Between cycles it waits for Postgres LISTEN/NOTIFY on task changes, at most `cycle_interval_s`.
 On becoming leader (first start, restart, takeover) it rebuilds its memory from the database:
@@ -37,10 +49,13 @@ import secrets
 import threading
 import time
 from collections.abc import Callable
+from concurrent import futures
 from datetime import UTC, datetime
 from typing import Any
 
 from actors import _telemetry, names
+from actors import lifecycle as lifecycle_mod
+from cloud import base as cloud
 from config.settings import OrchestratorSettings
 from fleet import policy, supervision
 from fleet.models import Decision, DemandSnapshot, FleetHistory, WorkerState, WorkerView
@@ -55,6 +70,10 @@ _MIN_CYCLE_GAP_S = 0.05
 # How long a drain request to a lifecycle may take before the Scaler moves on (it asks again next
 # cycle if the worker is still surplus).
 _DRAIN_CALL_TIMEOUT_S = 10.0
+# Pod create calls in flight at once (RunPod's take seconds; a scale-up of a few pods is parallel).
+_PROVISION_THREADS = 4
+# How long `stop` waits for create calls in flight before giving the lease up.
+_PROVISION_DRAIN_TIMEOUT_S = 30.0
 
 StoreFactory = Callable[[OrchestratorSettings], Any]
 ProviderFactory = Callable[[OrchestratorSettings], Any]
@@ -85,17 +104,21 @@ class RayLifecycles:
     def __init__(self, settings: OrchestratorSettings) -> None:
         self._settings = settings
         self._handles: dict[str, Any] = {}
+        self._lock = threading.Lock()  # ensure() is also called from the Scaler's provision threads
 
     def __len__(self) -> int:
         return len(self._handles)
 
     def ensure(self, worker_id: str) -> None:
         """The lifecycle of `worker_id` exists: re-attached if it runs, created if not (never two)."""
-        if worker_id in self._handles:
-            return
+        with self._lock:
+            if worker_id in self._handles:
+                return
         from actors import remote
 
-        self._handles[worker_id] = remote.get_or_create_lifecycle(worker_id, self._settings)
+        handle = remote.get_or_create_lifecycle(worker_id, self._settings)  # get_if_exists: never two
+        with self._lock:
+            self._handles.setdefault(worker_id, handle)
 
     def drain(self, worker_id: str, reason: str, epoch: int | None) -> None:
         import ray
@@ -105,8 +128,61 @@ class RayLifecycles:
 
     def keep_only(self, worker_ids: set[str]) -> None:
         """Forget handles of workers that are no longer live (their actors end themselves)."""
-        for gone in set(self._handles) - worker_ids:
-            del self._handles[gone]
+        with self._lock:
+            for gone in set(self._handles) - worker_ids:
+                del self._handles[gone]
+
+
+class _Provisioner:
+    """Pod create calls for rows the Scaler just wrote, off the cycle thread; then the lifecycle.
+
+    See the module docstring for why. A failed create is only logged: the lifecycle started after
+    it calls create again and records the provider's error (spawn_error), as it always did.
+    """
+
+    def __init__(self, settings: OrchestratorSettings, store: Any, provider: Any, lifecycles: Any) -> None:
+        self._settings = settings
+        self._store = store
+        self._provider = provider
+        self._lifecycles = lifecycles
+        self._pool = futures.ThreadPoolExecutor(max_workers=_PROVISION_THREADS, thread_name_prefix="provision")
+        self._lock = threading.Lock()
+        self._in_flight: dict[str, futures.Future[None]] = {}
+
+    def in_flight(self) -> set[str]:
+        with self._lock:
+            return set(self._in_flight)
+
+    def submit(self, worker_id: str, traceparent: str | None) -> None:
+        with self._lock:
+            self._in_flight[worker_id] = self._pool.submit(self._provision, worker_id, traceparent)
+
+    def wait(self, timeout_s: float) -> None:
+        """Until the create calls in flight have returned (or `timeout_s`)."""
+        with self._lock:
+            pending = list(self._in_flight.values())
+        futures.wait(pending, timeout=timeout_s)
+
+    def _provision(self, worker_id: str, traceparent: str | None) -> None:
+        try:
+            # The same trace calls as the lifecycle's own provision (see lifecycle.provision_pod):
+            # the provision span covers the create call and ends when `boot` begins. That `boot`
+            # span is only the hand-off here (never ended, so never exported); the lifecycle opens
+            # the real one when it sees the pod id on the row.
+            trace = _telemetry.lifecycle_trace(traceparent, worker_id)
+            trace.begin_phase("provision")
+            lifecycle_mod.provision_pod(self._settings, self._store, self._provider, worker_id, traceparent, trace)
+        except cloud.ProviderError as exc:
+            logger.warning("create of %s failed (%s); its lifecycle retries and records the error", worker_id, exc)
+        except Exception:
+            logger.exception("create of %s failed; its lifecycle retries", worker_id)
+        finally:
+            with self._lock:
+                self._in_flight.pop(worker_id, None)
+            try:
+                self._lifecycles.ensure(worker_id)
+            except Exception:  # the next cycle's sync tries again
+                logger.exception("could not create the lifecycle of %s", worker_id)
 
 
 class _EventWindow:
@@ -169,6 +245,7 @@ class Scaler:
         self._store = (store_factory or _default_store)(settings)
         self._provider = (provider_factory or _default_provider)(settings)
         self._lifecycles = lifecycles if lifecycles is not None else RayLifecycles(settings)
+        self._provisioner = _Provisioner(settings, self._store, self._provider, self._lifecycles)
         self._probe_log_shipper = probe_log_shipper
         # Test knob: sleep this long after a decision that changes something is persisted and
         # before it is carried out, so a test can SIGKILL the Scaler "right after deciding".
@@ -204,6 +281,7 @@ class Scaler:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=self._config.cycle_interval_s + 30)
+        self._provisioner.wait(_PROVISION_DRAIN_TIMEOUT_S)
         lease = self._lease
         self._lease = None
         if lease is not None:
@@ -357,7 +435,7 @@ class Scaler:
             logger.info("pods not listed by the provider for %s; their lifecycles confirm", plan.pods_missing)
         cycle.rows = self._store.list_workers() if plan.orphans else rows
         live_ids = {r.id for r in cycle.rows}
-        for worker_id in sorted(live_ids):
+        for worker_id in supervision.lifecycles_to_ensure(live_ids, self._provisioner.in_flight()):
             try:
                 self._lifecycles.ensure(worker_id)
             except Exception:
@@ -452,7 +530,8 @@ class Scaler:
                 logger.exception("could not ask %s to drain", worker_id)
 
     def _spawn(self, cycle: _Cycle, span: Any, epoch: int) -> str:
-        """Intent first: the row (with the trace anchor and the epoch), then the lifecycle that makes the pod."""
+        """Intent first: the row (with the trace anchor and the epoch), then the pod's create call
+        (off this thread), then the lifecycle that owns the pod (see `_Provisioner`)."""
         worker_id = supervision.new_worker_id(self._settings.provider.name_prefix, time.time(), secrets.token_hex(4))
         traceparent = _telemetry.start_lifecycle_trace(
             worker_id, decision_span=span, attributes={"decision.id": cycle.decision_id or 0, "cycle": cycle.number}
@@ -465,7 +544,7 @@ class Scaler:
             metadata={"decision_id": cycle.decision_id, "cycle": cycle.number, "spawned_by": self.holder},
         )
         logger.info("spawning %s (decision %s)", worker_id, cycle.decision_id)
-        self._lifecycles.ensure(worker_id)
+        self._provisioner.submit(worker_id, traceparent)
         return worker_id
 
     def _phase_probe(self, cycle: _Cycle) -> None:
@@ -476,6 +555,7 @@ class Scaler:
         by_state = collections.Counter(r.status.value for r in cycle.rows or ())
         _telemetry.record("cycle", sum(cycle.timings.values()), cycle.snapshot, by_state, self._history.breaker.status)
         _telemetry.record("spawn", "scale_up", len(cycle.spawned))
+        _telemetry.record_fleet(cycle.rows)  # boot times: the Scaler outlives the lifecycles
 
     # (name, phase, leader only)
     _PHASES: tuple[tuple[str, Callable[[Scaler, _Cycle], None], bool], ...] = (

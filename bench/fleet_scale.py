@@ -138,7 +138,36 @@ def bench_cycle(url: str, api, pods: int, tasks: int, users: int, state_dir: Pat
     for name, values in phases.items():
         print(f"  phase {name:8s} {summary(values, 'ms', 1000)}")
     print(f"  last decision: {scaler.status()['last_decision']['reasons'][0][:160]}")
+    _compare_snapshots(url, store)
     store.close()
+
+
+def _compare_snapshots(url: str, store) -> None:  # type: ignore[no-untyped-def]
+    """Same run, same data: demand_snapshot as 0002 defined it (the baseline) against the current one."""
+    import re
+
+    import psycopg
+
+    from store import migrate
+
+    sql = next(m.sql for m in migrate.load_migrations() if m.name == "0002_functions")
+    body = re.search(r"CREATE OR REPLACE FUNCTION demand_snapshot\(.*?\n\$\$;", sql, re.S)
+    assert body is not None
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(body.group(0).replace("FUNCTION demand_snapshot(", "FUNCTION bench_demand_snapshot_0002(", 1))
+        timings: dict[str, list[float]] = {"0002 (baseline)": [], "current": []}
+        answers = {}
+        for _ in range(15):
+            for label, fn in (("0002 (baseline)", "bench_demand_snapshot_0002"), ("current", "demand_snapshot")):
+                t0 = time.perf_counter()
+                answers[label] = conn.execute(f"SELECT {fn}(3) - 'taken_at'").fetchone()
+                timings[label].append(time.perf_counter() - t0)
+        conn.execute("DROP FUNCTION bench_demand_snapshot_0002(integer)")
+    base, now = (statistics.median(timings[k]) for k in ("0002 (baseline)", "current"))
+    for label, values in timings.items():
+        print(f"  demand_snapshot {label:16s} {summary(values, 'ms', 1000)}")
+    same = answers["0002 (baseline)"] == answers["current"]
+    print(f"  demand_snapshot current/baseline p50 = {now / base:.2f} (same answer: {same})")
 
 
 def main() -> None:

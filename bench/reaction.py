@@ -1,8 +1,10 @@
 """Time from a task's insert to the Scaler's reaction, with Postgres notifications and with polling only.
 
 Prints p50/p95 of insert -> spawn decision recorded and insert -> the provider's create (deploy)
-call, which includes creating the WorkerLifecycle actor that calls it. Target: p50 under 0.5 s
-with notifications (the replaced system polled every 30 s).
+call. The Scaler makes that call right after writing the worker row (actors/scaler.py
+`_Provisioner`), before the WorkerLifecycle actor starts; before that change the lifecycle made
+it once its Ray worker process had started, p50 ~2.9 s. Target: p50 under 0.5 s with
+notifications (the replaced system polled every 30 s).
 
 Pods are loopback RunPod pods (tests/support/runpod_api.py) through the real SDK; the bench
 records the moment each deploy request arrives. Each sample inserts one task at a random moment of

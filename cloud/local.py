@@ -5,8 +5,14 @@ the CLI) and must see the same pods, and pods must outlive any of them. So the r
 disk, one JSON file per pod name in `<state_dir>/local-pods/`, and every call reads it:
 
 - `create` takes an exclusive `flock` on `<name>.lock`, returns the recorded pod if one lives
-  under that name, else starts `python -m worker --worker-id <name>` in a new session (its own
-  process group) and writes `<name>.json` atomically. Idempotent across processes.
+  under that name, else starts `python -m worker --worker-id <name>` detached and writes
+  `<name>.json` atomically. Idempotent across processes.
+- Detached: a short-lived `sh` in a new session (its own process group) starts the worker in the
+  background and exits, so the pod is re-parented to init and is nobody's child. Ray kills a
+  worker process's children when the worker exits (`ray.kill`, SIGKILL, restart); a pod created
+  by the Scaler or a WorkerLifecycle must outlive both, and this way it does without turning that
+  Ray setting off (which forced a fresh Ray worker process per lifecycle, ~1.6 s each). It also
+  means no process of ours has to reap exited pods (init does).
 - A pod is RUNNING while its process lives, EXITED once it has exited, and gone (NotFound, not
   listed) after `terminate`. Liveness checks the pid *and* its start time from /proc, so a reused
   pid is never mistaken for the pod.
@@ -32,7 +38,6 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 import uuid
 from collections.abc import Iterator, Mapping
@@ -51,7 +56,11 @@ PROJECT_ROOT = Path(__file__).resolve().parents[1]
 _NAME_OK = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")
 # Env the orchestrator's own process may hold that a pod has no business seeing.
 _NOT_INHERITED = ("RUNPOD_API_KEY",)
-_REAP_INTERVAL_S = 0.5  # how often the reaper thread collects exited children of this process
+# Started by `sh` in a new session: "$@" runs in the background, its pid is printed, `sh` exits.
+# A simple background command is exec'd by the forked shell, so `$!` is the worker's own pid.
+_DETACH_SH = 'log=$1; shift; "$@" </dev/null >>"$log" 2>&1 & echo $!'
+_DETACH_TIMEOUT_S = 10.0
+_ZOMBIE_REAP_WAIT_S = 2.0  # how long terminate waits for init to reap a killed pod's zombies
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,38 +80,6 @@ class LocalFaults:
         if self.stop_heartbeat_after_s is not None:
             env["WORKER_FAULT_STOP_HEARTBEAT_AFTER_S"] = str(self.stop_heartbeat_after_s)
         return env
-
-
-# --- children of this process: reaped so none stays a zombie in a long-lived actor ------------
-
-_children: dict[int, subprocess.Popen[bytes]] = {}
-_children_lock = threading.Lock()
-_reaper_started = False
-
-
-def _reap() -> None:
-    with _children_lock:
-        for pid, proc in list(_children.items()):
-            if proc.poll() is not None:
-                del _children[pid]
-
-
-def _reaper_loop() -> None:
-    while True:
-        time.sleep(_REAP_INTERVAL_S)
-        try:
-            _reap()
-        except Exception:  # never let the reaper die
-            logger.exception("reaping local pods failed")
-
-
-def _adopt_child(proc: subprocess.Popen[bytes]) -> None:
-    global _reaper_started
-    with _children_lock:
-        _children[proc.pid] = proc
-        if not _reaper_started:
-            threading.Thread(target=_reaper_loop, name="local-pod-reaper", daemon=True).start()
-            _reaper_started = True
 
 
 # --- /proc helpers ----------------------------------------------------------------------------
@@ -129,8 +106,19 @@ def _alive(pid: int, start_ticks: int | None) -> bool:
     return state not in ("Z", "X")
 
 
-def _group_members(pgid: int, not_before_ticks: int | None) -> list[int]:
-    """Live processes of the group started no earlier than the pod (guards against pgid reuse)."""
+def _wait_reaped(pgid: int, not_before_ticks: int | None) -> None:
+    """Give init a moment to reap the pod's zombies (it is their parent now), so that "gone" means
+    no /proc entry either. A zombie holds nothing but a pid, so an init that never reaps costs at
+    most `_ZOMBIE_REAP_WAIT_S`, never a failure."""
+    deadline = time.monotonic() + _ZOMBIE_REAP_WAIT_S
+    while _group_members(pgid, not_before_ticks, zombies=True) and time.monotonic() < deadline:
+        time.sleep(0.02)
+
+
+def _group_members(pgid: int, not_before_ticks: int | None, *, zombies: bool = False) -> list[int]:
+    """Live processes of the group started no earlier than the pod (guards against pgid reuse);
+    with `zombies`, exited ones not yet reaped as well."""
+    dead_states = () if zombies else ("Z", "X")
     members = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -139,7 +127,7 @@ def _group_members(pgid: int, not_before_ticks: int | None) -> list[int]:
         if stat is None:
             continue
         state, pgrp, started = stat
-        if pgrp == pgid and state not in ("Z", "X") and (not_before_ticks is None or started >= not_before_ticks):
+        if pgrp == pgid and state not in dead_states and (not_before_ticks is None or started >= not_before_ticks):
             members.append(int(entry.name))
     return members
 
@@ -197,7 +185,6 @@ class LocalProvider:
     def create(self, name: str, spec: PodSpec) -> Pod:
         if not name or not set(name) <= _NAME_OK or name.startswith("."):
             raise InvalidSpec(f"local pod name {name!r} must be letters, digits, '-', '_' or '.'")
-        _reap()
         with self._locked(name):
             record = self._read(name)
             if record is not None and record.get("status") != PodStatus.TERMINATED:
@@ -207,14 +194,12 @@ class LocalProvider:
             return self._start(name, spec)
 
     def get(self, pod_id: str) -> Pod:
-        _reap()
         record = self._find(pod_id)
         if record is None or record.get("status") == PodStatus.TERMINATED:
             raise NotFound(f"local pod {pod_id} is gone")
         return self._pod(record)
 
     def list(self, name_prefix: str) -> list[Pod]:
-        _reap()
         pods = []
         for record in self._records():
             if record["name"].startswith(name_prefix) and record.get("status") != PodStatus.TERMINATED:
@@ -237,7 +222,7 @@ class LocalProvider:
         logger.info("terminated local pod %s (process group %s confirmed gone)", pod_id, record["pgid"])
 
     def close(self) -> None:
-        _reap()
+        pass  # nothing held: pods are detached, the registry is on disk
 
     # --- internals ---------------------------------------------------------------------------
 
@@ -256,27 +241,14 @@ class LocalProvider:
         if self._handler and "WORKER_HANDLER" not in spec.env:
             argv += ["--handler", self._handler]
         log_path = self.pods_dir / f"{name}.log"
-        with open(log_path, "ab") as log:
-            try:
-                proc = subprocess.Popen(
-                    argv,
-                    cwd=self._project_root,
-                    env=env,
-                    stdin=subprocess.DEVNULL,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,  # own session and process group: terminate kills the group
-                    close_fds=True,
-                )
-            except OSError as exc:
-                raise ProviderError(f"cannot start local pod {name}: {exc}") from None
-        _adopt_child(proc)
-        stat = _proc_stat(proc.pid)
+        pid = _start_detached(argv, log_path, cwd=self._project_root, env=env, name=name)
+        stat = _proc_stat(pid)
         record = {
             "id": f"local-{name}-{uuid.uuid4().hex[:6]}",
             "name": name,
-            "pid": proc.pid,
-            "pgid": proc.pid,  # start_new_session: the child leads its own group
+            "pid": pid,
+            # The group of the (exited) `sh` session leader; the pod and its children stay in it.
+            "pgid": stat[1] if stat else pid,
             "start_ticks": stat[2] if stat else None,
             "created_at": _now_iso(),
             "status": str(PodStatus.RUNNING),
@@ -287,7 +259,7 @@ class LocalProvider:
             "argv": argv,
         }
         _write_json(self._path(name), record)
-        logger.info("started local pod %s as pid %d", name, proc.pid)
+        logger.info("started local pod %s as pid %d (detached)", name, pid)
         return self._pod(record)
 
     def _kill_group(self, record: dict[str, Any]) -> None:
@@ -307,7 +279,7 @@ class LocalProvider:
         deadline = time.monotonic() + timeout_s
         while True:
             if not _group_members(pgid, ticks):
-                _reap()  # collect our own child now that it has exited: no zombie left behind
+                _wait_reaped(pgid, ticks)
                 return True
             if time.monotonic() >= deadline:
                 return False
@@ -361,6 +333,29 @@ class LocalProvider:
                 yield
             finally:
                 fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _start_detached(argv: list[str], log_path: Path, *, cwd: Path, env: dict[str, str], name: str) -> int:
+    """Start `argv` re-parented to init, in a new session and process group; returns its pid."""
+    try:
+        proc = subprocess.run(
+            ["/bin/sh", "-c", _DETACH_SH, "sh", str(log_path), *argv],
+            cwd=cwd,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            start_new_session=True,  # own session and process group: terminate kills the group
+            close_fds=True,
+            timeout=_DETACH_TIMEOUT_S,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise ProviderError(f"cannot start local pod {name}: {exc}") from None
+    out = proc.stdout.decode(errors="replace").strip()
+    if proc.returncode != 0 or not out.isdigit():
+        err = proc.stderr.decode(errors="replace").strip()[:200]
+        raise ProviderError(f"cannot start local pod {name}: sh exited {proc.returncode}: {err}")
+    return int(out)
 
 
 def _signal_group(pgid: int, sig: signal.Signals) -> None:

@@ -9,6 +9,9 @@
 - `lifecycle_action`: what a WorkerLifecycle must do to the outside world in a state, besides
   recording the transitions `fleet.lifecycle.next_transition` returns (create the pod while
   spawning without one, stop it while terminating).
+- `lifecycles_to_ensure`: the live workers whose WorkerLifecycle the Scaler starts or re-attaches
+  this cycle: all but those whose pod the Scaler is still creating itself (the lifecycle of such a
+  worker is started when that create returns, so two `create` calls for one name never overlap).
 
 No I/O, no clock reads: times are POSIX seconds passed in.
 """
@@ -30,6 +33,7 @@ __all__ = [
     "ReconcilePlan",
     "decision_record_key",
     "lifecycle_action",
+    "lifecycles_to_ensure",
     "new_worker_id",
     "reconcile",
     "should_record",
@@ -130,3 +134,9 @@ def lifecycle_action(state: WorkerState, pod_phase: PodPhase, provider_error: st
     if state is WorkerState.TERMINATING and pod_phase is not PodPhase.GONE:
         return LifecycleAction.TERMINATE_POD
     return LifecycleAction.OBSERVE
+
+
+def lifecycles_to_ensure(live_ids: Iterable[str], provisioning: Iterable[str]) -> list[str]:
+    """Live workers that must have a WorkerLifecycle now, in a stable order: every live one except
+    those whose pod create is still in flight in the Scaler (their lifecycle starts after it)."""
+    return sorted(set(live_ids) - set(provisioning))

@@ -144,13 +144,27 @@ def up(settings: OrchestratorSettings, address: str | None = None) -> UpReport:
     return report
 
 
+def state_api_address() -> str:
+    """The address `ray.util.state` must be given: the cluster this process is connected to.
+
+    Without one the state API auto-detects, and fails as soon as a second Ray runs on the machine.
+    """
+    import ray
+
+    return str(ray.get_runtime_context().gcs_address)
+
+
 def actor_table(namespace: str) -> list[dict[str, Any]]:
     """Every non-dead actor of our namespace: name, Ray state, pid, restarts, repr (needs the dashboard)."""
     from ray.util.state import list_actors
 
     rows = []
     for actor in list_actors(
-        filters=[("state", "!=", "DEAD")], detail=True, limit=10_000, raise_on_missing_output=False
+        address=state_api_address(),
+        filters=[("state", "!=", "DEAD")],
+        detail=True,
+        limit=10_000,
+        raise_on_missing_output=False,
     ):
         if actor.ray_namespace != namespace or not actor.name:
             continue

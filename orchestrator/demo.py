@@ -8,8 +8,15 @@ summary follows. The database stays in `.orchestrator/` for `orchestrator explai
 every process the demo started (Ray, actors, pods, Postgres) is stopped, also on Ctrl-C.
 
 Trace time is compressed by `--speed` (default: fit the trace into `--duration`): task durations
-and gaps between arrivals shrink, pod boot time does not (it is real), so the fleet's behaviour is
-that of a fleet whose pods boot relatively slowly, which is the interesting case anyway.
+and gaps between arrivals shrink, and so do the policy's time knobs (idle timeout, scale-down
+stabilization, drain timeout: their production defaults divided by the speed, with floors of a
+few Scaler cycles). Pod boot time does not shrink (it is real, about 5-10 s here), and the policy
+keeps an idle worker at least one measured boot time while work keeps arriving (the ski-rental
+rule), so a trace only shows the fleet going back down if its quiet gaps, compressed, are longer
+than about two boot times. The default trace, `bench/traces/demo.csv`, is made for that: three
+bursts (6, 2 and 6 tasks) with quiet gaps, so in two minutes the fleet goes up to 4, down to 0, up
+to 2, down, up to 4 and down. `bursty.csv` (a six-hour day) compressed into two minutes has gaps of
+about 9 s, under two boot times, so there the fleet rightly stays up until the end.
 """
 
 from __future__ import annotations
@@ -34,7 +41,7 @@ __all__ = ["DemoResult", "TraceRow", "command", "demo_overrides", "load_trace", 
 logger = logging.getLogger(__name__)
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_TRACE = PROJECT_ROOT / "bench" / "traces" / "bursty.csv"
+DEFAULT_TRACE = PROJECT_ROOT / "bench" / "traces" / "demo.csv"
 # Share of --duration given to replaying the trace; the rest lets the fleet finish and scale down.
 _REPLAY_SHARE = 0.75
 # Slowest a compressed task may be made to run (s): keeps a too-low --speed from stalling the demo.
@@ -79,26 +86,43 @@ def fit_speed(rows: list[TraceRow], duration_s: float) -> float:
     return max(1.0, (end - first) / max(1.0, duration_s * _REPLAY_SHARE))
 
 
-def demo_overrides(state_dir: Path) -> dict[str, Any]:
-    """Settings for a fast, local demo: absolute paths under `state_dir`, quick cycles and timeouts."""
+# The demo's Scaler cycle (s); time knobs are never made shorter than a few cycles.
+_DEMO_CYCLE_S = 1.0
+
+
+def _compressed(production_s: float, speed: float, floor_s: float) -> float:
+    """A production time knob in demo time: divided by the speed, never below `floor_s`."""
+    return round(max(floor_s, production_s / speed), 1)
+
+
+def demo_overrides(state_dir: Path, speed: float = 30.0) -> dict[str, Any]:
+    """Settings for a fast, local demo: absolute paths under `state_dir`, quick cycles, and the
+    policy's time knobs compressed by `speed` like the trace (see the module docstring)."""
+    from config.settings import ScalingSettings
+
     state = state_dir.resolve()
+    prod = ScalingSettings()
     return {
         "state_dir": str(state),
         "lease_ttl_s": 10.0,
         "database": {"url": None, "supabase_url": None, "embedded_dir": str(state / "pgdata")},
-        "provider": {"kind": "local", "local_boot_delay_s": 2.0},
+        # Pods are local processes: their boot (Python, imports, first heartbeat) is real, ~5 s.
+        "provider": {"kind": "local", "local_boot_delay_s": 1.0},
         "scaling": {
             "min_workers": 0,
             "max_workers": 4,
-            "cycle_interval_s": 1.0,
+            "cycle_interval_s": _DEMO_CYCLE_S,
             "spawn_timeout_s": 60.0,
             "heartbeat_interval_s": 1.0,
             "heartbeat_timeout_s": 15.0,
-            "idle_timeout_s": 6.0,
-            "drain_timeout_s": 30.0,
-            "scale_down_stabilization_s": 5.0,
-            "default_boot_time_s": 4.0,
-            "breaker_cooldown_s": 15.0,
+            "idle_timeout_s": _compressed(prod.idle_timeout_s, speed, 3 * _DEMO_CYCLE_S),
+            "drain_timeout_s": _compressed(prod.drain_timeout_s, speed, 10 * _DEMO_CYCLE_S),
+            "scale_down_stabilization_s": _compressed(prod.scale_down_stabilization_s, speed, 2 * _DEMO_CYCLE_S),
+            # An expectation of a real boot, so not compressed; measured boots replace it at once.
+            "default_boot_time_s": 6.0,
+            "breaker_cooldown_s": _compressed(prod.breaker_cooldown_s, speed, 10 * _DEMO_CYCLE_S),
+            # Else the breaker of one run counts the spawns of the runs before it.
+            "failure_window_s": _compressed(prod.failure_window_s, speed, 30 * _DEMO_CYCLE_S),
         },
         "log_shipping": {
             "spool_dir": str(state / "spool"),
@@ -127,6 +151,8 @@ class DemoResult:
     wait_p50_s: float | None
     wait_p95_s: float | None
     speed: float
+    still_up: int = 0  # workers the scaler had not stopped when the run ended (the demo stops them)
+    scale_downs: int = 0  # drains the scaler decided
 
     def lines(self) -> list[str]:
         utilization = f"{100 * self.busy_s / self.billed_s:.0f}%" if self.billed_s else "-"
@@ -139,7 +165,9 @@ class DemoResult:
         return [
             f"tasks:        {self.tasks_done}/{self.tasks_total} done, {self.tasks_failed} failed, "
             f"{self.tasks_unfinished} unfinished",
-            f"fleet:        {self.spawns} spawns, {self.terminations} terminations",
+            f"fleet:        {self.spawns} spawns, {self.terminations} terminations "
+            f"({self.scale_downs} drained by the scaler when idle"
+            + (f"; {self.still_up} still up at the end, stopped by the demo)" if self.still_up else ")"),
             f"GPU-seconds:  {self.billed_s:.1f} billed vs {self.busy_s:.1f} busy "
             f"({utilization} utilization, demo time)",
             f"queue wait:   {wait}",
@@ -168,6 +196,8 @@ def summarize(tasks: list[Any], workers: list[Any], events: list[Any], *, now: d
         tasks_unfinished=len(tasks) - len(done) - len(failed),
         spawns=sum(1 for e in events if e.from_status is None),
         terminations=sum(1 for e in events if e.to_status == "terminated"),
+        scale_downs=sum(1 for e in events if e.to_status == "draining"),
+        still_up=sum(1 for w in workers if w.terminated_at is None and str(w.status) != "terminated"),
         billed_s=billed,
         busy_s=busy,
         wait_p50_s=_percentile(waits, 50),
@@ -203,6 +233,8 @@ class Demo:
         self.submitted = 0
         self.replay_error: str | None = None
         self.stop_replay = threading.Event()
+        self.fleet_history: list[int] = []  # live workers, one sample a second
+        self.longest_boot_s = 0.0  # longest measured spawning -> active of this run
 
     # --- start ---------------------------------------------------------------------------------
     def start(self, say: Any) -> None:
@@ -214,6 +246,7 @@ class Demo:
         import ray
 
         context = ray.init(
+            address="local",  # a Ray of the demo's own, never one already running on this machine
             num_cpus=2,
             include_dashboard=True,
             namespace=self.settings.ray.namespace,
@@ -282,6 +315,19 @@ class Demo:
         decisions = self.store.list_decisions(since=since, limit=1)
         last = decisions[-1] if decisions else None
         shipper, shipper_error = self._shipper_health()
+        entered: dict[str, datetime] = {}
+        spawned: dict[str, datetime] = {}
+        for e in events:
+            if e.at is not None and (e.worker_id not in entered or e.at >= entered[e.worker_id]):
+                entered[e.worker_id] = e.at
+            if e.from_status is None and e.at is not None:
+                spawned[e.worker_id] = e.at
+            elif e.to_status == "active" and e.from_status == "spawning" and e.worker_id in spawned:
+                self.longest_boot_s = max(self.longest_boot_s, (e.at - spawned[e.worker_id]).total_seconds())
+        second = int(time.monotonic() - self.t0)
+        while len(self.fleet_history) <= second:  # one sample a second, the current count
+            self.fleet_history.append(len(workers))
+        self.fleet_history[second] = len(workers)
         return live_view.Snapshot(
             elapsed_s=time.monotonic() - self.t0,
             speed=self.speed,
@@ -298,10 +344,17 @@ class Demo:
                     state=str(w.status),
                     age_s=(now - w.created_at).total_seconds(),
                     tasks_in_progress=w.tasks_in_progress,
+                    in_state_s=(now - entered[w.id]).total_seconds() if w.id in entered else None,
+                    idle_s=(now - w.idle_since).total_seconds()
+                    if w.idle_since is not None and str(w.status) == "active"
+                    else None,
                 )
                 for w in workers
             ],
             last_decision_at=last.at.strftime("%H:%M:%S") if last and last.at else None,
+            last_decision_age_s=(now - last.at).total_seconds() if last and last.at else None,
+            fleet_history=tuple(self.fleet_history),
+            max_workers=self.settings.scaling.max_workers,
             last_decision=(last.reasons[0] if last.reasons else "") if last else None,
             shipper=shipper,
             shipper_error=shipper_error or self.replay_error,
@@ -404,7 +457,11 @@ class Demo:
         if self.ray_started:  # no lifecycle may react to the pods going away below
             import ray
 
+            from actors import names
+
             for name, namespace in _named_actors():
+                if name == names.LOG_SHIPPER_NAME:  # it flushes the last logs next, then goes with Ray
+                    continue
                 with contextlib.suppress(Exception):
                     ray.kill(ray.get_actor(name, namespace=namespace), no_restart=True)
         provider = make_provider(self.settings)
@@ -449,6 +506,19 @@ class Demo:
         stop_embedded(Path(self.settings.database.embedded_dir))
 
     # --- report --------------------------------------------------------------------------------
+    def example_worker(self) -> str | None:
+        """A worker of this run the scaler started and drained: the one to `explain --worker`."""
+        if self.store is None:
+            return None
+        try:
+            events = self.store.list_worker_events(since=self.started_at, limit=100_000)
+        except Exception:
+            return None
+        drained = [e.worker_id for e in events if e.to_status == "draining"]
+        created = [e.worker_id for e in events if e.from_status is None]
+        first: str | None = (drained or created or [None])[0]
+        return first
+
     def result(self) -> Any:
         since = self.started_at
         tasks = [t for t in self.store.list_tasks(limit=1_000_000) if t.created_at >= since]
@@ -478,7 +548,18 @@ def _start_actors(settings: Any) -> tuple[Any, Any]:
         handles = start(settings)
         if isinstance(handles, tuple):
             return handles[0], handles[1]
-        return getattr(handles, "log_shipper", None), getattr(handles, "scaler", None)
+        # app.start_actors reports {actor name: "created" | "re-attached"}: look the handles up.
+        import ray
+
+        from actors import names
+
+        def by_name(name: str) -> Any:
+            try:
+                return ray.get_actor(name, namespace=settings.ray.namespace)
+            except ValueError:
+                return None
+
+        return by_name(names.LOG_SHIPPER_NAME), by_name(names.SCALER_NAME)
     from actors import remote
 
     shipper = remote.get_or_create_log_shipper(settings)
@@ -524,12 +605,12 @@ def command(
         raise typer.Exit(2) from None
     from config import ConfigError, load_settings
 
+    compression = speed or fit_speed(rows, duration)
     try:
-        settings = load_settings(overrides=demo_overrides(state_dir))
+        settings = load_settings(overrides=demo_overrides(state_dir, compression))
     except ConfigError as exc:
         typer.echo("orchestrator demo: " + "; ".join(exc.problems), err=True)
         raise typer.Exit(2) from None
-    compression = speed or fit_speed(rows, duration)
     demo = Demo(settings, rows, trace_name=trace.name, speed=compression, duration_s=duration)
 
     def on_sigterm(signum: int, frame: Any) -> None:
@@ -537,6 +618,7 @@ def command(
 
     previous = signal.signal(signal.SIGTERM, on_sigterm)
     code = 0
+    example_worker: str | None = None
     try:
         demo.start(say)
         counts = demo.store.task_counts()
@@ -550,7 +632,15 @@ def command(
         console.print()
         console.print("[bold]Summary[/bold]")
         for line in result.lines():
-            console.print("  " + line, highlight=False)
+            console.print("  " + line, highlight=False, soft_wrap=True)
+        console.print(
+            "  fleet size:   "
+            + live_view_sparkline(demo.fleet_history, settings.scaling.max_workers)
+            + "  (one mark a second; _ = no worker)",
+            highlight=False,
+            soft_wrap=True,
+        )
+        example_worker = demo.example_worker()
         if result.tasks_unfinished or demo.replay_error:
             code = 1
     except (KeyboardInterrupt, _Stop):
@@ -566,14 +656,43 @@ def command(
         with _ignore_sigint():
             demo.cleanup(say)
     state = Path(settings.state_dir)
+    exe = _orchestrator_command()
+    since = demo.started_at.strftime("%H:%M")
     console.print(
-        f"\nThe database stays in {state}. Try:\n"
-        "  orchestrator status\n"
-        "  orchestrator explain --since 10m\n"
-        "  orchestrator explain --worker <a worker id from above>",
+        f"\nThe database stays in {state}. Ask it what happened (it works with everything stopped):\n"
+        f"  {exe} status                        # the last decision and every worker\n"
+        f"  {exe} explain --since {since}           # timeline: spawns, promotions, drains, and why\n"
+        f"  {exe} explain --worker {example_worker or '<worker id>'}"
+        "   # one worker's life: why it was started, why it was stopped",
         highlight=False,
+        soft_wrap=True,  # commands must stay copyable, also in a narrow or non-terminal output
     )
     raise typer.Exit(code)
+
+
+def live_view_sparkline(history: list[int], top: int) -> str:
+    from orchestrator import live_view
+
+    return live_view.sparkline(history, top) or "-"
+
+
+def _orchestrator_command() -> str:
+    """How the user can run `orchestrator` again: the script they ran, relative to here if it can be."""
+    import os
+    import shutil
+    import sys
+
+    argv0 = Path(sys.argv[0])
+    if argv0.name == "orchestrator" and argv0.exists():
+        try:
+            return str(argv0.resolve().relative_to(Path.cwd().resolve()))
+        except ValueError:
+            pass
+        on_path = shutil.which("orchestrator")
+        if on_path and os.path.samefile(on_path, argv0):
+            return "orchestrator"
+        return str(argv0)
+    return "orchestrator"
 
 
 @contextlib.contextmanager
@@ -610,9 +729,15 @@ def _watch(demo: Demo, console: Any, live_ok: bool, say: Any) -> int:
             if demo.tasks_finished():
                 phase = "scaling down"
                 if scale_down_by is None:
-                    # Idle workers leave after the idle timeout; give them that and some cycles.
+                    # The policy keeps an idle worker max(idle timeout, boot estimate) after the last
+                    # demand, and no scale-down within the stabilization after a scale-up; give it
+                    # that (with the slowest boot seen, so a loaded machine still scales down on its
+                    # own) and some cycles before stopping the workers ourselves.
                     scaling = demo.settings.scaling
-                    scale_down_by = time.monotonic() + scaling.idle_timeout_s + scaling.drain_timeout_s + 20
+                    keep = max(scaling.idle_timeout_s, demo.longest_boot_s or scaling.default_boot_time_s)
+                    scale_down_by = (
+                        time.monotonic() + keep + scaling.scale_down_stabilization_s + 10 * scaling.cycle_interval_s
+                    )
                 elif time.monotonic() > scale_down_by:
                     say("tasks done; stopping the workers that are still up")
                     break

@@ -15,7 +15,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-__all__ = ["Snapshot", "WorkerLine", "plain_line", "render"]
+__all__ = ["Snapshot", "WorkerLine", "decision_clauses", "plain_line", "render", "sparkline"]
 
 _STATE_STYLE = {
     "spawning": "yellow",
@@ -33,6 +33,8 @@ class WorkerLine:
     state: str
     age_s: float
     tasks_in_progress: int = 0
+    in_state_s: float | None = None  # since its last transition
+    idle_s: float | None = None  # active and holding no task: for how long
 
 
 @dataclass(frozen=True)
@@ -56,6 +58,9 @@ class Snapshot:
     spawns: int = 0
     terminations: int = 0
     phase: str = "running"
+    last_decision_age_s: float | None = None
+    fleet_history: tuple[int, ...] = ()  # live workers, one sample a second since the start
+    max_workers: int | None = None
 
 
 def _age(seconds: float) -> str:
@@ -81,6 +86,27 @@ def _shipper_words(snap: Snapshot) -> Text:
     return Text(("healthy; " if healthy in (True, None) else "UNHEALTHY; ") + ", ".join(parts), style=style)
 
 
+_BARS = " ▁▂▃▄▅▆▇█"
+_HISTORY_WIDTH = 100
+
+
+def sparkline(values: tuple[int, ...] | list[int], top: int | None = None, width: int = _HISTORY_WIDTH) -> str:
+    """Fleet size over time in block characters, at most `width` wide (buckets keep their max)."""
+    if not values:
+        return ""
+    vals = list(values)
+    if len(vals) > width:
+        step = len(vals) / width
+        vals = [max(vals[int(i * step) : max(int(i * step) + 1, int((i + 1) * step))]) for i in range(width)]
+    peak = max(top or 0, max(vals), 1)
+    return "".join(_BARS[round(v * (len(_BARS) - 1) / peak)] if v else "_" for v in vals)
+
+
+def decision_clauses(reason: str) -> list[str]:
+    """A policy reason cut at its `; ` joints, one clause a line (each one readable alone)."""
+    return [c.strip() for c in reason.split("; ") if c.strip()]
+
+
 def render(snap: Snapshot) -> Panel:
     """The whole view: tasks, workers, the last decision, LogShipper health, where to look."""
     tasks = Table.grid(padding=(0, 2))
@@ -92,21 +118,37 @@ def render(snap: Snapshot) -> Panel:
         Text(f"failed {snap.failed}", style="red" if snap.failed else "dim"),
         Text(f"spawns {snap.spawns}  terminations {snap.terminations}"),
     )
-    workers = Table(title="workers", title_justify="left", expand=True, show_edge=False)
-    workers.add_column("id")
-    workers.add_column("state")
+    live_now = snap.fleet_history[-1] if snap.fleet_history else len(snap.workers)
+    fleet = Text.assemble(
+        Text("fleet size ", style="bold"),
+        Text(sparkline(snap.fleet_history, snap.max_workers) or "-", style="green"),
+        Text(f"  now {live_now}" + (f" of max {snap.max_workers}" if snap.max_workers else ""), style="dim"),
+    )
+    workers = Table(title="workers", title_justify="left", show_edge=False)
+    workers.add_column("id", no_wrap=True)
+    workers.add_column("state", no_wrap=True)
+    workers.add_column("in state", justify="right")
     workers.add_column("age", justify="right")
     workers.add_column("tasks", justify="right")
+    workers.add_column("idle", justify="right")
     for w in snap.workers:
         workers.add_row(
-            w.id, Text(w.state, style=_STATE_STYLE.get(w.state, "")), _age(w.age_s), str(w.tasks_in_progress)
+            w.id,
+            Text(w.state, style=_STATE_STYLE.get(w.state, "")),
+            "" if w.in_state_s is None else _age(w.in_state_s),
+            _age(w.age_s),
+            str(w.tasks_in_progress),
+            "" if w.idle_s is None else _age(w.idle_s),
         )
     if not snap.workers:
-        workers.add_row(Text("none yet", style="dim"), "", "", "")
+        workers.add_row(Text("none (the fleet is at zero)", style="dim"), "", "", "", "", "")
     decision = Text()
     if snap.last_decision:
-        decision.append(f"{snap.last_decision_at or ''} ", style="bold")
-        decision.append(snap.last_decision)
+        when = snap.last_decision_at or ""
+        if snap.last_decision_age_s is not None:
+            when += f" ({_age(snap.last_decision_age_s)} ago)"
+        decision.append(when + "\n", style="bold")
+        decision.append("\n".join("  " + c for c in decision_clauses(snap.last_decision)))
     else:
         decision.append("no decision yet", style="dim")
     where = Table.grid(padding=(0, 1))
@@ -115,14 +157,16 @@ def render(snap: Snapshot) -> Panel:
         "Traces (OTLP):", snap.trace_endpoint or "off (set OTEL_EXPORTER_OTLP_ENDPOINT to send them to Jaeger)"
     )
     where.add_row("Afterwards:", "orchestrator explain --worker <id>   |   orchestrator status")
+    where.add_row("Stop:", "Ctrl-C (stops Ray, the pods and Postgres; nothing is left running)")
     title = f"orchestrator demo: {snap.trace_name} at {snap.speed:g}x, {_age(snap.elapsed_s)} elapsed ({snap.phase})"
     return Panel(
         Group(
             tasks,
+            fleet,
             Text(""),
             workers,
             Text(""),
-            Text("last decision", style="bold"),
+            Text("last scaling decision (why the fleet is this size)", style="bold"),
             decision,
             Text(""),
             Text.assemble(Text("LogShipper: ", style="bold"), _shipper_words(snap)),
@@ -134,6 +178,16 @@ def render(snap: Snapshot) -> Panel:
     )
 
 
+def _short(reason: str | None, limit: int = 140) -> str:
+    """The first clause of a reason, cut at a word if it is still too long."""
+    if not reason:
+        return "-"
+    first = decision_clauses(reason)[0] if decision_clauses(reason) else reason
+    if len(first) <= limit:
+        return first
+    return first[:limit].rsplit(" ", 1)[0] + " ..."
+
+
 def plain_line(snap: Snapshot) -> str:
     states: dict[str, int] = {}
     for w in snap.workers:
@@ -142,5 +196,5 @@ def plain_line(snap: Snapshot) -> str:
     return (
         f"[{_age(snap.elapsed_s):>6}] tasks {snap.submitted}/{snap.total} submitted: {snap.queued} queued, "
         f"{snap.running} running, {snap.done} done, {snap.failed} failed | {fleet} | "
-        f"last decision: {(snap.last_decision or '-')[:100]}"
+        f"last decision: {_short(snap.last_decision)}"
     )

@@ -15,7 +15,19 @@ from urllib.parse import unquote, urlsplit
 
 from pydantic import BaseModel, SecretStr
 
-__all__ = ["MASK", "redact", "redact_value", "register_secret", "register_secrets", "registered_count"]
+__all__ = [
+    "MASK",
+    "SECRET_ENV_VARS",
+    "redact",
+    "redact_value",
+    "register_secret",
+    "register_secret_env",
+    "register_secrets",
+    "registered_count",
+]
+
+# The standard variables whose values are secrets (a pod gets some of them; see cloud/spec.py).
+SECRET_ENV_VARS = ("DATABASE_URL", "SUPABASE_SERVICE_ROLE_KEY", "RUNPOD_API_KEY")
 
 MASK = "***"
 
@@ -85,6 +97,14 @@ def _secret_values(obj: Any) -> Iterable[str]:
 def register_secrets(settings: BaseModel) -> int:
     """Register every `SecretStr` found anywhere in `settings`; returns how many values were found."""
     found = list(_secret_values(settings))
+    for value in found:
+        register_secret(value)
+    return len(found)
+
+
+def register_secret_env(environ: Mapping[str, str]) -> int:
+    """Register the values of `SECRET_ENV_VARS` in `environ` (and a database URL's password on its own)."""
+    found = [v for name in SECRET_ENV_VARS if (value := environ.get(name)) for v in _secret_values(SecretStr(value))]
     for value in found:
         register_secret(value)
     return len(found)

@@ -132,7 +132,14 @@ class _RedactingExporter(SpanExporter):
 
 def _endpoint(settings: TelemetrySettings) -> tuple[str | None, str]:
     """The OTLP endpoint and protocol: settings first, then the standard OTEL_* variables."""
-    protocol = os.environ.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL") or settings.otlp_protocol
+    # A pod gets OTEL_EXPORTER_OTLP_PROTOCOL (cloud/spec.py) and builds default settings: honour it.
+    protocol = (
+        os.environ.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
+        or os.environ.get("OTEL_EXPORTER_OTLP_PROTOCOL")
+        or settings.otlp_protocol
+    )
+    if protocol not in ("grpc", "http/protobuf"):
+        protocol = settings.otlp_protocol
     traces_endpoint = os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
     if settings.otlp_endpoint:
         base = settings.otlp_endpoint.rstrip("/")

@@ -6,6 +6,9 @@ What the replaced system got wrong, and what this does instead:
 - One flusher thread sends batches. A batch the database refuses (or an outage) is written to the
   fallback file, counted, and reported on stderr once per outage, never swallowed. Rows the
   database rejects are written there too, with the reason.
+- Secrets (the values of DATABASE_URL, SUPABASE_SERVICE_ROLE_KEY, RUNPOD_API_KEY in the pod's
+  env, and anything that looks like a credential) are masked in every message and attribute, on
+  their way to the database, the fallback file and stderr.
 - Records emitted by the flusher thread itself (the store's own logging) are not shipped, so a
   failing database cannot feed a loop of log records about failing to log.
 """
@@ -15,6 +18,7 @@ from __future__ import annotations
 import contextvars
 import json
 import logging
+import os
 import queue
 import sys
 import threading
@@ -27,6 +31,7 @@ from typing import Any
 from opentelemetry import trace
 
 from store.base import LogRecord, Store
+from telemetry import redact as redaction
 
 __all__ = ["CURRENT_TASK_ID", "StoreLogHandler"]
 
@@ -59,6 +64,7 @@ class StoreLogHandler(logging.Handler):
         self._file_lock = threading.Lock()
         self._outage = False
         self.counters = {"shipped": 0, "duplicates": 0, "to_fallback": 0, "rejected": 0, "queue_full": 0}
+        redaction.register_secret_env(os.environ)
         self._thread = threading.Thread(target=self._run, name="worker-log-flusher", daemon=True)
         self._thread.start()
 
@@ -94,9 +100,9 @@ class StoreLogHandler(logging.Handler):
             "worker_id": self._worker_id,
             "task_id": CURRENT_TASK_ID.get(),
             "logger": record.name,
-            "message": message,
+            "message": redaction.redact(message),
             "trace_id": format(span_context.trace_id, "032x") if span_context.is_valid else None,
-            "attributes": attributes,
+            "attributes": redaction.redact_value(attributes),
         }
 
     # --- flusher side ------------------------------------------------------------------------
@@ -127,7 +133,8 @@ class StoreLogHandler(logging.Handler):
             if not self._outage:
                 self._outage = True
                 print(
-                    f"worker {self._worker_id}: cannot write logs to the database ({type(exc).__name__}: {exc}); "
+                    f"worker {self._worker_id}: cannot write logs to the database "
+                    f"({type(exc).__name__}: {redaction.redact(str(exc))}); "
                     f"writing them to {self._fallback_file} until it recovers",
                     file=sys.stderr,
                     flush=True,

@@ -25,6 +25,7 @@ from actors.scaler import Scaler
 from cloud.local import LocalFaults, LocalProvider
 from fleet.models import WorkerState
 from orchestrator import control
+from orchestrator.app import state_api_address
 from store.base import DecisionRecord, NewTask, StaleEpoch, TaskStatus
 from store.postgres import PostgresStore
 from tests.support.fleet_harness import (
@@ -48,7 +49,11 @@ def store(database_url: str) -> Any:
 
 
 def _restarts(name: str) -> int:
-    rows = [a for a in list_actors(filters=[("name", "=", name)], detail=True) if a.state != "DEAD"]
+    rows = [
+        a
+        for a in list_actors(address=state_api_address(), filters=[("name", "=", name)], detail=True)
+        if a.state != "DEAD"
+    ]
     return max((int(a.num_restarts or 0) for a in rows), default=0)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -85,12 +86,16 @@ def test_demo_runs_the_workload_and_leaves_only_its_database(workdir: Path) -> N
     before = {p.pid for p in psutil.Process().children(recursive=True)}
 
     demo = _run(
-        workdir, env, "demo", "--trace", "tiny.csv", "--speed", "20", "--duration", "20", "--plain", timeout=240
+        workdir, env, "demo", "--trace", "tiny.csv", "--speed", "40", "--duration", "20", "--plain", timeout=240
     )
     output = demo.stdout + demo.stderr
     assert demo.returncode == 0, output[-3000:]
     assert "tasks:        6/6 done, 0 failed, 0 unfinished" in output, output[-3000:]
     assert "Traceback" not in output
+    # The fleet went back down on its own (the scaler drained its idle workers), not by the demo's cleanup.
+    assert "still up at the end" not in output, output[-3000:]
+    assert "drained by the scaler when idle" in output and " 0 drained by the scaler" not in output, output[-3000:]
+    assert "explain --worker gpu-" in output, output[-3000:]
     assert (workdir / ".orchestrator" / "pgdata" / "PG_VERSION").exists()
 
     left = _wait_for_no_leftovers(marker, workdir, before)
@@ -112,3 +117,55 @@ def test_demo_runs_the_workload_and_leaves_only_its_database(workdir: Path) -> N
 
     left = _wait_for_no_leftovers(marker, workdir, before)
     assert not left, "processes left behind by explain/status:\n" + "\n".join(left)
+
+
+def _pods(marker: str) -> list[int]:
+    out = []
+    for proc in psutil.process_iter(["pid", "cmdline"]):
+        try:
+            cmd = " ".join(proc.info["cmdline"] or [])
+            if "-m worker" in cmd and proc.environ().get("DEMO_TEST_MARKER") == marker:
+                out.append(proc.pid)
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            continue
+    return out
+
+
+def test_ctrl_c_mid_run_stops_everything(workdir: Path) -> None:
+    """Ctrl-C in a terminal sends SIGINT to the whole foreground process group (the demo, and any
+    child that shares its group); the demo must still stop Ray, the pods and Postgres, print no
+    traceback and exit 130."""
+    marker = uuid.uuid4().hex
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ORCHESTRATOR_", "DATABASE_URL", "SUPABASE_"))}
+    env["DEMO_TEST_MARKER"] = marker
+    before = {p.pid for p in psutil.Process().children(recursive=True)}
+    log = workdir / "demo.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen(
+            [ORCHESTRATOR, "demo", "--trace", "tiny.csv", "--speed", "2", "--duration", "60", "--plain"],
+            cwd=workdir,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group, like a shell job
+        )
+        try:
+            deadline = time.monotonic() + 120
+            while not _pods(marker):
+                assert proc.poll() is None, log.read_text()[-3000:]
+                assert time.monotonic() < deadline, "no pod started:\n" + log.read_text()[-3000:]
+                time.sleep(0.5)
+            time.sleep(1.0)
+            os.killpg(proc.pid, signal.SIGINT)
+            code = proc.wait(timeout=90)
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+    output = log.read_text()
+    assert code == 130, output[-3000:]
+    assert "interrupted: stopping everything" in output, output[-3000:]
+    assert "Traceback" not in output, output[-3000:]
+    assert "failed:" not in output, output[-3000:]
+    left = _wait_for_no_leftovers(marker, workdir, before)
+    assert not left, "processes left behind after Ctrl-C:\n" + "\n".join(left)

@@ -94,7 +94,11 @@ def actor_pid(name: str) -> int | None:
     """The pid of the ALIVE actor `name` in our namespace, from the state API."""
     from ray.util.state import list_actors
 
-    for actor in list_actors(filters=[("name", "=", name), ("state", "=", "ALIVE")], detail=True):
+    from orchestrator.app import state_api_address
+
+    for actor in list_actors(
+        address=state_api_address(), filters=[("name", "=", name), ("state", "=", "ALIVE")], detail=True
+    ):
         if actor.ray_namespace == NAMESPACE and actor.pid:
             return int(actor.pid)
     return None
