@@ -62,10 +62,16 @@ _TRACE_PHASE = {
 _ERROR_CODES = frozenset({"spawn_error", "spawn_timeout", "heartbeat_lost", "pod_lost", "drain_lost"})
 
 
+# A lifecycle does one thing at a time (its loop thread; status and health never touch the store),
+# so it needs one connection, two at most, whatever `database.pool_max_size` gives the Scaler:
+# 100 supervised pods must not mean 800 connections.
+LIFECYCLE_POOL_MAX_SIZE = 2
+
+
 def _default_store(settings: OrchestratorSettings) -> Any:
     from store import factory
 
-    return factory.open_store(settings)
+    return factory.open_store(settings, pool_max_size=LIFECYCLE_POOL_MAX_SIZE)
 
 
 def _default_provider(settings: OrchestratorSettings) -> Any:

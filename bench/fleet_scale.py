@@ -1,31 +1,42 @@
-"""How big a fleet the actors supervise on this 2-core machine.
+"""How big a fleet the actors supervise on this 2-core machine, measured with the real actors.
 
-Prints: memory (USS) per WorkerLifecycle actor and the extrapolation to 100 pods (target: within
-24 GiB), the time to bring up N lifecycles, and the Scaler's cycle time with 100 supervised pods
-and 100,000 queued tasks from 1,000 users (target: under 100 ms).
+Starts its own local Ray (never attaches to another cluster) and its own throwaway Postgres with
+max_connections raised, then brings up N real WorkerLifecycle actors (Ray actors, num_cpus=0, each
+polling its worker row and its pod like in production) and cycles a Scaler over the same fleet
+with 100,000 queued tasks from 1,000 users while the N lifecycles run.
 
-Pods are loopback RunPod pods (tests/support/runpod_api.py) driven through the real SDK; the bench
-heartbeats for them, so every lifecycle stays `active` and polls its pod like in production.
+Prints: USS per lifecycle actor (psutil over the actors' pids: mean, max, total; target: 100 pods
+within 24 GiB), the USS/RSS of all the Ray processes, the time to bring up the N, the database
+connections they hold, and the Scaler's cycle time p50/p95 (target: under 100 ms).
 
-    .venv/bin/python bench/fleet_scale.py [--lifecycles 40] [--pods 100] [--tasks 100000] [--users 1000]
+The supervised pods are loopback RunPod pods (tests/support/runpod_api.py, in this process) driven
+through the real SDK; the bench heartbeats for them, so every worker stays `active`. The Scaler
+runs in this process (to time `step()` exactly) with the real RayLifecycles directory: its cycles
+re-attach the N live actors by name, as the Scaler actor does in production.
+
+    .venv/bin/python bench/fleet_scale.py [--lifecycles 100] [--tasks 100000] [--users 1000] [--cycles 30]
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench._fleet_bench import postgres, settings_for, summary
 
+MIB = 1024 * 1024
 
-def _fleet_rows(store, api, count: int, prefix: str) -> list[str]:  # type: ignore[no-untyped-def]
+
+def _fleet_rows(store: Any, api: Any, count: int, prefix: str) -> list[str]:
     from fleet.models import WorkerState
 
     ids = []
@@ -40,75 +51,16 @@ def _fleet_rows(store, api, count: int, prefix: str) -> list[str]:  # type: igno
     return ids
 
 
-def _heartbeats(store, ids: list[str], stop: threading.Event) -> None:  # type: ignore[no-untyped-def]
-    while not stop.wait(2.0):
+def _heartbeats(store: Any, ids: list[str], stop: threading.Event, every_s: float) -> None:
+    """What the workers in the pods would do: one heartbeat each per heartbeat interval."""
+    while not stop.wait(every_s):
         for worker_id in ids:
             store.worker_heartbeat(worker_id)
 
 
-def bench_lifecycles(url: str, api, n: int, state_dir: Path) -> None:  # type: ignore[no-untyped-def]
-    import psutil
-    import ray
-
-    from actors import remote
-    from store.postgres import PostgresStore
-
-    settings = settings_for(url, state_dir, api.base_url, cycle_interval_s=5.0, heartbeat_interval_s=5.0)
-    store = PostgresStore(url, min_size=1, max_size=2)
-    ids = _fleet_rows(store, api, n, "a")
-    stop = threading.Event()
-    threading.Thread(target=_heartbeats, args=(store, ids, stop), daemon=True).start()
-    t0 = time.perf_counter()
-    handles = [remote.get_or_create_lifecycle(worker_id, settings) for worker_id in ids]
-    pids = ray.get([h.pid.remote() for h in handles], timeout=900)
-    up_s = time.perf_counter() - t0
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        states = ray.get([h.status.remote() for h in handles])
-        if all(s["steps"] >= 1 for s in states):
-            break
-        time.sleep(1)
-    time.sleep(6)  # a poll or two in steady state
-    uss = [psutil.Process(pid).memory_full_info().uss for pid in pids]
-    rss = [psutil.Process(pid).memory_info().rss for pid in pids]
-    mib = 1024 * 1024
-    per = statistics.fmean(uss) / mib
-    print(f"lifecycles: {n} brought up in {up_s:.1f}s ({up_s / n:.2f}s each, 2 cores)")
-    rss_mean = statistics.fmean(rss) / mib
-    print(f"lifecycle USS: mean {per:.0f} MiB, max {max(uss) / mib:.0f} MiB; RSS mean {rss_mean:.0f} MiB")
-    print(f"100 pods -> {100 * per / 1024:.1f} GiB of lifecycle actors (target <= 24 GiB)")
-    errors = [s["last_error"] for s in ray.get([h.status.remote() for h in handles]) if s["last_error"]]
-    print(f"lifecycle errors: {len(errors)} {errors[:1]}")
-    stop.set()
-    for handle in handles:
-        ray.get(handle.stop.remote())
-        ray.kill(handle, no_restart=True)
-    store.close()
-
-
-class _NoLifecycles:
-    """The Scaler's lifecycle directory without actors: this bench times the cycle, not Ray."""
-
-    def __len__(self) -> int:
-        return 0
-
-    def ensure(self, worker_id: str) -> None:
-        pass
-
-    def drain(self, worker_id: str, reason: str, epoch: int | None) -> None:
-        pass
-
-    def keep_only(self, worker_ids: set[str]) -> None:
-        pass
-
-
-def bench_cycle(url: str, api, pods: int, tasks: int, users: int, state_dir: Path, cycles: int) -> None:  # type: ignore[no-untyped-def]
-    from actors.scaler import Scaler
+def _queue(store: Any, tasks: int, users: int) -> None:
     from store.base import NewTask
-    from store.postgres import PostgresStore
 
-    store = PostgresStore(url, min_size=1, max_size=2)
-    _fleet_rows(store, api, pods, "b")
     t0 = time.perf_counter()
     batch = 5000
     for start in range(0, tasks, batch):
@@ -119,30 +71,131 @@ def bench_cycle(url: str, api, pods: int, tasks: int, users: int, state_dir: Pat
             ]
         )
     print(f"queued {tasks} tasks from {users} users in {time.perf_counter() - t0:.1f}s")
-    settings = settings_for(url, state_dir, api.base_url, max_workers=pods, cycle_interval_s=10.0)
-    scaler = Scaler(
-        settings, holder="bench", name="scaler-bench", lifecycles=_NoLifecycles(), probe_log_shipper=False, start=False
+
+
+def _uss(pid: int) -> tuple[int, int]:
+    import psutil
+
+    try:
+        proc = psutil.Process(pid)
+        return proc.memory_full_info().uss, proc.memory_info().rss
+    except psutil.Error:
+        return 0, 0
+
+
+def _ray_processes() -> dict[str, list[int]]:
+    """This bench's Ray processes (all descendants of this driver but Postgres), by kind."""
+    import psutil
+
+    kinds: dict[str, list[int]] = {}
+    for proc in psutil.Process(os.getpid()).children(recursive=True):
+        try:
+            name, cmdline = proc.name(), " ".join(proc.cmdline())
+        except psutil.Error:
+            continue
+        if "postgres" in name or "pginstall" in cmdline:
+            continue
+        if "gcs_server" in name or "gcs_server" in cmdline:
+            kind = "gcs_server"
+        elif name == "raylet" or "raylet" in cmdline.split(" ")[0]:
+            kind = "raylet"
+        elif name.startswith("ray::"):
+            kind = name  # ray::WorkerLifecycle, ray::IDLE, ...
+        else:
+            scripts = [Path(arg).name for arg in proc.cmdline() if arg.endswith(".py")]
+            kind = scripts[0] if scripts else name  # log_monitor.py, monitor.py, dashboard.py, ...
+        kinds.setdefault(kind, []).append(proc.pid)
+    return kinds
+
+
+def _print_memory(pids: list[int]) -> None:
+    n = len(pids)
+    mem = [_uss(pid) for pid in pids]
+    uss = [u for u, _ in mem]
+    rss = [r for _, r in mem]
+    total = sum(uss)
+    print(
+        f"lifecycle USS: {total / n / MIB:.1f} MiB per lifecycle (sum over {n} pids / {n}), "
+        f"max {max(uss) / MIB:.1f} MiB, total {total / MIB / 1024:.2f} GiB; "
+        f"RSS mean {statistics.fmean(rss) / MIB:.0f} MiB"
     )
-    scaler.step()  # lease + rebuild
-    totals, phases = [], {}
+    print(f"  -> 100 pods: {100 * total / n / MIB / 1024:.1f} GiB of lifecycle actors (target <= 24 GiB)")
+    grand_uss = grand_rss = 0
+    print("ray processes (USS / RSS):")
+    for kind, kind_pids in sorted(_ray_processes().items()):
+        kind_mem = [_uss(pid) for pid in kind_pids]
+        k_uss, k_rss = sum(u for u, _ in kind_mem), sum(r for _, r in kind_mem)
+        grand_uss, grand_rss = grand_uss + k_uss, grand_rss + k_rss
+        print(f"  {kind:32s} x{len(kind_pids):<4d} USS {k_uss / MIB:8.1f} MiB  RSS {k_rss / MIB:8.1f} MiB")
+    print(f"  {'all ray processes':32s}       USS {grand_uss / MIB:8.1f} MiB  RSS {grand_rss / MIB:8.1f} MiB")
+    d_uss, d_rss = _uss(os.getpid())
+    print(
+        "  (driver: this bench + in-process Scaler + loopback RunPod API: "
+        f"USS {d_uss / MIB:.0f} MiB, RSS {d_rss / MIB:.0f} MiB)"
+    )
+
+
+def _connections(url: str) -> int:
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND backend_type = 'client backend'"
+        ).fetchone()
+    return int(row[0]) - 1 if row else -1  # less this query's own
+
+
+def _bring_up(ids: list[str], settings: Any) -> tuple[list[Any], list[int]]:
+    import ray
+
+    from actors import remote
+
+    t0 = time.perf_counter()
+    handles = [remote.get_or_create_lifecycle(worker_id, settings) for worker_id in ids]
+    pids = ray.get([h.pid.remote() for h in handles], timeout=1800)
+    up_s = time.perf_counter() - t0
+    n = len(ids)
+    print(f"lifecycles: {n} real WorkerLifecycle actors up in {up_s:.1f}s ({up_s / n:.2f}s each, 2 cores)")
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        if all(s["steps"] >= 1 for s in ray.get([h.status.remote() for h in handles])):
+            break
+        time.sleep(1)
+    print(f"  all {n} had done their first step {time.perf_counter() - t0:.1f}s after the first was asked for")
+    return handles, pids
+
+
+def _cycle(settings: Any, cycles: int, gap_s: float, label: str) -> None:
+    from actors.scaler import RayLifecycles, Scaler
+
+    scaler = Scaler(
+        settings,
+        holder="bench",
+        name="scaler-bench",
+        lifecycles=RayLifecycles(settings),
+        probe_log_shipper=False,
+        start=False,
+    )
+    scaler.step()  # lease + rebuild + re-attach every live lifecycle by name
+    totals: list[float] = []
+    phases: dict[str, list[float]] = {}
     for _ in range(cycles):
+        time.sleep(gap_s)  # the lifecycles poll in between, as they would between production cycles
         report = scaler.step()
         totals.append(report["last_cycle_s"])
         for name, seconds in report["phase_s"].items():
             phases.setdefault(name, []).append(seconds)
         assert not report["phase_errors"], report["phase_errors"]
-    print(
-        f"scaler cycle with {pods} pods, {tasks} queued tasks, {users} users: {summary(totals, 'ms', 1000)}"
-        " (target < 100 ms)"
-    )
+    print(f"scaler cycle {label}: {summary(totals, 'ms', 1000)} (target < 100 ms)")
     for name, values in phases.items():
         print(f"  phase {name:8s} {summary(values, 'ms', 1000)}")
+    print(f"  lifecycles known to the Scaler: {len(scaler._lifecycles)}")
     print(f"  last decision: {scaler.status()['last_decision']['reasons'][0][:160]}")
-    _compare_snapshots(url, store)
-    store.close()
+    scaler.stop()  # gives the lease up
 
 
-def _compare_snapshots(url: str, store) -> None:  # type: ignore[no-untyped-def]
+def _compare_snapshots(url: str) -> None:
     """Same run, same data: demand_snapshot as 0002 defined it (the baseline) against the current one."""
     import re
 
@@ -170,28 +223,80 @@ def _compare_snapshots(url: str, store) -> None:  # type: ignore[no-untyped-def]
     print(f"  demand_snapshot current/baseline p50 = {now / base:.2f} (same answer: {same})")
 
 
+def bench(url: str, api: Any, args: argparse.Namespace) -> None:
+    import ray
+
+    from store.postgres import PostgresStore
+
+    n = args.lifecycles
+    state_dir = Path(tempfile.mkdtemp(prefix="bench-state-"))
+    # Production defaults for the pool (the Scaler's 8; a lifecycle caps its own, see actors/lifecycle.py),
+    # the poll period (min of heartbeat and cycle interval: 10 s) and the cycle interval.
+    settings = settings_for(url, state_dir, api.base_url, pool_max_size=8, max_workers=n, idle_timeout_s=86_400.0)
+    store = PostgresStore(url, min_size=1, max_size=2)
+    ids = _fleet_rows(store, api, n, "a")
+    _queue(store, args.tasks, args.users)
+    stop = threading.Event()
+    beats = threading.Thread(
+        target=_heartbeats, args=(store, ids, stop, settings.scaling.heartbeat_interval_s), daemon=True
+    )
+    beats.start()
+    before = _connections(url)
+    ray.init(
+        address="local",
+        num_cpus=args.num_cpus,
+        namespace=settings.ray.namespace,
+        include_dashboard=False,
+        log_to_driver=False,
+    )
+    try:
+        handles, pids = _bring_up(ids, settings)
+        time.sleep(args.settle_s)  # a poll or two in steady state
+        print(f"database connections: {_connections(url) - before} held by the {n} lifecycles ({before} by the driver)")
+        _print_memory(pids)
+        _cycle(
+            settings,
+            args.cycles,
+            args.cycle_gap_s,
+            f"with {n} live lifecycles, {args.tasks} queued tasks, {args.users} users",
+        )
+        _compare_snapshots(url)
+        states = ray.get([h.status.remote() for h in handles])
+        errors = [s["last_error"] for s in states if s["last_error"]]
+        by_state: dict[str, int] = {}
+        for s in states:
+            by_state[str(s["state"])] = by_state.get(str(s["state"]), 0) + 1
+        steps = [s["steps"] for s in states]
+        print(
+            f"lifecycles after the cycles: states {by_state}, steps min {min(steps)} max {max(steps)}, "
+            f"errors {len(errors)} {errors[:1]}"
+        )
+        stop.set()
+        for handle in handles:
+            ray.get(handle.stop.remote())
+            ray.kill(handle, no_restart=True)
+    finally:
+        stop.set()
+        ray.shutdown()
+        store.close()
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--lifecycles", type=int, default=40, help="WorkerLifecycle actors to start (<= ~80)")
-    parser.add_argument("--pods", type=int, default=100)
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--lifecycles", type=int, default=100, help="real WorkerLifecycle actors (= supervised pods)")
     parser.add_argument("--tasks", type=int, default=100_000)
     parser.add_argument("--users", type=int, default=1_000)
     parser.add_argument("--cycles", type=int, default=30)
+    parser.add_argument("--cycle-gap-s", type=float, default=1.0, help="pause between timed Scaler cycles")
+    parser.add_argument("--settle-s", type=float, default=15.0, help="steady-state wait before measuring memory")
+    parser.add_argument("--num-cpus", type=int, default=2, help="CPUs of the bench's own Ray (lifecycles use 0)")
+    parser.add_argument("--max-connections", type=int, default=400, help="of the bench's throwaway Postgres")
     args = parser.parse_args()
-
-    import ray
 
     from tests.support.runpod_api import FakeRunPodApi
 
-    state_dir = Path(tempfile.mkdtemp(prefix="bench-state-"))
-    with postgres() as url, FakeRunPodApi(api_key="bench-key") as api:
-        bench_cycle(url, api, args.pods, args.tasks, args.users, state_dir, args.cycles)
-        if args.lifecycles:
-            ray.init(num_cpus=2, namespace="gpu-orchestrator", include_dashboard=False, log_to_driver=False)
-            try:
-                bench_lifecycles(url, api, args.lifecycles, state_dir)
-            finally:
-                ray.shutdown()
+    with postgres(max_connections=args.max_connections) as url, FakeRunPodApi(api_key="bench-key") as api:
+        bench(url, api, args)
 
 
 if __name__ == "__main__":

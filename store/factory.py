@@ -32,8 +32,14 @@ def conninfo_for(database: DatabaseSettings) -> str | None:
     return ensure_embedded(Path(database.embedded_dir))
 
 
-def open_store(settings: OrchestratorSettings, *, migrate: bool | None = None) -> Store:
+def open_store(
+    settings: OrchestratorSettings, *, migrate: bool | None = None, pool_max_size: int | None = None
+) -> Store:
     """Open the store the settings select. `migrate` None means: migrate only the embedded database.
+
+    `pool_max_size` caps the Postgres pool below `database.pool_max_size` (and `pool_min_size` with
+    it) for a process that does one thing at a time, e.g. a WorkerLifecycle: 100 of them must not
+    hold 800 connections.
 
     Raises DatabaseUnavailable (a one-line, secret-free message) when it cannot be reached.
     """
@@ -59,10 +65,11 @@ def open_store(settings: OrchestratorSettings, *, migrate: bool | None = None) -
         _migrate(conninfo, database.connect_timeout_s)
     from store.postgres import PostgresStore
 
+    max_size = database.pool_max_size if pool_max_size is None else min(database.pool_max_size, pool_max_size)
     return PostgresStore(
         conninfo,
-        min_size=database.pool_min_size,
-        max_size=database.pool_max_size,
+        min_size=min(database.pool_min_size, max_size),
+        max_size=max_size,
         connect_timeout_s=database.connect_timeout_s,
         retries=database.request_retries,
     )

@@ -1,9 +1,9 @@
 """The LogShipper on a real Ray with a real Postgres: nothing acknowledged is ever lost, nothing fails silently.
 
 Producers are Ray actors that log through the real ShippingLogHandler; the LogShipper is the real
-actor from actors/remote.py. The database goes away through a loopback TCP proxy in front of the
-test's Postgres (stopping the proxy refuses connections and cuts the open ones, as a stopped server
-does, without touching the session's server).
+actor from actors/remote.py. For the outage the test starts a Postgres server of its own
+(tests/support/pg_instance.py) and stops it for real with `pg_ctl stop -m fast`, then starts it
+again on the same data directory and socket; the session's server is never touched.
 """
 
 from __future__ import annotations
@@ -12,8 +12,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -40,77 +38,6 @@ def wait_until(predicate: Callable[[], Any], timeout: float, interval: float = 0
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what or predicate}")
         time.sleep(interval)
-
-
-class TcpProxy:
-    """Loopback TCP -> Postgres (unix socket or TCP). stop() refuses new and cuts open connections."""
-
-    def __init__(self, target_url: str) -> None:
-        params = psycopg.conninfo.conninfo_to_dict(target_url)
-        host, port = str(params.get("host") or "127.0.0.1"), int(params.get("port") or 5432)
-        self._target: tuple[int, Any] = (
-            (socket.AF_UNIX, f"{host}/.s.PGSQL.{port}") if host.startswith("/") else (socket.AF_INET, (host, port))
-        )
-        self.url = target_url
-        self._listener: socket.socket | None = None
-        self._conns: list[socket.socket] = []
-        self._lock = threading.Lock()
-        self.port = 0
-
-    def proxied_url(self) -> str:
-        return psycopg.conninfo.make_conninfo(self.url, host="127.0.0.1", port=str(self.port))
-
-    def start(self) -> TcpProxy:
-        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        listener.bind(("127.0.0.1", self.port))
-        listener.listen(64)
-        self.port = listener.getsockname()[1]
-        self._listener = listener
-        threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
-        return self
-
-    def _accept(self, listener: socket.socket) -> None:
-        while True:
-            try:
-                client, _ = listener.accept()
-            except OSError:
-                return
-            upstream = socket.socket(self._target[0], socket.SOCK_STREAM)
-            try:
-                upstream.connect(self._target[1])
-            except OSError:
-                client.close()
-                continue
-            with self._lock:
-                self._conns += [client, upstream]
-            for a, b in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
-
-    @staticmethod
-    def _pipe(src: socket.socket, dst: socket.socket) -> None:
-        try:
-            while data := src.recv(65536):
-                dst.sendall(data)
-        except OSError:
-            pass
-        finally:
-            for s in (src, dst):
-                with contextlib.suppress(OSError):
-                    s.shutdown(socket.SHUT_RDWR)
-
-    def stop(self) -> None:
-        if self._listener is not None:
-            with contextlib.suppress(OSError):
-                self._listener.shutdown(socket.SHUT_RDWR)  # wakes the blocked accept(); close() alone does not
-            self._listener.close()
-            self._listener = None
-        with self._lock:
-            conns, self._conns = self._conns, []
-        for conn in conns:
-            with contextlib.suppress(OSError):
-                conn.shutdown(socket.SHUT_RDWR)
-            conn.close()
 
 
 def make_settings(database_url: str, tmp: Path, **shipping: Any) -> OrchestratorSettings:
@@ -167,7 +94,8 @@ def shipper_factory(ray_session: dict[str, Any]) -> Iterator[Callable[[Orchestra
 def _producer_class() -> Any:
     import ray
 
-    @ray.remote(num_cpus=0)
+    # Threaded, so that phase changes and snapshots are answered while run() is logging.
+    @ray.remote(num_cpus=0, max_concurrency=4)
     class Producer:
         """Logs through the real handler at a steady rate; reports what was acknowledged."""
 
@@ -180,17 +108,39 @@ def _producer_class() -> Any:
             self.log = __import__("logging").getLogger(f"producer.{name}")
             self.name = name
             self.stop_flag = False
+            self.phase = "record"
+            self.per_second: list[int] = []  # records logged in each second of the last run()
 
-        def run(self, rate: float, seconds: float, message: str = "record") -> int:
+        def run(self, rate: float, seconds: float, message: str | None = None) -> int:
+            """Log `rate` records a second for `seconds` (or until stop()); each call must return at once."""
+            if message is not None:
+                self.phase = message
+            self.per_second = []
             start = time.monotonic()
             sent = 0
             while time.monotonic() - start < seconds and not self.stop_flag:
-                due = int((time.monotonic() - start) * rate)
+                elapsed = time.monotonic() - start
+                due = int(elapsed * rate)
+                while len(self.per_second) <= int(elapsed):
+                    self.per_second.append(0)
                 while sent < due:
-                    self.log.info("%s %s #%d", message, self.name, sent, extra={"cycle_number": sent})
+                    self.log.info("%s %s #%d", self.phase, self.name, sent, extra={"cycle_number": sent})
                     sent += 1
+                    self.per_second[-1] += 1
                 time.sleep(0.005)
             return sent
+
+        def set_phase(self, phase: str) -> None:
+            self.phase = phase  # the next record carries it
+
+        def stop(self) -> None:
+            self.stop_flag = True
+
+        def acked_ids(self) -> list[str]:
+            return list(self.handler.acked_ids or [])
+
+        def seconds(self) -> list[int]:
+            return list(self.per_second)
 
         def finish(self, timeout: float) -> dict[str, Any]:
             self.handler.flush(timeout=timeout)
@@ -254,74 +204,171 @@ def _answering_pid(shipper: Any, old_pid: int) -> int | None:
     return pid if pid != old_pid else None
 
 
+OUTAGE_S = 30.0  # the issue: stop the database for 30 s ...
+RATE_PER_PRODUCER = 2500.0  # ... under 5,000 records a second in all (two producers)
+
+
+@pytest.fixture
+def dedicated_postgres() -> Iterator[Any]:
+    """A migrated Postgres server of this test's own, which it may stop and start; removed afterwards."""
+    from store.migrate import apply_migrations
+    from tests.support.pg_instance import DedicatedPostgres
+
+    server = DedicatedPostgres()
+    try:
+        apply_migrations(server.start())
+        yield server
+    finally:
+        server.cleanup()
+
+
 def test_database_outage_spools_shows_fallback_and_lands_once_back(
-    database_url: str, tmp_path: Path, shipper_factory: Callable[[OrchestratorSettings], Any]
+    dedicated_postgres: Any, tmp_path: Path, shipper_factory: Callable[[OrchestratorSettings], Any]
 ) -> None:
+    """Stop the real database for 30 s under 5,000 records a second; everything lands once it is back."""
     import ray
 
     from telemetry.shipper_health import assess
+    from tests.support.spool_reader import spooled_ids
 
-    proxy = TcpProxy(database_url).start()
-    try:
-        settings = make_settings(proxy.proxied_url(), tmp_path)
-        shipper = shipper_factory(settings)
-        producer = _producer_class().remote(settings, "outage")
-        ray.get(producer.run.remote(500, 0.5, "before"))
-        wait_until(lambda: ray.get(shipper.health.remote())["shipped"] > 0, 20, what="a first flush")
+    server = dedicated_postgres
+    database_url = server.url
+    settings = make_settings(database_url, tmp_path)
+    fallback = FallbackFiles(Path(settings.log_shipping.fallback_file))
+    shipper = shipper_factory(settings)
+    shipper_pid = ray.get(shipper.getpid.remote())
 
-        proxy.stop()  # the database is gone
-        outage = producer.run.remote(2000, 8.0, "during-outage")
-        health = wait_until(
-            lambda: (
-                (h := ray.get(shipper.health.remote()))["consecutive_failures"] > 0 and h["records_pending"] > 0 and h
-            ),
-            20,
-            what="the shipper to notice the outage",
-        )
-        fallback = tmp_path / "fallback.jsonl"
-        wait_until(
-            lambda: fallback.exists() and "during-outage" in fallback.read_text(), 20, what="the fallback to show it"
-        )
-        ray.get(outage, timeout=30)
-        shipped_during = ray.get(shipper.health.remote())["shipped"]
-        # Flushing stalls while the database fails; the verdict says so without asking for a restart.
-        health = ray.get(shipper.health.remote())
-        verdict = assess(health, health["now"], settings)
-        assert not verdict.ok and not verdict.restart, verdict
-        waiting = health["records_pending"]
-        assert waiting >= 10_000 and health["shipped"] == shipped_during
+    def health() -> dict[str, Any]:
+        # health() has its own concurrency group: it must answer in time, outage or not.
+        return dict(ray.get(shipper.health.remote(), timeout=settings.log_shipping.health_timeout_s))
 
-        proxy = _restart_proxy_on(settings, database_url)
-        report = ray.get(producer.finish.remote(30.0), timeout=40)
-        health = ray.get(shipper.flush_now.remote(30.0), timeout=40)
-        assert health["records_pending"] == 0, health
-        in_db = _ids_in_db(database_url)
-        assert len(in_db) == len(set(in_db))
-        assert set(report["acked_ids"]) <= set(in_db)
-        assert health["consecutive_failures"] == 0
-        # Every record that waited was shown in the fallback, once.
-        shown = [json.loads(line) for line in fallback.read_text().splitlines()]
-        shown_ids = [r["id"] for r in shown if r.get("fallback_reason", "").startswith("database unreachable")]
-        assert len(shown_ids) == len(set(shown_ids)) and len(shown_ids) >= waiting
-        ray.kill(producer)
-    finally:
-        proxy.stop()
+    producer_cls = _producer_class()
+    producers = [producer_cls.remote(settings, f"outage-{i}") for i in range(2)]
+    runs = [p.run.remote(RATE_PER_PRODUCER, OUTAGE_S + 60.0, "before") for p in producers]  # stopped below
+    wait_until(lambda: health()["shipped"] > 1000, 20, what="a first flush to the dedicated server")
+
+    # --- the database goes away for real --------------------------------------------------------
+    server.stop("fast")
+    stopped_at = time.time()
+    assert not server.is_running() and not server.accepts_connections()
+    ray.get([p.set_phase.remote("during-outage") for p in producers])
+    acked_before = [len(ray.get(p.acked_ids.remote())) for p in producers]
+    shipped_at_stop = health()["shipped"]
+
+    noticed = wait_until(
+        lambda: (h := health())["consecutive_failures"] > 0 and h["records_pending"] > 0 and h,
+        20,
+        what="the LogShipper to notice the outage",
+    )
+    assert noticed["last_error"] and "DatabaseUnavailable" in noticed["last_error"], noticed
+    wait_until(lambda: "during-outage" in fallback.tail(), 20, what="the fallback to show the outage's records")
+
+    pending_seen: list[int] = []
+    while time.time() - stopped_at < OUTAGE_S:
+        h = health()
+        assert h["pid"] == shipper_pid and h["flusher_alive"], h  # alive, never restarted
+        assert h["shipped"] == shipped_at_stop, "nothing can be shipped to a stopped server"
+        pending_seen.append(h["records_pending"])
+        time.sleep(1.0)
+    assert pending_seen == sorted(pending_seen) and pending_seen[-1] > pending_seen[0], pending_seen
+
+    # Still down after 30 s: the producers kept logging, the spool and the fallback hold it all.
+    assert not server.is_running()
+    for p in producers:
+        per_second = ray.get(p.seconds.remote())
+        outage_seconds = per_second[-int(OUTAGE_S) : -1]  # full seconds of this run during the outage
+        assert len(outage_seconds) >= OUTAGE_S - 5 and min(outage_seconds) > 0, per_second
+    acked_now = [ray.get(p.acked_ids.remote()) for p in producers]
+    acked_in_outage = [i for before, ids in zip(acked_before, acked_now, strict=True) for i in ids[before:]]
+    assert len(acked_in_outage) >= 0.8 * 2 * RATE_PER_PRODUCER * (OUTAGE_S - 2), len(acked_in_outage)
+    spooled = spooled_ids(Path(settings.log_shipping.spool_dir))
+    missing = set(acked_in_outage) - spooled
+    assert not missing, f"{len(missing)} records acknowledged during the outage are not in the spool"
+    h = health()
+    assert h["records_pending"] >= len(acked_in_outage) and h["spool_bytes"] > 0, h
+    assert h["consecutive_failures"] >= 3 and h["dropped_total"] == 0, h
+    # Flushing stalls while the database fails; the verdict says so without asking for a restart.
+    verdict = assess(h, h["now"], settings)
+    assert not verdict.ok and not verdict.restart and "retrying" in verdict.reason, verdict
+    # The fallback shows each waiting record (it follows the spool every 0.5 s).
+    wait_until(lambda: set(acked_in_outage) <= fallback.unreachable_ids(), 15, what="the fallback to show the spool")
+
+    # --- the same server comes back (same data directory, same socket) ------------------------------
+    server.start()
+    restarted_at = time.time()
+    for _ in range(30):
+        hh = health()
+        print("DIAG t+%.1f pending=%d failures=%d shipped=%d" % (time.time() - restarted_at, hh["records_pending"], hh["consecutive_failures"], hh["shipped"]))
+        if hh["records_pending"] < 20000: break
+        time.sleep(0.5)
+    time.sleep(2.0)  # the load goes on across the restart
+    ray.get([p.stop.remote() for p in producers])
+    emitted = sum(ray.get(runs, timeout=30))
+    reports = ray.get([p.finish.remote(30.0) for p in producers], timeout=40)
+    acked = [i for r in reports for i in r["acked_ids"]]
+    # The callers never blocked, never raised, never lost a record: every one was acknowledged.
+    assert len(acked) == len(set(acked)) == emitted, (len(acked), emitted)
+    for r in reports:
+        assert r["fallback"] == 0 and not r["dropped"] and r["handler_errors"] == 0, r
+
+    final = ray.get(shipper.flush_now.remote(40.0), timeout=50)
+    print("DIAG", {k: final[k] for k in ("shipped", "consecutive_failures", "spooled", "fallback_records")},
+          "first flush after restart", (final["last_flush_at"] - restarted_at), "done", time.time() - restarted_at,
+          "failures at snapshot", h["consecutive_failures"], "pending", h["records_pending"])
+    assert final["records_pending"] == 0, final
+    assert final["pid"] == shipper_pid and final["consecutive_failures"] == 0, final
+    assert final["last_flush_at"] > restarted_at and final["rejected"] == 0 and final["dropped_total"] == 0, final
+    assert assess(final, final["now"], settings).ok
+    with psycopg.connect(database_url) as conn:
+        in_db = [
+            row[0] for row in conn.execute("SELECT id FROM system_logs WHERE source_id LIKE 'outage-%'").fetchall()
+        ]
+    assert len(in_db) == len(set(in_db)), "a record landed twice"
+    assert set(in_db) == set(acked), (len(set(acked) - set(in_db)), len(set(in_db) - set(acked)))
+    # The fallback shows the recovery, and showed each waiting record once.
+    assert "database reachable again after" in fallback.tail()
+    shown = fallback.unreachable_id_list()
+    assert len(shown) == len(set(shown)) and set(acked_in_outage) <= set(shown)
+    for p in producers:
+        ray.kill(p)
 
 
-def _restart_proxy_on(settings: OrchestratorSettings, database_url: str) -> TcpProxy:
-    """A new proxy on the port the shipper's settings point at (the database is back)."""
-    assert settings.database.url is not None
-    port = int(psycopg.conninfo.conninfo_to_dict(settings.database.url.get_secret_value())["port"])
-    proxy = TcpProxy(database_url)
-    proxy.port = port
-    return wait_until(lambda: _try_start(proxy), 10, what="the proxy port to be free again")
+class FallbackFiles:
+    """Reads the fallback JSON-lines file and its rotated backup (it rotates past 64 MiB)."""
 
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._offset = 0
 
-def _try_start(proxy: TcpProxy) -> TcpProxy | None:
-    try:
-        return proxy.start()
-    except OSError:
-        return None
+    def _files(self) -> list[Path]:
+        return [p for p in (self.path.with_name(self.path.name + ".1"), self.path) if p.exists()]
+
+    def tail(self) -> str:
+        """What the fallback file got since the previous call (the backup, if it rotated meanwhile, is skipped)."""
+        try:
+            with self.path.open("rb") as f:
+                size = f.seek(0, os.SEEK_END)
+                if size < self._offset:
+                    self._offset = 0
+                f.seek(self._offset)
+                data = f.read()
+        except FileNotFoundError:
+            return ""
+        self._offset += len(data)
+        return data.decode("utf-8", "replace")
+
+    def unreachable_id_list(self) -> list[str]:
+        """Ids of the records shown because the database was unreachable, in order, repeats kept."""
+        ids = []
+        for path in self._files():
+            with path.open("rb") as f:
+                for line in f:
+                    if b'"fallback_reason":"database unreachable' in line:
+                        ids.append(json.loads(line)["id"])
+        return ids
+
+    def unreachable_ids(self) -> set[str]:
+        return set(self.unreachable_id_list())
 
 
 def test_hung_flush_is_detected_and_restarted(
