@@ -42,23 +42,36 @@ def _set_max_connections(server: Any, pgdata: Path, max_connections: int) -> Non
     with psycopg.connect(server.get_uri(), autocommit=True) as conn:
         conn.execute(f"ALTER SYSTEM SET max_connections = {int(max_connections)}")
     # pg_ctl restart reuses the options of the last start (postmaster.opts): same socket directory.
-    postgres_server.pg_ctl(["-w", "-m", "fast", "restart"], pgdata=pgdata, user=server.system_user, timeout=30)
+    postgres_server.pg_ctl(  # type: ignore[attr-defined]
+        ["-w", "-m", "fast", "restart"], pgdata=pgdata, user=server.system_user, timeout=30
+    )
     # The handle remembers the old postmaster; point it at the new one so cleanup() stops it.
-    server._postmaster_info = postgres_server.PostmasterInfo.read_from_pgdata(pgdata)
+    server._postmaster_info = postgres_server.PostmasterInfo.read_from_pgdata(pgdata)  # type: ignore[attr-defined]
     with psycopg.connect(server.get_uri(), autocommit=True) as conn:
         row = conn.execute("SHOW max_connections").fetchone()
     assert row is not None and int(row[0]) == max_connections, row
 
 
 def settings_for(
-    url: str, state_dir: Path, api_base_url: str | None, *, pool_max_size: int = 1, **scaling: Any
+    url: str,
+    state_dir: Path,
+    api_base_url: str | None,
+    *,
+    pool_max_size: int = 1,
+    connect_timeout_s: float = 5.0,
+    **scaling: Any,
 ) -> OrchestratorSettings:
     provider: dict[str, Any] = {"kind": "local", "local_boot_delay_s": 0.0}
     if api_base_url is not None:
         provider = {"kind": "runpod", "runpod_api_key": "bench-key", "runpod_api_base_url": api_base_url}
     knobs = {"max_workers": 200, "heartbeat_timeout_s": 600.0, "spawn_timeout_s": 3600.0, **scaling}
     return OrchestratorSettings(
-        database={"url": url, "pool_min_size": 1, "pool_max_size": pool_max_size},
+        database={
+            "url": url,
+            "pool_min_size": 1,
+            "pool_max_size": pool_max_size,
+            "connect_timeout_s": connect_timeout_s,
+        },
         provider=provider,
         scaling=knobs,
         lease_ttl_s=max(30.0, 3 * knobs.get("cycle_interval_s", 10.0)),

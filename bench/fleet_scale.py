@@ -153,13 +153,14 @@ def _bring_up(ids: list[str], settings: Any) -> tuple[list[Any], list[int]]:
 
     t0 = time.perf_counter()
     handles = [remote.get_or_create_lifecycle(worker_id, settings) for worker_id in ids]
-    pids = ray.get([h.pid.remote() for h in handles], timeout=1800)
+    pids: list[int] = ray.get([h.pid.remote() for h in handles], timeout=1800)
     up_s = time.perf_counter() - t0
     n = len(ids)
     print(f"lifecycles: {n} real WorkerLifecycle actors up in {up_s:.1f}s ({up_s / n:.2f}s each, 2 cores)")
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
-        if all(s["steps"] >= 1 for s in ray.get([h.status.remote() for h in handles])):
+        states: list[dict[str, Any]] = ray.get([h.status.remote() for h in handles])
+        if all(s["steps"] >= 1 for s in states):
             break
         time.sleep(1)
     print(f"  all {n} had done their first step {time.perf_counter() - t0:.1f}s after the first was asked for")
@@ -232,7 +233,10 @@ def bench(url: str, api: Any, args: argparse.Namespace) -> None:
     state_dir = Path(tempfile.mkdtemp(prefix="bench-state-"))
     # Production defaults for the pool (the Scaler's 8; a lifecycle caps its own, see actors/lifecycle.py),
     # the poll period (min of heartbeat and cycle interval: 10 s) and the cycle interval.
-    settings = settings_for(url, state_dir, api.base_url, pool_max_size=8, max_workers=n, idle_timeout_s=86_400.0)
+    # 30 s to connect: 100 processes starting at once on 2 cores can take more than the default 5 s.
+    settings = settings_for(
+        url, state_dir, api.base_url, pool_max_size=8, connect_timeout_s=30.0, max_workers=n, idle_timeout_s=86_400.0
+    )
     store = PostgresStore(url, min_size=1, max_size=2)
     ids = _fleet_rows(store, api, n, "a")
     _queue(store, args.tasks, args.users)

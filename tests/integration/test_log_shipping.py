@@ -222,10 +222,32 @@ def dedicated_postgres() -> Iterator[Any]:
         server.cleanup()
 
 
+@pytest.fixture
+def outage_producers(ray_session: dict[str, Any]) -> Iterator[list[Any]]:
+    """Producers of the outage test, killed even when it fails (else they log on into the next tests)."""
+    import ray
+
+    made: list[Any] = []
+    yield made
+    for producer in made:
+        with contextlib.suppress(Exception):
+            ray.kill(producer)
+
+
+@pytest.mark.parametrize("how", ["pg_ctl stop -m fast", "kill -9 postmaster"])
 def test_database_outage_spools_shows_fallback_and_lands_once_back(
-    dedicated_postgres: Any, tmp_path: Path, shipper_factory: Callable[[OrchestratorSettings], Any]
+    how: str,
+    dedicated_postgres: Any,
+    tmp_path: Path,
+    shipper_factory: Callable[[OrchestratorSettings], Any],
+    outage_producers: list[Any],
 ) -> None:
-    """Stop the real database for 30 s under 5,000 records a second; everything lands once it is back."""
+    """Stop the real database for 30 s under 5,000 records a second; everything lands once it is back.
+
+    `kill -9` is the harsher variant: no goodbye to the open connections, and crash recovery on the
+    restart. Commits Postgres acknowledged before the kill must still be there (see pg_instance.py
+    on synchronous_commit).
+    """
     import ray
 
     from telemetry.shipper_health import assess
@@ -244,11 +266,12 @@ def test_database_outage_spools_shows_fallback_and_lands_once_back(
 
     producer_cls = _producer_class()
     producers = [producer_cls.remote(settings, f"outage-{i}") for i in range(2)]
+    outage_producers.extend(producers)
     runs = [p.run.remote(RATE_PER_PRODUCER, OUTAGE_S + 60.0, "before") for p in producers]  # stopped below
     wait_until(lambda: health()["shipped"] > 1000, 20, what="a first flush to the dedicated server")
 
     # --- the database goes away for real --------------------------------------------------------
-    server.stop("fast")
+    server.stop("fast") if how.startswith("pg_ctl") else server.kill()
     stopped_at = time.time()
     assert not server.is_running() and not server.accepts_connections()
     ray.get([p.set_phase.remote("during-outage") for p in producers])
@@ -296,11 +319,6 @@ def test_database_outage_spools_shows_fallback_and_lands_once_back(
     # --- the same server comes back (same data directory, same socket) ------------------------------
     server.start()
     restarted_at = time.time()
-    for _ in range(30):
-        hh = health()
-        print("DIAG t+%.1f pending=%d failures=%d shipped=%d" % (time.time() - restarted_at, hh["records_pending"], hh["consecutive_failures"], hh["shipped"]))
-        if hh["records_pending"] < 20000: break
-        time.sleep(0.5)
     time.sleep(2.0)  # the load goes on across the restart
     ray.get([p.stop.remote() for p in producers])
     emitted = sum(ray.get(runs, timeout=30))
@@ -311,10 +329,8 @@ def test_database_outage_spools_shows_fallback_and_lands_once_back(
     for r in reports:
         assert r["fallback"] == 0 and not r["dropped"] and r["handler_errors"] == 0, r
 
-    final = ray.get(shipper.flush_now.remote(40.0), timeout=50)
-    print("DIAG", {k: final[k] for k in ("shipped", "consecutive_failures", "spooled", "fallback_records")},
-          "first flush after restart", (final["last_flush_at"] - restarted_at), "done", time.time() - restarted_at,
-          "failures at snapshot", h["consecutive_failures"], "pending", h["records_pending"])
+    # ~160,000 records drain in ~10 s on an idle machine; the bound is for a busy one.
+    final = ray.get(shipper.flush_now.remote(90.0), timeout=100)
     assert final["records_pending"] == 0, final
     assert final["pid"] == shipper_pid and final["consecutive_failures"] == 0, final
     assert final["last_flush_at"] > restarted_at and final["rejected"] == 0 and final["dropped_total"] == 0, final

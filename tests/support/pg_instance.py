@@ -42,9 +42,12 @@ class DedicatedPostgres:
                 server = pgserver.get_server(self.pgdata, cleanup_mode=None)  # type: ignore[attr-defined]
             self.url = str(server.get_uri())
             self._socket_dir = str(psycopg.conninfo.conninfo_to_dict(self.url)["host"])
-            # A throwaway server: durability buys nothing here. ALTER SYSTEM survives restarts.
+            # fsync off: a killed *process* loses nothing the OS already has. synchronous_commit
+            # stays on (unlike the session's server): with it off, a SIGKILLed postmaster forgets
+            # commits it already acknowledged, and a fault test would blame the client for it.
+            # ALTER SYSTEM survives restarts.
             with psycopg.connect(self.url, autocommit=True) as conn:
-                for setting in ("fsync", "synchronous_commit", "full_page_writes"):
+                for setting in ("fsync", "full_page_writes"):
                     conn.execute(f"ALTER SYSTEM SET {setting} = off")
                 conn.execute("SELECT pg_reload_conf()")
             return self.url
