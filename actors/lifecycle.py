@@ -117,8 +117,13 @@ class WorkerLifecycle:
         self._config = settings.scaling
         self._poll_s = min(settings.scaling.heartbeat_interval_s, settings.scaling.cycle_interval_s)
         _telemetry.setup_process(settings, component="worker-lifecycle", identity=worker_id)
-        self._store = (store_factory or _default_store)(settings)
-        self._provider = (provider_factory or _default_provider)(settings)
+        # Opened on first use inside a step, never here: Ray does not restart an actor whose
+        # constructor raised, so a database that is slow at start-up would orphan the pod for good.
+        # A failed open is logged by the loop and tried again at the next poll.
+        self._store_factory = store_factory or _default_store
+        self._provider_factory = provider_factory or _default_provider
+        self._store_obj: store_base.Store | None = None
+        self._provider_obj: cloud.Provider | None = None
         self._exit_hook = exit_hook or _exit_ray_actor
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -140,6 +145,18 @@ class WorkerLifecycle:
 
     def __repr__(self) -> str:
         return f"WorkerLifecycle({self.worker_id})"
+
+    @property
+    def _store(self) -> store_base.Store:
+        if self._store_obj is None:
+            self._store_obj = self._store_factory(self._settings)
+        return self._store_obj
+
+    @property
+    def _provider(self) -> cloud.Provider:
+        if self._provider_obj is None:
+            self._provider_obj = self._provider_factory(self._settings)
+        return self._provider_obj
 
     # --- methods called through Ray (short; the loop runs in its own thread) ---------------------
     def start(self) -> None:
@@ -372,9 +389,11 @@ class WorkerLifecycle:
     }
 
     def _close(self) -> None:
-        for closer in (self._store.close, self._provider.close):
+        for opened in (self._store_obj, self._provider_obj):
+            if opened is None:
+                continue
             try:
-                closer()
+                opened.close()
             except Exception:
                 logger.debug("close failed", exc_info=True)
 

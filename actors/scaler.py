@@ -122,9 +122,17 @@ class RayLifecycles:
 
     def drain(self, worker_id: str, reason: str, epoch: int | None) -> None:
         import ray
+        from ray.exceptions import RayActorError
 
         self.ensure(worker_id)
-        ray.get(self._handles[worker_id].drain.remote(reason, epoch), timeout=_DRAIN_CALL_TIMEOUT_S)
+        try:
+            ray.get(self._handles[worker_id].drain.remote(reason, epoch), timeout=_DRAIN_CALL_TIMEOUT_S)
+        except RayActorError:
+            # The cached handle's actor is gone for good: forget it, so the next ensure() re-attaches
+            # by name or creates a new lifecycle for the still-live row (never two: get_if_exists).
+            with self._lock:
+                self._handles.pop(worker_id, None)
+            raise
 
     def keep_only(self, worker_ids: set[str]) -> None:
         """Forget handles of workers that are no longer live (their actors end themselves)."""
