@@ -22,36 +22,29 @@ from config.settings import OrchestratorSettings
 _CONCURRENCY_GROUPS = {"health": 2}
 
 
-class Scaler(_scaler.Scaler):
+class _AnswersWhileBusy:
+    """status, health and pid run in their own concurrency group: they answer while a slow
+    cycle or step holds the main one (a probe needs an answer, not a queue position)."""
+
+    @ray.method(concurrency_group="health")
+    def status(self) -> dict[str, Any]:
+        return super().status()  # type: ignore[misc, no-any-return]
+
+    @ray.method(concurrency_group="health")
+    def health(self) -> bool:
+        return super().health()  # type: ignore[misc, no-any-return]
+
+    @ray.method(concurrency_group="health")
+    def pid(self) -> int:
+        return super().pid()  # type: ignore[misc, no-any-return]
+
+
+class Scaler(_AnswersWhileBusy, _scaler.Scaler):
     """The Scaler with its Ray method options (the loop runs in a thread started by __init__)."""
 
-    @ray.method(concurrency_group="health")
-    def status(self) -> dict[str, Any]:
-        return super().status()
 
-    @ray.method(concurrency_group="health")
-    def health(self) -> bool:
-        return super().health()
-
-    @ray.method(concurrency_group="health")
-    def pid(self) -> int:
-        return super().pid()
-
-
-class WorkerLifecycle(_lifecycle.WorkerLifecycle):
+class WorkerLifecycle(_AnswersWhileBusy, _lifecycle.WorkerLifecycle):
     """The WorkerLifecycle with its Ray method options."""
-
-    @ray.method(concurrency_group="health")
-    def status(self) -> dict[str, Any]:
-        return super().status()
-
-    @ray.method(concurrency_group="health")
-    def health(self) -> bool:
-        return super().health()
-
-    @ray.method(concurrency_group="health")
-    def pid(self) -> int:
-        return super().pid()
 
 
 ScalerActor = ray.remote(

@@ -2,32 +2,15 @@
 
 from __future__ import annotations
 
-import re
 import time
-import urllib.request
 from typing import Any
 
 import pytest
 
+from tests.support.prometheus import scrape as _scrape
+from tests.support.prometheus import series as _series
+
 pytestmark = pytest.mark.ray
-
-
-def _scrape(port: int) -> str:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
-            return response.read().decode()
-    except OSError:
-        return ""
-
-
-def _series(text: str, name: str) -> list[dict[str, str]]:
-    """Label sets of every sample of `name` (Ray prefixes `ray_`; counters may get `_total`)."""
-    found = []
-    for line in text.splitlines():
-        match = re.match(rf"^ray_{name}(?:_total|_bucket|_count|_sum)?\{{(.*)\}} ", line)
-        if match:
-            found.append(dict(re.findall(r'(\w+)="([^"]*)"', match.group(1))))
-    return found
 
 
 def test_orchestrator_series_are_exported(ray_session: dict[str, Any]) -> None:

@@ -23,7 +23,6 @@ from __future__ import annotations
 import contextlib
 import json
 import re
-import urllib.request
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -57,6 +56,8 @@ from tests.support.fleet_harness import (
     wait_for,
 )
 from tests.support.otlp_receiver import OtlpReceiver, ReceivedSpan
+from tests.support.prometheus import scrape as _scrape
+from tests.support.prometheus import series as _series
 
 pytestmark = pytest.mark.ray
 
@@ -384,23 +385,6 @@ def test_no_secret_in_logs_spans_status_errors_actors_or_pods(run: Run) -> None:
 
 
 # --- 3. the Ray metrics of the real actors -----------------------------------------------------------
-
-
-def _scrape(port: int) -> str:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
-            return response.read().decode()
-    except OSError:
-        return ""
-
-
-def _series(text: str, name: str) -> list[dict[str, str]]:
-    found = []
-    for line in text.splitlines():
-        match = re.match(rf"^ray_{name}(?:_total|_bucket|_count|_sum)?\{{(.*)\}} ", line)
-        if match:
-            found.append(dict(re.findall(r'(\w+)="([^"]*)"', match.group(1))))
-    return found
 
 
 def test_metrics_recorded_by_the_real_scaler_and_lifecycle(run: Run, ray_session: dict[str, Any]) -> None:
