@@ -66,3 +66,32 @@ def test_full_buffer_drops_debug_first_and_counts(tmp_path: Path) -> None:
     stats = handler.stats()
     assert stats["dropped"] == {"buffer_full:DEBUG": 10, "buffer_full:INFO": 5}
     assert stats["buffered"] == 100 and stats["emitted"] == 115
+
+
+def test_handle_applies_filters_and_emits_under_the_handler_lock(tmp_path: Path) -> None:
+    handler = make(tmp_path)
+    handler._stop.set()  # keep records in the buffer
+    handler._sender.join(timeout=5)
+    logger = logging.getLogger("unit.handle")
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    seen_locked = []
+    emit = handler.emit
+
+    def checking_emit(record: logging.LogRecord) -> None:
+        seen_locked.append(handler.lock._is_owned())  # type: ignore[union-attr]
+        emit(record)
+
+    handler.emit = checking_emit  # type: ignore[method-assign]
+    handler.addFilter(lambda record: "secret-skip" not in record.getMessage())
+    try:
+        logger.info("kept %d", 1)
+        logger.info("secret-skip %d", 2)
+        logger.info("kept with extra", extra={"gpu": "4090"})
+    finally:
+        logger.removeHandler(handler)
+    items = list(handler._buffer)
+    assert [i["message"] for i in items] == ["kept 1", "kept with extra"]
+    assert "attributes" not in items[0] and items[1]["attributes"] == {"gpu": "4090"}
+    assert seen_locked == [True, True] and handler.stats()["emitted"] == 2
