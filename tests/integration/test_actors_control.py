@@ -17,7 +17,8 @@ from fleet.models import WorkerState
 from orchestrator import app, control
 from store.base import NewTask, TaskStatus
 from store.postgres import PostgresStore
-from tests.support.fleet_harness import actor_pid, explain_fleet, fast_settings, fleet_cleanup, wait_for
+from tests.support.fleet_harness import actor_pid, explain_fleet, fast_settings, fleet_cleanup
+from tests.support.polling import wait_for
 
 pytestmark = pytest.mark.ray
 

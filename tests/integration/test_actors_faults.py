@@ -28,15 +28,8 @@ from orchestrator import control
 from orchestrator.app import state_api_address
 from store.base import DecisionRecord, NewTask, StaleEpoch, TaskStatus
 from store.postgres import PostgresStore
-from tests.support.fleet_harness import (
-    actor_pid,
-    explain_fleet,
-    fast_settings,
-    fleet_cleanup,
-    sigkill,
-    unique_name,
-    wait_for,
-)
+from tests.support.fleet_harness import actor_pid, explain_fleet, fast_settings, fleet_cleanup, sigkill, unique_name
+from tests.support.polling import wait_for
 
 pytestmark = pytest.mark.ray
 

@@ -27,14 +27,8 @@ from fleet.lifecycle import TRANSITIONS
 from fleet.models import WorkerState
 from store.base import NewTask, TaskStatus
 from store.postgres import PostgresStore
-from tests.support.fleet_harness import (
-    explain_fleet,
-    fast_settings,
-    fleet_cleanup,
-    kill_actor,
-    unique_name,
-    wait_for,
-)
+from tests.support.fleet_harness import explain_fleet, fast_settings, fleet_cleanup, kill_actor, unique_name
+from tests.support.polling import wait_for
 
 pytestmark = pytest.mark.ray
 

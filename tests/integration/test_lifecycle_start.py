@@ -14,7 +14,8 @@ from actors.lifecycle import WorkerLifecycle
 from cloud.local import LocalProvider
 from store.base import DatabaseUnavailable, Store
 from store.postgres import PostgresStore
-from tests.support.fleet_harness import fast_settings, wait_for
+from tests.support.fleet_harness import fast_settings
+from tests.support.polling import wait_for
 
 WORKER_ID = "gpu-20260101_000000-0badcafe"
 

@@ -5,24 +5,14 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from cloud.base import InvalidSpec, NotFound, Pod, PodSpec, PodStatus, Provider
 from cloud.local import LocalFaults, LocalProvider
-
-
-def wait_for(condition: Callable[[], object], timeout_s: float = 15.0, what: str = "condition") -> object:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
-        time.sleep(0.05)
+from tests.support.polling import wait_for
 
 
 def process_gone(pid: int) -> bool:
@@ -68,7 +58,7 @@ def test_sigkill_when_sigterm_is_ignored(provider: LocalProvider, tmp_path: Path
         tmp_path / "state", boot_delay_s=0, terminate_grace_s=0.3, python=str(_stubborn_python(tmp_path))
     )
     pod = stubborn.create("gpu-stubborn", spec())
-    wait_for(lambda: (tmp_path / "trap-ready").exists(), what="the SIGTERM trap")
+    wait_for(lambda: (tmp_path / "trap-ready").exists(), message="the SIGTERM trap")
     stubborn.terminate(pod.id)
     assert process_gone(int(pod.raw["pid"]))
 
@@ -84,8 +74,8 @@ def _stubborn_python(tmp_path: Path) -> Path:
 def test_crash_after_n_seconds_shows_exited_and_leaves_no_zombie(provider: LocalProvider) -> None:
     pod = provider.create("gpu-crash", spec(WORKER_FAULT_CRASH_AFTER_S="0.5"))
     assert pod.status is PodStatus.RUNNING
-    wait_for(lambda: provider.get(pod.id).status is PodStatus.EXITED, what="the crash")
-    wait_for(lambda: process_gone(int(pod.raw["pid"])), what="the child to be reaped")
+    wait_for(lambda: provider.get(pod.id).status is PodStatus.EXITED, message="the crash")
+    wait_for(lambda: process_gone(int(pod.raw["pid"])), message="the child to be reaped")
     assert provider.list("gpu-")[0].status is PodStatus.EXITED  # exited pods are still listed
     provider.terminate(pod.id)
     with pytest.raises(NotFound):
@@ -95,7 +85,7 @@ def test_crash_after_n_seconds_shows_exited_and_leaves_no_zombie(provider: Local
 def test_never_starts_fault_from_another_provider_instance(provider: LocalProvider, tmp_path: Path) -> None:
     LocalProvider(tmp_path / "state").set_fault("gpu-dud-*", LocalFaults(never_start=True))
     pod = provider.create("gpu-dud-1", spec())
-    wait_for(lambda: provider.get(pod.id).status is PodStatus.EXITED, what="the dud to exit")
+    wait_for(lambda: provider.get(pod.id).status is PodStatus.EXITED, message="the dud to exit")
     log = Path(pod.raw["log_path"]).read_text()
     assert "fault injection" in log
     fine = provider.create("gpu-fine", spec())
@@ -106,8 +96,8 @@ def test_never_starts_fault_from_another_provider_instance(provider: LocalProvid
 def test_kill_from_outside_shows_exited(provider: LocalProvider) -> None:
     pod = provider.create("gpu-killed", spec())
     os.killpg(int(pod.raw["pgid"]), 9)
-    wait_for(lambda: provider.get(pod.id).status is PodStatus.EXITED, what="the killed pod to show EXITED")
-    wait_for(lambda: process_gone(int(pod.raw["pid"])), what="the child to be reaped")
+    wait_for(lambda: provider.get(pod.id).status is PodStatus.EXITED, message="the killed pod to show EXITED")
+    wait_for(lambda: process_gone(int(pod.raw["pid"])), message="the child to be reaped")
 
 
 def test_create_is_idempotent_across_provider_instances(tmp_path: Path) -> None:
@@ -167,13 +157,13 @@ def test_boot_delay_then_heartbeat_and_work_against_the_database(tmp_path: Path,
         assert provider.get(pod.id).status is PodStatus.RUNNING
         row = store.get_worker("gpu-e2e")
         assert row is not None and row.last_heartbeat_at is None
-        wait_for(lambda: (r := store.get_worker("gpu-e2e")) is not None and r.last_heartbeat_at, what="a heartbeat")
+        wait_for(lambda: (r := store.get_worker("gpu-e2e")) is not None and r.last_heartbeat_at, message="a heartbeat")
 
         assert store.transition_worker("gpu-e2e", WorkerState.SPAWNING, WorkerState.ACTIVE, "test: promoted")
-        wait_for(lambda: (t := store.get_task(task_id)) is not None and t.status == TaskStatus.COMPLETE, what="task")
+        wait_for(lambda: (t := store.get_task(task_id)) is not None and t.status == TaskStatus.COMPLETE, message="task")
 
         # The muted worker's heartbeat stops advancing while its process keeps running.
-        wait_for(lambda: (r := store.get_worker("gpu-mute")) is not None and r.last_heartbeat_at, what="mute beat")
+        wait_for(lambda: (r := store.get_worker("gpu-mute")) is not None and r.last_heartbeat_at, message="mute beat")
 
         def heartbeat_stalled() -> bool:
             before = store.get_worker("gpu-mute")
@@ -181,7 +171,7 @@ def test_boot_delay_then_heartbeat_and_work_against_the_database(tmp_path: Path,
             after = store.get_worker("gpu-mute")
             return before is not None and after is not None and before.last_heartbeat_at == after.last_heartbeat_at
 
-        wait_for(heartbeat_stalled, what="the muted worker's heartbeat to stop")
+        wait_for(heartbeat_stalled, message="the muted worker's heartbeat to stop")
         assert provider.get(mute.id).status is PodStatus.RUNNING
 
         provider.terminate(pod.id)  # SIGTERM: the worker exits cleanly within the grace

@@ -22,22 +22,12 @@ import psycopg
 import pytest
 
 from config.settings import OrchestratorSettings
+from tests.support.polling import wait_for
 
 pytestmark = pytest.mark.ray
 
 RUNPOD_KEY = "rpa_TESTKEYTESTKEYTESTKEY0001"
 SERVICE_KEY = "service-role-key-ABCDEF0123456789"
-
-
-def wait_until(predicate: Callable[[], Any], timeout: float, interval: float = 0.1, what: str = "") -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what or predicate}")
-        time.sleep(interval)
 
 
 def make_settings(database_url: str, tmp: Path, **shipping: Any) -> OrchestratorSettings:
@@ -88,7 +78,7 @@ def shipper_factory(ray_session: dict[str, Any]) -> Iterator[Callable[[Orchestra
             return True
         return False
 
-    wait_until(gone, 30, what="the LogShipper name to be free")
+    wait_for(gone, 30, message="the LogShipper name to be free")
 
 
 def _producer_class() -> Any:
@@ -171,9 +161,9 @@ def test_sigkill_under_load_loses_nothing_acknowledged(
     producers = [producer_cls.remote(settings, f"p{i}") for i in range(2)]
     runs = [p.run.remote(2500, 4.0) for p in producers]  # 5,000 records a second in all
 
-    wait_until(lambda: ray.get(shipper.health.remote())["spooled"] > 3000, 20, what="load to reach the shipper")
+    wait_for(lambda: ray.get(shipper.health.remote())["spooled"] > 3000, 20, message="load to reach the shipper")
     os.kill(pid, signal.SIGKILL)
-    new_pid = wait_until(lambda: _answering_pid(shipper, pid), 30, what="the LogShipper to restart")
+    new_pid = wait_for(lambda: _answering_pid(shipper, pid), 30, message="the LogShipper to restart")
     assert new_pid != pid
 
     emitted = sum(ray.get(runs, timeout=60))
@@ -268,7 +258,7 @@ def test_database_outage_spools_shows_fallback_and_lands_once_back(
     producers = [producer_cls.remote(settings, f"outage-{i}") for i in range(2)]
     outage_producers.extend(producers)
     runs = [p.run.remote(RATE_PER_PRODUCER, OUTAGE_S + 60.0, "before") for p in producers]  # stopped below
-    wait_until(lambda: health()["shipped"] > 1000, 20, what="a first flush to the dedicated server")
+    wait_for(lambda: health()["shipped"] > 1000, 20, message="a first flush to the dedicated server")
 
     # --- the database goes away for real --------------------------------------------------------
     server.stop("fast") if how.startswith("pg_ctl") else server.kill()
@@ -278,13 +268,13 @@ def test_database_outage_spools_shows_fallback_and_lands_once_back(
     acked_before = [len(ray.get(p.acked_ids.remote())) for p in producers]
     shipped_at_stop = health()["shipped"]
 
-    noticed = wait_until(
+    noticed = wait_for(
         lambda: (h := health())["consecutive_failures"] > 0 and h["records_pending"] > 0 and h,
         20,
-        what="the LogShipper to notice the outage",
+        message="the LogShipper to notice the outage",
     )
     assert noticed["last_error"] and "DatabaseUnavailable" in noticed["last_error"], noticed
-    wait_until(lambda: "during-outage" in fallback.tail(), 20, what="the fallback to show the outage's records")
+    wait_for(lambda: "during-outage" in fallback.tail(), 20, message="the fallback to show the outage's records")
 
     pending_seen: list[int] = []
     while time.time() - stopped_at < OUTAGE_S:
@@ -314,7 +304,7 @@ def test_database_outage_spools_shows_fallback_and_lands_once_back(
     verdict = assess(h, h["now"], settings)
     assert not verdict.ok and not verdict.restart and "retrying" in verdict.reason, verdict
     # The fallback shows each waiting record (it follows the spool every 0.5 s).
-    wait_until(lambda: set(acked_in_outage) <= fallback.unreachable_ids(), 15, what="the fallback to show the spool")
+    wait_for(lambda: set(acked_in_outage) <= fallback.unreachable_ids(), 15, message="the fallback to show the spool")
 
     # --- the same server comes back (same data directory, same socket) ------------------------------
     server.start()
@@ -402,13 +392,13 @@ def test_hung_flush_is_detected_and_restarted(
         locker.execute("LOCK TABLE system_logs IN ACCESS EXCLUSIVE MODE")
         ids = [uuid.uuid4().hex for _ in range(50)]
         ray.get(shipper.ship.remote([_record(i, "waits behind a lock") for i in ids]))
-        wait_until(lambda: ray.get(shipper.health.remote())["flushing_since"] is not None, 10, what="a flush")
+        wait_for(lambda: ray.get(shipper.health.remote())["flushing_since"] is not None, 10, message="a flush")
 
-        verdict = wait_until(
-            lambda: (v := probe_and_heal(shipper, settings)).restart and v, 20, what="the probe to restart it"
+        verdict = wait_for(
+            lambda: (v := probe_and_heal(shipper, settings)).restart and v, 20, message="the probe to restart it"
         )
         assert "hung" in verdict.reason
-        wait_until(lambda: _answering_pid(shipper, pid), 30, what="the restarted LogShipper")
+        wait_for(lambda: _answering_pid(shipper, pid), 30, message="the restarted LogShipper")
         locker.execute("ROLLBACK")
     text = (tmp_path / "fallback.jsonl").read_text()
     assert "LogShipper restarted by the health probe" in text and "hung" in text

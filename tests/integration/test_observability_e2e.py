@@ -46,16 +46,9 @@ from store.base import NewTask, TaskStatus
 from store.postgres import PostgresStore
 from telemetry import tracing
 from tests.conftest import create_database, free_port
-from tests.support.fleet_harness import (
-    NAMESPACE,
-    explain_fleet,
-    fast_settings,
-    fleet_cleanup,
-    sigkill,
-    unique_name,
-    wait_for,
-)
+from tests.support.fleet_harness import NAMESPACE, explain_fleet, fast_settings, fleet_cleanup, sigkill, unique_name
 from tests.support.otlp_receiver import OtlpReceiver, ReceivedSpan
+from tests.support.polling import wait_for
 from tests.support.prometheus import scrape as _scrape
 from tests.support.prometheus import series as _series
 

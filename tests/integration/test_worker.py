@@ -8,8 +8,7 @@ import signal
 import subprocess
 import sys
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -21,22 +20,12 @@ from fleet.models import WorkerState
 from store.base import NewTask, Store, TaskRow, TaskStatus
 from store.postgres import PostgresStore
 from telemetry import tracing
+from tests.support.polling import wait_for
 from worker.handlers import TaskContext, demo_handler
 from worker.runner import ExitCode, WorkerRunner, run_worker
 
 TRACE_ID = "0af7651916cd43dd8448eb211c80319c"
 TRACEPARENT = f"00-{TRACE_ID}-b7ad6b7169203331-01"
-
-
-def wait_for(condition: Callable[[], object], timeout_s: float = 20.0, what: str = "condition") -> object:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
-        time.sleep(0.05)
 
 
 @pytest.fixture
@@ -118,7 +107,7 @@ def test_two_workers_complete_twenty_tasks_exactly_once(store: Store, database_u
     threads = [threading.Thread(target=run, args=(wid,)) for wid in workers]
     for t in threads:
         t.start()
-    wait_for(lambda: store.task_counts().get(TaskStatus.COMPLETE) == 20, what="20 completed tasks")
+    wait_for(lambda: store.task_counts().get(TaskStatus.COMPLETE) == 20, message="20 completed tasks")
     for wid in workers:
         assert store.transition_worker(wid, WorkerState.ACTIVE, WorkerState.DRAINING, "test: drain")
     for t in threads:
@@ -153,7 +142,7 @@ def test_failing_handler_fails_the_task_back_to_the_queue(store: Store) -> None:
         kwargs={"heartbeat_interval_s": 0.2, "poll_interval_s": 0.05, "on_start": holder.append},
     )
     thread.start()
-    wait_for(lambda: (t := store.get_task(task_id)) is not None and t.status == TaskStatus.FAILED, what="Failed")
+    wait_for(lambda: (t := store.get_task(task_id)) is not None and t.status == TaskStatus.FAILED, message="Failed")
     holder[0].stop("test over")
     thread.join(timeout=10)
     task = store.get_task(task_id)
@@ -219,7 +208,7 @@ def test_sigterm_mid_task_never_leaves_it_in_progress(
     active_worker(store, "gpu-term")
     proc = start_worker_process(database_url, "gpu-term", tmp_path, WORKER_SHUTDOWN_GRACE_S=grace_s)
     try:
-        wait_for(lambda: task_in_progress(store, task_id), what="the task to be claimed")
+        wait_for(lambda: task_in_progress(store, task_id), message="the task to be claimed")
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=20) == 0, (tmp_path / "gpu-term.out").read_text()
     finally:

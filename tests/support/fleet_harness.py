@@ -9,9 +9,8 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -56,34 +55,6 @@ def fast_settings(database_url: str, state_dir: Path, **scaling: Any) -> Orchest
         lease_ttl_s=lease_ttl,
         state_dir=state_dir,
     )
-
-
-def wait_for(
-    condition: Callable[[], T],
-    timeout_s: float,
-    message: str,
-    interval_s: float = 0.2,
-    explain: Callable[[], str] | None = None,
-) -> T:
-    """Poll `condition` until it returns something truthy; fail with `message` (and `explain()`) after `timeout_s`."""
-    deadline = time.monotonic() + timeout_s
-    last_error: BaseException | None = None
-    while True:
-        try:
-            value = condition()
-            if value:
-                return value
-        except Exception as exc:  # a transient error while polling: keep polling
-            last_error = exc
-        if time.monotonic() >= deadline:
-            details = ""
-            if explain is not None:
-                try:
-                    details = "\n" + explain()
-                except Exception as exc:
-                    details = f"\n(explain failed: {exc!r})"
-            raise AssertionError(f"timed out after {timeout_s}s: {message} (last error: {last_error!r}){details}")
-        time.sleep(interval_s)
 
 
 def unique_name(prefix: str) -> str:
