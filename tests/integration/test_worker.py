@@ -174,7 +174,7 @@ def test_drain_finishes_the_held_task_and_exits_zero(store: Store, database_url:
     proc = start_worker_process(database_url, "gpu-drain", tmp_path, TRACEPARENT=TRACEPARENT)
     try:
         held = wait_for(
-            lambda: next((i for i in (first, second) if task_in_progress(store, i)), None), what="a claimed task"
+            lambda: next((i for i in (first, second) if task_in_progress(store, i)), None), message="a claimed task"
         )
         assert store.transition_worker("gpu-drain", WorkerState.ACTIVE, WorkerState.DRAINING, "test: drain")
         assert proc.wait(timeout=20) == 0
