@@ -18,7 +18,6 @@ from __future__ import annotations
 import logging
 import os
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -426,13 +425,3 @@ def provision_pod(
 
 def _no_epoch(_drain: tuple[str, int | None] | None) -> int | None:
     return None
-
-
-def wait_finished(lifecycle: WorkerLifecycle, timeout_s: float) -> bool:
-    """Plain-instance helper for tests: wait until the lifecycle recorded `terminated`."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if lifecycle._finished.is_set():
-            return True
-        time.sleep(0.05)
-    return lifecycle._finished.is_set()

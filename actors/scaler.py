@@ -526,7 +526,7 @@ class Scaler:
         assert decision is not None and self._lease is not None and cycle.now is not None
         epoch = self._lease.epoch
         for _ in range(decision.spawn):
-            cycle.spawned.append(self._spawn(cycle, cycle.span, epoch))
+            cycle.spawned.append(self._spawn(cycle, epoch))
         if cycle.spawned and cycle.decision_id is not None:
             self._store.set_decision_spawned(cycle.decision_id, cycle.spawned)
         for worker_id in decision.drain:
@@ -537,12 +537,14 @@ class Scaler:
             except Exception:
                 logger.exception("could not ask %s to drain", worker_id)
 
-    def _spawn(self, cycle: _Cycle, span: Any, epoch: int) -> str:
+    def _spawn(self, cycle: _Cycle, epoch: int) -> str:
         """Intent first: the row (with the trace anchor and the epoch), then the pod's create call
         (off this thread), then the lifecycle that owns the pod (see `_Provisioner`)."""
         worker_id = supervision.new_worker_id(self._settings.provider.name_prefix, time.time(), secrets.token_hex(4))
         traceparent = _telemetry.start_lifecycle_trace(
-            worker_id, decision_span=span, attributes={"decision.id": cycle.decision_id or 0, "cycle": cycle.number}
+            worker_id,
+            decision_span=cycle.span,
+            attributes={"decision.id": cycle.decision_id or 0, "cycle": cycle.number},
         )
         self._store.create_worker(
             worker_id,

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -178,12 +177,3 @@ def actor_table(namespace: str) -> list[dict[str, Any]]:
             }
         )
     return sorted(rows, key=lambda r: (not r["name"].startswith(names.SCALER_NAME), r["name"]))
-
-
-def wait_until(condition: Any, timeout_s: float, interval_s: float = 0.5) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(interval_s)
-    return bool(condition())

@@ -388,16 +388,8 @@ class Demo:
             "last_error": h.get("last_error"),
         }, None
 
-    def finished(self) -> bool:
-        """Every trace task submitted and in a final state, and no live worker left."""
-        if self.submitted < len(self.rows) and not self.replay_error:
-            return False
-        counts = self.store.task_counts()
-        if counts.get("Queued", 0) or counts.get("In Progress", 0):
-            return False
-        return not self.store.list_workers(include_terminated=False)
-
     def tasks_finished(self) -> bool:
+        """Every trace task submitted and in a final state."""
         if self.submitted < len(self.rows) and not self.replay_error:
             return False
         counts = self.store.task_counts()
@@ -538,33 +530,13 @@ def _named_actors() -> list[tuple[str, str]]:
 
 
 def _start_actors(settings: Any) -> tuple[Any, Any]:
-    """The LogShipper and the Scaler, through orchestrator.app when it offers that, else directly."""
-    try:
-        from orchestrator import app  # the actor engineer's wiring (migrations, actors)
-    except ImportError:
-        app = None  # type: ignore[assignment]
-    start = getattr(app, "start_actors", None) if app is not None else None
-    if start is not None:
-        handles = start(settings)
-        if isinstance(handles, tuple):
-            return handles[0], handles[1]
-        # app.start_actors reports {actor name: "created" | "re-attached"}: look the handles up.
-        import ray
+    """The LogShipper and the Scaler, started (or re-attached) by `orchestrator.app.start_actors`."""
+    from actors import names, remote
+    from orchestrator import app
 
-        from actors import names
-
-        def by_name(name: str) -> Any:
-            try:
-                return ray.get_actor(name, namespace=settings.ray.namespace)
-            except ValueError:
-                return None
-
-        return by_name(names.LOG_SHIPPER_NAME), by_name(names.SCALER_NAME)
-    from actors import remote
-
-    shipper = remote.get_or_create_log_shipper(settings)
-    scaler = remote.get_or_create_scaler(settings)
-    return shipper, scaler
+    app.start_actors(settings)
+    namespace = settings.ray.namespace
+    return remote.find_actor(names.LOG_SHIPPER_NAME, namespace), remote.find_actor(names.SCALER_NAME, namespace)
 
 
 # --------------------------------------------------------------------------------------------
@@ -724,9 +696,10 @@ def _watch(demo: Demo, console: Any, live_ok: bool, say: Any) -> int:
             elif time.monotonic() - last_plain >= 5:
                 console.print(live_view.plain_line(snap), highlight=False, soft_wrap=True)
                 last_plain = time.monotonic()
-            if demo.finished():
+            tasks_done = demo.tasks_finished()
+            if tasks_done and not snap.workers:  # the snapshot's workers are the live ones
                 break
-            if demo.tasks_finished():
+            if tasks_done:
                 phase = "scaling down"
                 if scale_down_by is None:
                     # The policy keeps an idle worker max(idle timeout, boot estimate) after the last

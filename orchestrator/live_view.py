@@ -182,7 +182,7 @@ def _short(reason: str | None, limit: int = 140) -> str:
     """The first clause of a reason, cut at a word if it is still too long."""
     if not reason:
         return "-"
-    first = decision_clauses(reason)[0] if decision_clauses(reason) else reason
+    first = next(iter(decision_clauses(reason)), reason)
     if len(first) <= limit:
         return first
     return first[:limit].rsplit(" ", 1)[0] + " ..."
