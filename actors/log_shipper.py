@@ -23,7 +23,6 @@ import sys
 import threading
 import time
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
@@ -323,6 +322,3 @@ class LogShipper:
         with contextlib.suppress(Exception):
             metrics.record_log_shipper_stats(self.health(), self._metrics_state)
 
-
-def spool_path(settings: OrchestratorSettings) -> Path:
-    return Path(settings.log_shipping.spool_dir)

@@ -62,7 +62,6 @@ END_SPAN = "worker.lifecycle.end"
 TRANSITION_SPAN = "worker.transition"
 DECISION_SPAN = "scaler.decision"
 PHASES = ("provision", "boot", "active", "drain", "terminate")
-TRACEPARENT_ENV = "TRACEPARENT"
 INSTRUMENTATION_NAME = "gpu_orchestrator"
 
 # A transition flush waits at most this long for the collector: a slow Jaeger must not stall a
@@ -346,16 +345,11 @@ class LifecycleTrace:
         self._parent = ctx if ctx is not None else otel_context.Context()
         self._anchor = trace.get_current_span(self._parent).get_span_context()
         self._phase: Span | None = None
-        self._phase_name: str | None = None
         self._lock = threading.Lock()
 
     @property
     def trace_id(self) -> str:
         return format(self._anchor.trace_id, "032x")
-
-    @property
-    def current_phase(self) -> str | None:
-        return self._phase_name
 
     def begin_phase(self, name: str, attributes: dict[str, Any] | None = None) -> None:
         """Open the span of phase `name` (provision, boot, active, drain, terminate), ending the previous one."""
@@ -363,7 +357,6 @@ class LifecycleTrace:
             self._end_phase_locked()
             attrs = {"worker.id": self.worker_id, "lifecycle.phase": name, **(attributes or {})}
             self._phase = get_tracer().start_span(name, context=self._parent, attributes=_clean_attributes(attrs))
-            self._phase_name = name
         flush()
 
     def set_phase_attributes(self, attributes: dict[str, Any]) -> None:
@@ -401,13 +394,6 @@ class LifecycleTrace:
         if self._phase is not None:
             self._phase.end()
             self._phase = None
-            self._phase_name = None
-
-    @contextlib.contextmanager
-    def activated(self) -> Iterator[None]:
-        """Make the lifecycle the current trace (so log records carry its trace id)."""
-        with use_traceparent(self.traceparent):
-            yield
 
 
 @contextlib.contextmanager
