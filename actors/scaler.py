@@ -473,7 +473,8 @@ class Scaler:
         now = cycle.now
         events = self._events.refresh(self._store, now, self._config.failure_window_s)
         history = policy.record_outcomes(self._history, policy.outcomes_from_events(events), now, self._config)
-        decision = policy.decide(cycle.snapshot, [worker_view(r) for r in cycle.rows], history, self._config, now)
+        views = [worker_view(r) for r in cycle.rows]
+        decision = policy.decide(policy.PolicyContext(cycle.snapshot, views, history, self._config, now))
         by_state = collections.Counter(r.status.value for r in cycle.rows)
         inputs = {**decision.inputs, **{f"workers_{s.value}": by_state.get(s.value, 0) for s in WorkerState}}
         cycle.span = cycle.scope.enter_context(

@@ -17,9 +17,10 @@ from statistics import mean
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from fleet.baselines import make_policy  # noqa: E402
 from orchestrator import simulate as simulate_cli  # noqa: E402
-from orchestrator import simulator  # noqa: E402
+from sim import engine  # noqa: E402
+from sim import trace as sim_trace  # noqa: E402
+from sim.baselines import make_policy  # noqa: E402
 
 TRACES = ["steady", "bursty", "diurnal", "many-users", "incident-evening"]
 POLICIES = ["default", "seed", "keda"]
@@ -40,12 +41,10 @@ COLUMNS = [
 def run_all(seeds: int) -> dict[tuple[str, str], dict[str, float]]:
     out: dict[tuple[str, str], dict[str, float]] = {}
     for trace in TRACES:
-        tasks = simulator.load_trace(ROOT / "bench" / "traces" / f"{trace}.csv")
+        tasks = sim_trace.load_trace(ROOT / "bench" / "traces" / f"{trace}.csv")
         for name in POLICIES:
             runs = [
-                simulator.simulate(
-                    tasks, make_policy(name), simulator.sim_scaling(), simulator.SimParams(seed=s)
-                ).figures
+                engine.simulate(tasks, make_policy(name), engine.sim_scaling(), engine.SimParams(seed=s)).figures
                 for s in range(seeds)
             ]
             out[trace, name] = {k: mean(float(r[k]) for r in runs) for k in runs[0]}
@@ -78,7 +77,7 @@ def table(results: dict[tuple[str, str], dict[str, float]], seeds: int) -> str:
             cells = [trace, name] + [_fmt(f[k], digits) for k, _, digits in COLUMNS]
             cells.append("" if name == "default" else verdict(results, trace, name))
             lines.append("| " + " | ".join(cells) + " |")
-    tuned = ", ".join(f"{k}={v:g}" for k, v in simulator.SIM_SCALING_OVERRIDES.items()) or "no overrides"
+    tuned = ", ".join(f"{k}={v:g}" for k, v in engine.SIM_SCALING_OVERRIDES.items()) or "no overrides"
     lines.append("")
     lines.append(
         f"Means over {seeds} seed(s); boot uniform 56-157 s, 3% spawn errors, 3% pods that never heartbeat. "
@@ -95,8 +94,8 @@ def main() -> None:
     results = run_all(args.seeds)
     print(table(results, args.seeds))
     if str(args.plot):
-        tasks = simulator.load_trace(ROOT / "bench" / "traces" / "bursty.csv")
-        result = simulator.simulate(tasks, make_policy("default"), simulator.sim_scaling(), simulator.SimParams())
+        tasks = sim_trace.load_trace(ROOT / "bench" / "traces" / "bursty.csv")
+        result = engine.simulate(tasks, make_policy("default"), engine.sim_scaling(), engine.SimParams())
         simulate_cli.plot(result, args.plot, title="bursty trace, default policy (seed 0)")
         print(f"\nplot: {args.plot}")
 

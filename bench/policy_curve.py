@@ -19,8 +19,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from fleet.baselines import make_policy  # noqa: E402
-from orchestrator import simulator  # noqa: E402
+from sim import engine  # noqa: E402
+from sim import trace as sim_trace  # noqa: E402
+from sim.baselines import make_policy  # noqa: E402
 
 TRACES = ["steady", "bursty", "diurnal", "many-users", "incident-evening"]
 GRID = {
@@ -33,17 +34,17 @@ Point = tuple[float, float, dict[str, float]]  # billed/busy, p95, knobs
 
 
 def sweep(trace: str, seed: int) -> tuple[list[Point], dict[str, tuple[float, float]]]:
-    tasks = simulator.load_trace(ROOT / "bench" / "traces" / f"{trace}.csv")
-    params = simulator.SimParams(seed=seed)
+    tasks = sim_trace.load_trace(ROOT / "bench" / "traces" / f"{trace}.csv")
+    params = engine.SimParams(seed=seed)
     points: list[Point] = []
     keys = list(GRID)
     for values in itertools.product(*(GRID[k] for k in keys)):
         knobs = dict(zip(keys, values, strict=True))
-        f = simulator.simulate(tasks, make_policy("default"), simulator.sim_scaling(knobs), params).figures
+        f = engine.simulate(tasks, make_policy("default"), engine.sim_scaling(knobs), params).figures
         points.append((float(f["billed_per_busy"]), float(f["wait_p95_s"]), knobs))
     baselines = {}
     for name in ("seed", "keda"):
-        f = simulator.simulate(tasks, make_policy(name), simulator.sim_scaling(), params).figures
+        f = engine.simulate(tasks, make_policy(name), engine.sim_scaling(), params).figures
         baselines[name] = (float(f["billed_per_busy"]), float(f["wait_p95_s"]))
     return points, baselines
 

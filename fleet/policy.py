@@ -1,8 +1,10 @@
 """The scaling policy: a pure function from what the Scaler sees to a Decision with its reasons.
 
-`decide(snapshot, workers, history, config, now)` never reads a clock, a database or Ray. The
-Scaler stores `Decision.history` and passes it back next cycle (Ray Serve's autoscaling policy
-returns `(decision, new_policy_state)` the same way).
+`decide(ctx)` takes one `PolicyContext` (what the Scaler saw, the policy's memory, the config and
+`now`) and never reads a clock, a database or Ray. The Scaler stores `Decision.history` and passes
+it back in next cycle's context (Ray Serve's `replica_queue_length_autoscaling_policy(ctx)` returns
+`(decision, new_policy_state)` the same way). One typed context keeps every caller and every
+baseline policy (`sim.baselines`) in step.
 
 The rules, and the incident mistake each one prevents:
 - Capacity is `spawning + active` workers. A pod still booting is capacity on its way, so calling
@@ -28,7 +30,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 from config.settings import ScalingSettings
 from fleet.lifecycle import reason_code
@@ -47,6 +49,7 @@ from fleet.models import (
 __all__ = [
     "BOOT_SAMPLES_KEPT",
     "FAILURE_CODES",
+    "PolicyContext",
     "boot_estimate",
     "decide",
     "idle_for",
@@ -72,6 +75,26 @@ FAILURE_CODES: dict[str, SpawnOutcomeKind] = {
 _PROBE_GRACE_CYCLES = 3
 
 Inputs = dict[str, float | int | str | None]
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyContext:
+    """Everything one scaling decision may look at, and nothing else.
+
+    `workers` is stored as a tuple whatever sequence is passed, so a context cannot change under
+    the policy. `history` is what the previous decision returned (`Decision.history`), with this
+    cycle's spawn outcomes recorded (`record_outcomes`); `now` is POSIX seconds from the caller.
+    """
+
+    snapshot: DemandSnapshot
+    workers: Sequence[WorkerView]
+    history: FleetHistory
+    config: ScalingSettings
+    now: float
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.workers, tuple):
+            object.__setattr__(self, "workers", tuple(self.workers))
 
 
 def boot_estimate(history: FleetHistory, config: ScalingSettings) -> float:
@@ -216,14 +239,9 @@ def _breaker_words(b: BreakerState, config: ScalingSettings) -> str:
     )
 
 
-def decide(
-    snapshot: DemandSnapshot,
-    workers: Sequence[WorkerView],
-    history: FleetHistory,
-    config: ScalingSettings,
-    now: float,
-) -> Decision:
+def decide(ctx: PolicyContext) -> Decision:
     """One scaling decision. Pure; see the module docstring for the rules."""
+    snapshot, workers, history, config, now = ctx.snapshot, ctx.workers, ctx.history, ctx.config, ctx.now
     live = [w for w in workers if not w.state.is_terminal()]
     by_state = {s: [w for w in live if w.state is s] for s in WorkerState}
     spawning, active = by_state[WorkerState.SPAWNING], by_state[WorkerState.ACTIVE]

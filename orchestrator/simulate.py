@@ -1,7 +1,7 @@
 """`orchestrator simulate`: run a scaling policy over a recorded workload and print what it cost.
 
-The simulation itself lives in `orchestrator.simulator`; this module parses options, prints the
-figures (a table or `--json`) and draws `--plot` (matplotlib is imported only then).
+The simulation itself lives in the `sim` package; this module parses options, prints the figures
+(a table or `--json`) and draws `--plot` (matplotlib is imported only then).
 """
 
 from __future__ import annotations
@@ -12,7 +12,8 @@ from typing import Annotated
 
 import typer
 
-from orchestrator import simulator
+from sim import baselines, engine, results
+from sim import trace as sim_trace
 
 _LABELS = {
     "tasks_done": "tasks done",
@@ -31,7 +32,7 @@ _LABELS = {
 }
 
 
-def plot(result: simulator.SimResult, out: Path, title: str | None = None) -> None:
+def plot(result: results.SimResult, out: Path, title: str | None = None) -> None:
     """Demand, workers by state and queue wait over time, in one PNG."""
     import matplotlib
 
@@ -77,19 +78,19 @@ def command(
     seed: Annotated[int, typer.Option("--seed", help="Random seed of boots and failures.")] = 0,
     boot: Annotated[
         str, typer.Option("--boot", help="Boot time distribution: uniform:LO:HI, lognormal:MEDIAN:SIGMA, fixed:S.")
-    ] = simulator.SimParams.boot,
+    ] = engine.SimParams.boot,
     spawn_error_rate: Annotated[float, typer.Option(help="Fraction of spawns the provider refuses.")] = (
-        simulator.SimParams.spawn_error_rate
+        engine.SimParams.spawn_error_rate
     ),
     no_heartbeat_rate: Annotated[float, typer.Option(help="Fraction of pods that never heartbeat.")] = (
-        simulator.SimParams.no_heartbeat_rate
+        engine.SimParams.no_heartbeat_rate
     ),
 ) -> None:
     """Simulate a scaling policy on a trace and print billed vs busy GPU time, waits and churn."""
-    from fleet.baselines import POLICY_NAMES, make_policy
-
-    if policy not in POLICY_NAMES:
-        raise typer.BadParameter(f"{policy!r}: choose one of {', '.join(POLICY_NAMES)}", param_hint="--policy")
+    if policy not in baselines.POLICY_NAMES:
+        raise typer.BadParameter(
+            f"{policy!r}: choose one of {', '.join(baselines.POLICY_NAMES)}", param_hint="--policy"
+        )
     if config is not None:
         from config.loader import ConfigError, load_settings
 
@@ -99,17 +100,17 @@ def command(
             typer.echo(f"config error:\n{exc}", err=True)
             raise typer.Exit(2) from None
     else:
-        scaling = simulator.sim_scaling()
+        scaling = engine.sim_scaling()
     try:
-        tasks = simulator.load_trace(trace)
-        params = simulator.SimParams(
+        tasks = sim_trace.load_trace(trace)
+        params = engine.SimParams(
             seed=seed, boot=boot, spawn_error_rate=spawn_error_rate, no_heartbeat_rate=no_heartbeat_rate
         )
         params.boot_sampler()
     except (OSError, ValueError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
-    result = simulator.simulate(tasks, make_policy(policy), scaling, params)
+    result = engine.simulate(tasks, baselines.make_policy(policy), scaling, params)
     if plot_to is not None:
         plot(result, plot_to, title=f"{trace.stem} / {policy}")
     if as_json:

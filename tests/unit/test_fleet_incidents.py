@@ -11,8 +11,10 @@ from collections.abc import Callable
 import pytest
 
 from config.settings import ScalingSettings
-from fleet import baselines, policy
+from fleet import policy
 from fleet.models import DemandSnapshot, FleetHistory, SpawnOutcome, SpawnOutcomeKind, WorkerState, WorkerView
+from fleet.policy import PolicyContext
+from sim import baselines
 
 S = WorkerState
 CFG = ScalingSettings(min_workers=0, max_workers=10, idle_timeout_s=60, scale_down_stabilization_s=60)
@@ -27,7 +29,7 @@ def double_spawns(p: baselines.Policy) -> bool:
     history = FleetHistory()
     spawned = 0
     for now in (T0, T0 + 26, T0 + 56):  # the first pod boots 56 s after its request
-        d = p.decide(demand, workers, history, CFG, now)
+        d = p.decide(PolicyContext(demand, workers, history, CFG, now))
         history = d.history
         spawned += d.spawn
         workers += [WorkerView(f"gpu-new-{now:.0f}-{i}", S.SPAWNING, now) for i in range(d.spawn)]
@@ -52,7 +54,7 @@ def kills_shortly_after_promotion(p: baselines.Policy) -> bool:
     second = WorkerView("gpu-175532", S.ACTIVE, T0 + 26, promoted_at=promoted, idle_since=promoted)
     for now in range(int(promoted), int(promoted) + 150, 10):  # up to 2.5 min after promotion
         demand = DemandSnapshot(queued=0, claimable=0, in_progress=2)  # work keeps going
-        d = p.decide(demand, [older, first, second], history, CFG, float(now))
+        d = p.decide(PolicyContext(demand, [older, first, second], history, CFG, float(now)))
         history = d.history
         if "gpu-175532" in d.drain:
             return True
@@ -76,10 +78,10 @@ def breaker_poisoned_by_scale_downs(p: baselines.Policy) -> bool:
             (wid, start + 410, "terminating", "terminated", "terminated: provider confirmed"),
         ]
         alive = WorkerView(wid, S.ACTIVE, start, promoted_at=start + 60, idle_since=start + 60)
-        p.decide(DemandSnapshot(0, 0, 0), [alive], history, CFG, start + 100)  # the policy sees it live
-        p.decide(DemandSnapshot(0, 0, 0), [], history, CFG, start + 420)  # then gone
+        p.decide(PolicyContext(DemandSnapshot(0, 0, 0), [alive], history, CFG, start + 100))  # the policy sees it live
+        p.decide(PolicyContext(DemandSnapshot(0, 0, 0), [], history, CFG, start + 420))  # then gone
     history = policy.record_outcomes(history, policy.outcomes_from_events(events), T0, CFG)
-    d = p.decide(DemandSnapshot(queued=3, claimable=3, in_progress=0), [], history, CFG, T0)
+    d = p.decide(PolicyContext(DemandSnapshot(queued=3, claimable=3, in_progress=0), [], history, CFG, T0))
     return d.spawn == 0
 
 
@@ -103,7 +105,8 @@ def test_default_policy_does_not(mistake: Callable[[baselines.Policy], bool]) ->
 def test_the_decision_alone_says_why_workers_were_launched() -> None:
     """'Why were 2 workers launched at 17:55?' answered from the decision row, with numbers."""
     busy = WorkerView("gpu-174249", S.ACTIVE, T0 - 760, promoted_at=T0 - 700, tasks_in_progress=1)
-    d = policy.decide(DemandSnapshot(queued=2, claimable=2, in_progress=1), [busy], FleetHistory(), CFG, T0)
+    demand = DemandSnapshot(queued=2, claimable=2, in_progress=1)
+    d = policy.decide(PolicyContext(demand, [busy], FleetHistory(), CFG, T0))
     assert d.spawn == 2
     why = d.reasons[0]
     for fact in ("spawn 2", "desired 3", "claimable 2", "in_progress 1", "capacity 1", "active 1", "spawning 0"):

@@ -18,6 +18,7 @@ from fleet.models import (
     WorkerState,
     WorkerView,
 )
+from fleet.policy import PolicyContext
 
 S = WorkerState
 CFG = ScalingSettings(
@@ -48,7 +49,8 @@ def apply(decision, workers: list[WorkerView], now: float) -> list[WorkerView]:
 
 
 def test_scale_up_from_zero_is_immediate_and_explained() -> None:
-    d = policy.decide(DemandSnapshot(queued=2, claimable=2, in_progress=0), [], FleetHistory(), CFG, 100.0)
+    demand = DemandSnapshot(queued=2, claimable=2, in_progress=0)
+    d = policy.decide(PolicyContext(demand, [], FleetHistory(), CFG, 100.0))
     assert d.spawn == 2 and d.desired == 2 and d.capacity == 0
     assert "desired 2 = ceil((claimable 2 + in_progress 0) / tasks_per_worker 1)" in d.reasons[0]
     assert d.history.last_scale_up_at == 100.0
@@ -56,17 +58,17 @@ def test_scale_up_from_zero_is_immediate_and_explained() -> None:
 
 
 def test_clamps_and_spawn_limit_are_reported() -> None:
-    d = policy.decide(DemandSnapshot(30, 30, 0), [], FleetHistory(), CFG, 0.0)
+    d = policy.decide(PolicyContext(DemandSnapshot(30, 30, 0), [], FleetHistory(), CFG, 0.0))
     assert d.desired == 10 and d.spawn == 4
     assert "capped at max_workers 10" in d.reasons[0] and "max_spawns_per_cycle 4" in d.reasons[0]
     floor = CFG.model_copy(update=dict(min_workers=2))
-    d = policy.decide(DemandSnapshot(0, 0, 0), [], FleetHistory(), floor, 0.0)
+    d = policy.decide(PolicyContext(DemandSnapshot(0, 0, 0), [], FleetHistory(), floor, 0.0))
     assert d.spawn == 2 and "raised to min_workers 2" in d.reasons[0]
 
 
 def test_tasks_per_worker_divides_demand() -> None:
     cfg = CFG.model_copy(update=dict(tasks_per_worker=2))
-    d = policy.decide(DemandSnapshot(3, 3, 0), [], FleetHistory(), cfg, 0.0)
+    d = policy.decide(PolicyContext(DemandSnapshot(3, 3, 0), [], FleetHistory(), cfg, 0.0))
     assert d.spawn == 2
 
 
@@ -75,20 +77,21 @@ def test_breaker_opens_cools_down_and_probes_once() -> None:
     fails = [SpawnOutcome(f"w{i}", SpawnOutcomeKind.SPAWN_TIMEOUT, 10.0 * i) for i in range(4)]
     h = policy.record_outcomes(FleetHistory(), fails, 100.0, cfg)
     demand = DemandSnapshot(3, 3, 0)
-    d = policy.decide(demand, [], h, cfg, 100.0)
+    d = policy.decide(PolicyContext(demand, [], h, cfg, 100.0))
     assert d.spawn == 0 and d.breaker.status is BreakerStatus.OPEN and "breaker opened" in d.reasons[0]
-    d = policy.decide(demand, [], d.history, cfg, 300.0)
+    d = policy.decide(PolicyContext(demand, [], d.history, cfg, 300.0))
     assert d.spawn == 0 and d.breaker.status is BreakerStatus.OPEN
-    d = policy.decide(demand, [], d.history, cfg, 401.0)
+    d = policy.decide(PolicyContext(demand, [], d.history, cfg, 401.0))
     assert d.spawn == 1 and d.breaker.status is BreakerStatus.HALF_OPEN  # exactly one probe
     probe = spawning("probe", 401.0)
-    d2 = policy.decide(demand, [probe], d.history, cfg, 411.0)
+    d2 = policy.decide(PolicyContext(demand, [probe], d.history, cfg, 411.0))
     assert d2.spawn == 0 and d2.breaker.probe_worker_id == "probe"
     booted = policy.record_outcomes(d2.history, [SpawnOutcome("probe", SpawnOutcomeKind.BOOTED, 500.0, 99.0)], 500, cfg)
-    d3 = policy.decide(demand, [active("probe", promoted_at=500.0, idle_since=500.0)], booted, cfg, 501.0)
+    probe_up = active("probe", promoted_at=500.0, idle_since=500.0)
+    d3 = policy.decide(PolicyContext(demand, [probe_up], booted, cfg, 501.0))
     assert d3.breaker.status is BreakerStatus.CLOSED and d3.spawn == 2
     failed = policy.record_outcomes(d2.history, [SpawnOutcome("probe", SpawnOutcomeKind.SPAWN_ERROR, 420.0)], 420, cfg)
-    d4 = policy.decide(demand, [], failed, cfg, 421.0)
+    d4 = policy.decide(PolicyContext(demand, [], failed, cfg, 421.0))
     assert d4.breaker.status is BreakerStatus.OPEN and d4.spawn == 0
 
 
@@ -123,9 +126,9 @@ def test_record_outcomes_dedupes_and_drops_old() -> None:
 def test_scale_down_longest_idle_first_after_stabilization() -> None:
     workers = [active("a", idle_since=0.0), active("b", idle_since=50.0), active("c", tasks=1)]
     h = FleetHistory(last_scale_up_at=900.0)
-    d = policy.decide(DemandSnapshot(0, 0, 1), workers, h, CFG, 1000.0)
+    d = policy.decide(PolicyContext(DemandSnapshot(0, 0, 1), workers, h, CFG, 1000.0))
     assert d.drain == () and "stabilization" in d.reasons[0]
-    d = policy.decide(DemandSnapshot(0, 0, 1), workers, FleetHistory(), CFG, 1000.0)
+    d = policy.decide(PolicyContext(DemandSnapshot(0, 0, 1), workers, FleetHistory(), CFG, 1000.0))
     assert d.drain == ("a", "b")
     assert "c" not in d.drain
 
@@ -179,7 +182,7 @@ def test_invariants(fleet, snap, cfg, history) -> None:
     workers = [_worker(s, i, now, t, idle) for i, (s, t, idle) in enumerate(fleet)]
     queued, extra, in_progress = snap
     snapshot = DemandSnapshot(queued=queued + extra, claimable=queued, in_progress=in_progress)
-    d = policy.decide(snapshot, workers, history, cfg, now)
+    d = policy.decide(PolicyContext(snapshot, workers, history, cfg, now))
     by_id = {w.id: w for w in workers}
     capacity = sum(1 for w in workers if w.state.counts_as_capacity())
     draining = sum(1 for w in workers if w.state is S.DRAINING)
@@ -195,7 +198,7 @@ def test_invariants(fleet, snap, cfg, history) -> None:
     assert not (d.spawn and d.drain)
     # no double spawn: apply, decide again on the same demand, the fleet does not exceed what was due
     after = apply(d, workers, now)
-    d2 = policy.decide(snapshot, after, d.history, cfg, now + cfg.cycle_interval_s)
+    d2 = policy.decide(PolicyContext(snapshot, after, d.history, cfg, now + cfg.cycle_interval_s))
     due = max(0, d.desired - capacity)
     assert d.spawn + d2.spawn <= due
 
@@ -217,5 +220,5 @@ def test_breaker_never_counts_scale_downs(lives) -> None:
     outcomes = policy.outcomes_from_events(events)
     assert all(o.kind is SpawnOutcomeKind.BOOTED for o in outcomes)
     h = policy.record_outcomes(FleetHistory(), outcomes, 1500.0, cfg)
-    d = policy.decide(DemandSnapshot(1, 1, 0), [], h, cfg, 1500.0)
+    d = policy.decide(PolicyContext(DemandSnapshot(1, 1, 0), [], h, cfg, 1500.0))
     assert d.breaker.status is BreakerStatus.CLOSED and d.spawn == 1

@@ -1,16 +1,18 @@
-"""The discrete-event simulator: determinism, trace parsing, figures, the CLI."""
+"""The discrete-event simulator (`sim`): determinism, trace parsing, figures, layering, the CLI."""
 
 from __future__ import annotations
 
+import ast
 import json
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
-from fleet.baselines import make_policy
-from orchestrator import simulator
 from orchestrator.cli import app
+from sim import engine
+from sim import trace as sim_trace
+from sim.baselines import make_policy
 
 TRACE = """arrival_s,task_type,user_id,duration_s,depends_on
 0,travel_orchestrator,u1,30,
@@ -32,16 +34,16 @@ def trace_file(tmp_path: Path) -> Path:
 
 
 def test_same_seed_same_figures(trace_file: Path) -> None:
-    tasks = simulator.load_trace(trace_file)
-    params = simulator.SimParams(seed=3, spawn_error_rate=0.2, no_heartbeat_rate=0.2)
+    tasks = sim_trace.load_trace(trace_file)
+    params = engine.SimParams(seed=3, spawn_error_rate=0.2, no_heartbeat_rate=0.2)
     for name in ("default", "seed", "keda"):
-        a = simulator.simulate(tasks, make_policy(name), simulator.sim_scaling(), params)
-        b = simulator.simulate(tasks, make_policy(name), simulator.sim_scaling(), params)
+        a = engine.simulate(tasks, make_policy(name), engine.sim_scaling(), params)
+        b = engine.simulate(tasks, make_policy(name), engine.sim_scaling(), params)
         assert a.figures == b.figures and a.waits == b.waits
 
 
 def test_all_tasks_finish_and_figures_add_up(trace_file: Path) -> None:
-    r = simulator.run(trace_file, "default", params=simulator.SimParams(spawn_error_rate=0, no_heartbeat_rate=0))
+    r = engine.run(trace_file, "default", params=engine.SimParams(spawn_error_rate=0, no_heartbeat_rate=0))
     f = r.figures
     assert f["tasks_done"] == f["tasks"] == 8
     assert f["busy_gpu_s"] == pytest.approx(30 + 200 + 150 + 4 * 120 + 90)
@@ -52,8 +54,8 @@ def test_all_tasks_finish_and_figures_add_up(trace_file: Path) -> None:
 
 
 def test_failures_are_counted_and_recovered(trace_file: Path) -> None:
-    params = simulator.SimParams(seed=1, spawn_error_rate=0.5, no_heartbeat_rate=0.0)
-    r = simulator.run(trace_file, "default", params=params)
+    params = engine.SimParams(seed=1, spawn_error_rate=0.5, no_heartbeat_rate=0.0)
+    r = engine.run(trace_file, "default", params=params)
     assert r.figures["failed_spawns"] > 0 and r.figures["tasks_done"] == 8
 
 
@@ -62,8 +64,8 @@ def test_per_user_limit_and_dependencies(tmp_path: Path) -> None:
     rows = ["arrival_s,task_type,user_id,duration_s,depends_on", "0,a,u,100,"]
     rows += ["0,b,u,100,0"] * 5  # five children of row 0, one user with limit 3
     path.write_text("\n".join(rows) + "\n")
-    params = simulator.SimParams(boot="fixed:10", spawn_error_rate=0, no_heartbeat_rate=0)
-    r = simulator.run(path, "default", params=params)
+    params = engine.SimParams(boot="fixed:10", spawn_error_rate=0, no_heartbeat_rate=0)
+    r = engine.run(path, "default", params=params)
     assert r.figures["tasks_done"] == 6
     assert max(row["in_progress"] for row in r.timeline) <= 3
 
@@ -72,12 +74,55 @@ def test_bad_traces_name_the_line(tmp_path: Path) -> None:
     bad = tmp_path / "bad.csv"
     bad.write_text("arrival_s,task_type,user_id,duration_s,depends_on\n0,a,u,10,\n5,a,u,ten,\n")
     with pytest.raises(ValueError, match=":3:"):
-        simulator.load_trace(bad)
+        sim_trace.load_trace(bad)
     bad.write_text("arrival_s,task_type,user_id,duration_s,depends_on\n0,a,u,10,4\n")
     with pytest.raises(ValueError, match="depends_on 4"):
-        simulator.load_trace(bad)
+        sim_trace.load_trace(bad)
     with pytest.raises(ValueError, match="boot distribution"):
-        simulator.SimParams(boot="gamma:1").boot_sampler()
+        engine.SimParams(boot="gamma:1").boot_sampler()
+
+
+@pytest.mark.parametrize(
+    ("rows", "message"),
+    [
+        ("0,a,u,ten,", r"bad\.csv:2: duration_s: 'ten' is not a number"),
+        ("-1,a,u,10,", r"bad\.csv:2: arrival_s: -1 is negative"),
+        ("0,a,u,0,", r"bad\.csv:2: duration_s: 0 must be > 0"),
+        ("0,a,u,nan,", r"bad\.csv:2: duration_s: 'nan' is not a finite number"),
+        ("0,,u,10,", r"bad\.csv:2: task_type: empty"),
+        ("0,a,u", r"bad\.csv:2: duration_s: missing"),
+        ("0,a,u,10,,extra", r"bad\.csv:2: more fields than the header"),
+        ("0,a,u,10,x", r"bad\.csv:2: depends_on: 'x' is not a row index"),
+        ("0,a,u,10,0", r"bad\.csv:2: depends_on 0 is not an earlier row index"),
+    ],
+)
+def test_trace_errors_name_file_line_and_field(tmp_path: Path, rows: str, message: str) -> None:
+    bad = tmp_path / "bad.csv"
+    bad.write_text("arrival_s,task_type,user_id,duration_s,depends_on\n" + rows + "\n")
+    with pytest.raises(sim_trace.TraceError, match=message):
+        sim_trace.load_trace(bad)
+    bad.write_text("arrival_s,task_type,duration_s\n0,a,10\n")
+    with pytest.raises(sim_trace.TraceError, match=r"bad\.csv:1: missing column\(s\) user_id"):
+        sim_trace.load_trace(bad)
+
+
+def _project_imports(package: Path) -> set[str]:
+    """Top-level project packages imported anywhere in `package` (at module level or inside functions)."""
+    roots = {"actors", "bench", "cloud", "config", "fleet", "orchestrator", "sim", "store", "telemetry", "worker"}
+    found: set[str] = set()
+    for source in package.glob("*.py"):
+        for node in ast.walk(ast.parse(source.read_text())):
+            if isinstance(node, ast.Import):
+                found.update(alias.name.split(".")[0] for alias in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                found.add(node.module.split(".")[0])
+    return found & roots
+
+
+def test_layering_sim_builds_on_fleet_and_config_only() -> None:
+    root = Path(__file__).parents[2]
+    assert _project_imports(root / "sim") <= {"sim", "fleet", "config"}
+    assert _project_imports(root / "fleet") <= {"fleet", "config"}
 
 
 def test_cli_json_and_plot(trace_file: Path, tmp_path: Path) -> None:
@@ -98,4 +143,4 @@ def test_shipped_traces_load() -> None:
     names = {p.stem for p in traces}
     assert {"steady", "bursty", "diurnal", "many-users", "incident-evening"} <= names
     for p in traces:
-        assert simulator.load_trace(p)
+        assert sim_trace.load_trace(p)

@@ -1,15 +1,13 @@
-"""A discrete-event simulation of the fleet that runs the real `fleet` code under a simulated clock.
+"""The simulation engine: the fleet under a simulated clock, running the real `fleet` code.
 
-Tasks arrive from a CSV trace; every policy cycle builds a DemandSnapshot and WorkerViews exactly
-as the Scaler would and calls the policy; every spawned worker is driven by the real
-`fleet.lifecycle.next_transition` fed with simulated pod observations. Pods boot after a sampled
-delay (default uniform 56-157 s, the two boot times of the incident), a fraction of spawns fails
-at the provider or boots but never heartbeats, and workers claim queued tasks FIFO under the
-per-user concurrency limit and dependencies. One seeded `random.Random` draws everything, in
-spawn order, so the same trace, policy, config and seed always give the same figures.
-
-Trace CSV: a header row, then `arrival_s,task_type,user_id,duration_s[,depends_on]` where
-`depends_on` (optional, may be empty) is the 0-based index of an earlier data row.
+Tasks arrive from a trace (`sim.trace`); every policy cycle builds a DemandSnapshot and WorkerViews
+exactly as the Scaler would and calls the policy (`sim.baselines`) with a `PolicyContext`; every
+spawned worker is driven by the real `fleet.lifecycle.next_transition` fed with simulated pod
+observations. Pods boot after a sampled delay (default uniform 56-157 s, the two boot times of the
+incident), a fraction of spawns fails at the provider or boots but never heartbeats, and workers
+claim queued tasks FIFO under the per-user concurrency limit and dependencies. One seeded
+`random.Random` draws everything, in spawn order, so the same trace, policy, config and seed always
+give the same figures (`sim.results`).
 
 Billing: a pod is billed from its spawn request until the provider confirms it gone, and the run
 ends `tail_s` after the last task finishes (so a policy that keeps idle workers after the work is
@@ -18,27 +16,25 @@ done pays for them during the tail, and a floor of always-on workers is not bill
 
 from __future__ import annotations
 
-import csv
 import heapq
 import math
 import random
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from config.settings import ScalingSettings
 from fleet import lifecycle, policy
-from fleet.baselines import Policy, make_policy
 from fleet.models import DemandSnapshot, FleetHistory, SpawnOutcome, WorkerState, WorkerView
+from sim.baselines import Policy, make_policy
+from sim.results import Figures, SimResult, percentile
+from sim.trace import TraceTask, load_trace
 
 __all__ = [
+    "SHORT_LIFE_S",
     "SIM_SCALING_OVERRIDES",
     "SimParams",
-    "SimResult",
-    "TraceTask",
-    "load_trace",
     "run",
     "sim_scaling",
     "simulate",
@@ -47,46 +43,10 @@ __all__ = [
 # The default policy runs with the production defaults of config.settings.ScalingSettings, which
 # were tuned on the shipped traces (bench/policy_compare.py, bench/policy_curve.py). Keep overrides
 # here only for simulator-specific knobs.
-SIM_SCALING_OVERRIDES: dict[str, Any] = {}
+SIM_SCALING_OVERRIDES: dict[str, float | int] = {}
 
 # Promotion within this long of a worker being scaled down counts as "killed shortly after boot".
 SHORT_LIFE_S = 120.0
-
-
-@dataclass(frozen=True, slots=True)
-class TraceTask:
-    index: int
-    arrival_s: float
-    task_type: str
-    user_id: str
-    duration_s: float
-    depends_on: int | None = None
-
-
-def load_trace(path: str | Path) -> list[TraceTask]:
-    """Read a trace CSV; errors name the line and the field."""
-    tasks: list[TraceTask] = []
-    with open(path, newline="") as fh:
-        reader = csv.DictReader(fh)
-        required = {"arrival_s", "task_type", "user_id", "duration_s"}
-        missing = required - set(reader.fieldnames or ())
-        if missing:
-            raise ValueError(f"{path}: missing column(s) {', '.join(sorted(missing))}")
-        for n, row in enumerate(reader):
-            line = n + 2
-            try:
-                arrival = float(row["arrival_s"])
-                duration = float(row["duration_s"])
-                dep_text = (row.get("depends_on") or "").strip()
-                dep = int(dep_text) if dep_text else None
-            except ValueError as exc:
-                raise ValueError(f"{path}:{line}: {exc}") from None
-            if duration <= 0 or arrival < 0:
-                raise ValueError(f"{path}:{line}: arrival_s must be >= 0 and duration_s > 0")
-            if dep is not None and not 0 <= dep < n:
-                raise ValueError(f"{path}:{line}: depends_on {dep} is not an earlier row index")
-            tasks.append(TraceTask(n, arrival, row["task_type"], row["user_id"], duration, dep))
-    return tasks
 
 
 @dataclass(frozen=True)
@@ -150,27 +110,47 @@ class _Worker:
     tasks_run: int = 0
 
 
-@dataclass
-class SimResult:
-    policy: str
-    figures: dict[str, float | int]
-    timeline: list[dict[str, float | int]]  # one row per policy cycle
-    waits: list[tuple[float, float]]  # (claimed_at, wait_s) per first claim
-    reasons: list[tuple[float, str]]  # (t, reason) of decisions that changed something
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"policy": self.policy, "figures": self.figures}
+# ---- events, ordered by (time, push sequence): the sequence breaks ties, so runs are reproducible
 
 
-def percentile(values: Sequence[float], q: float) -> float:
-    """Linear-interpolated percentile (q in 0..100) of a non-empty sequence; 0 for an empty one."""
-    if not values:
-        return 0.0
-    s = sorted(values)
-    pos = (len(s) - 1) * q / 100.0
-    lo = math.floor(pos)
-    hi = min(lo + 1, len(s) - 1)
-    return s[lo] + (s[hi] - s[lo]) * (pos - lo)
+@dataclass(frozen=True, slots=True)
+class _Arrival:
+    task: int  # its arrival time has come
+
+
+@dataclass(frozen=True, slots=True)
+class _TaskDone:
+    task: int
+    worker: str
+    started: float  # the run this completes; a requeued task's earlier run finishes nothing
+
+
+@dataclass(frozen=True, slots=True)
+class _PodRunning:
+    worker: str  # the pod finished booting
+
+
+@dataclass(frozen=True, slots=True)
+class _SpawnError:
+    worker: str  # the provider refused the pod
+
+
+@dataclass(frozen=True, slots=True)
+class _PodGone:
+    worker: str  # the provider confirmed the pod gone
+
+
+@dataclass(frozen=True, slots=True)
+class _Poll:
+    """Every WorkerLifecycle polls its pod."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Cycle:
+    """The Scaler runs one policy cycle."""
+
+
+_Event = _Arrival | _TaskDone | _PodRunning | _SpawnError | _PodGone | _Poll | _Cycle
 
 
 class _Sim:
@@ -187,7 +167,7 @@ class _Sim:
         self.workers: dict[str, _Worker] = {}
         self.queue: list[int] = []  # queued task indexes, FIFO by ready_at
         self.user_running: Counter[str] = Counter()
-        self.events: list[tuple[float, int, str, Any]] = []
+        self.events: list[tuple[float, int, _Event]] = []
         self.seq = 0
         self.now = 0.0
         self.history = FleetHistory()
@@ -201,9 +181,9 @@ class _Sim:
         self.reasons: list[tuple[float, str]] = []
 
     # ---- event plumbing
-    def push(self, at: float, kind: str, payload: Any = None) -> None:
+    def push(self, at: float, event: _Event) -> None:
         self.seq += 1
-        heapq.heappush(self.events, (at, self.seq, kind, payload))
+        heapq.heappush(self.events, (at, self.seq, event))
 
     # ---- tasks
     def _arrive_or_ready(self, idx: int) -> None:
@@ -263,7 +243,7 @@ class _Sim:
                 w.tasks.add(pick)
                 w.idle_since = None
                 w.tasks_run += 1
-                self.push(self.now + task.spec.duration_s, "task_done", (pick, w.id, self.now))
+                self.push(self.now + task.spec.duration_s, _TaskDone(pick, w.id, self.now))
 
     def _task_done(self, idx: int, wid: str, started: float) -> None:
         task = self.tasks[idx]
@@ -298,7 +278,7 @@ class _Sim:
         wid = f"sim-{len(self.workers) + 1:05d}"
         boot = self.sample_boot(self.rng)
         roll = self.rng.random()
-        fault = None
+        fault: str | None = None
         if roll < self.params.spawn_error_rate:
             fault = "spawn_error"
         elif roll < self.params.spawn_error_rate + self.params.no_heartbeat_rate:
@@ -307,9 +287,9 @@ class _Sim:
         self.workers[wid] = w
         self.spawns += 1
         if fault == "spawn_error":
-            self.push(self.now + self.params.spawn_error_after_s, "spawn_error", wid)
+            self.push(self.now + self.params.spawn_error_after_s, _SpawnError(wid))
         else:
-            self.push(self.now + boot, "pod_running", wid)
+            self.push(self.now + boot, _PodRunning(wid))
 
     def _observe(self, w: _Worker) -> lifecycle.Observation:
         return lifecycle.Observation(
@@ -356,7 +336,7 @@ class _Sim:
             if scaled_down and w.promoted_at is not None and w.scaled_down_at is not None:
                 self.short_lived += int(w.scaled_down_at - w.promoted_at < SHORT_LIFE_S)
             gone = self.now if w.pod is lifecycle.PodPhase.NONE or w.provider_error else None
-            self.push(gone if gone is not None else self.now + self.params.terminate_delay_s, "pod_gone", w.id)
+            self.push(gone if gone is not None else self.now + self.params.terminate_delay_s, _PodGone(w.id))
         if tr.to is WorkerState.TERMINATED:
             self.terminations += 1
 
@@ -384,7 +364,7 @@ class _Sim:
         views = self._views()
         self.history = policy.record_outcomes(self.history, self.pending_outcomes, self.now, self.config)
         self.pending_outcomes = []
-        decision = self.pol.decide(snapshot, views, self.history, self.config, self.now)
+        decision = self.pol.decide(policy.PolicyContext(snapshot, views, self.history, self.config, self.now))
         self.history = decision.history
         capacity = sum(1 for v in views if v.state.counts_as_capacity())
         on_capacity = sum(v.tasks_in_progress for v in views if v.state.counts_as_capacity())
@@ -419,51 +399,55 @@ class _Sim:
     def _live_count(self) -> int:
         return sum(1 for w in self.workers.values() if w.gone_at is None)
 
-    def run(self) -> SimResult:
-        for t in self.tasks:
-            self.push(t.spec.arrival_s, "arrival", t.spec.index)
-        interval = self.pol.cycle_interval_s(self.config)
-        self.push(0.0, "cycle")
-        self.push(0.0, "poll")
-        end: float | None = None
-        while self.events:
-            at, _, kind, payload = heapq.heappop(self.events)
-            if end is not None and at > end:
-                break
-            if at > self.params.max_sim_s:
-                end = self.now
-                break
-            self.now = at
-            if kind == "arrival":
-                self._arrive_or_ready(payload)
-            elif kind == "task_done":
-                self._task_done(*payload)
-            elif kind == "pod_running":
-                w = self.workers[payload]
+    def _handle(self, event: _Event, interval: float) -> None:
+        match event:
+            case _Arrival(task=idx):
+                self._arrive_or_ready(idx)
+            case _TaskDone(task=idx, worker=wid, started=started):
+                self._task_done(idx, wid, started)
+            case _PodRunning(worker=wid):
+                w = self.workers[wid]
                 if w.state in (WorkerState.SPAWNING,) and w.pod is lifecycle.PodPhase.PENDING:
                     w.pod = lifecycle.PodPhase.RUNNING
                     self._step_worker(w)
-            elif kind == "spawn_error":
-                w = self.workers[payload]
+            case _SpawnError(worker=wid):
+                w = self.workers[wid]
                 if w.state is WorkerState.SPAWNING:
                     w.pod, w.provider_error = (
                         lifecycle.PodPhase.NONE,
                         "no capacity for any GPU type in the fallback list",
                     )
                     self._step_worker(w)
-            elif kind == "pod_gone":
-                w = self.workers[payload]
+            case _PodGone(worker=wid):
+                w = self.workers[wid]
                 if w.gone_at is None:
                     w.gone_at, w.pod = self.now, lifecycle.PodPhase.GONE
                     self._step_worker(w)
-            elif kind == "poll":
+            case _Poll():
                 for w in list(self.workers.values()):
                     if w.state is not WorkerState.TERMINATED:
                         self._step_worker(w)
-                self.push(self.now + self.params.poll_interval_s, "poll")
-            elif kind == "cycle":
+                self.push(self.now + self.params.poll_interval_s, _Poll())
+            case _Cycle():
                 self._cycle()
-                self.push(self.now + interval, "cycle")
+                self.push(self.now + interval, _Cycle())
+
+    def run(self) -> SimResult:
+        for t in self.tasks:
+            self.push(t.spec.arrival_s, _Arrival(t.spec.index))
+        interval = self.pol.cycle_interval_s(self.config)
+        self.push(0.0, _Cycle())
+        self.push(0.0, _Poll())
+        end: float | None = None
+        while self.events:
+            at, _, event = heapq.heappop(self.events)
+            if end is not None and at > end:
+                break
+            if at > self.params.max_sim_s:
+                end = self.now
+                break
+            self.now = at
+            self._handle(event, interval)
             self._dispatch()
             self.peak = max(self.peak, self._live_count())
             if end is None and self.remaining == 0:
@@ -481,7 +465,7 @@ class _Sim:
         waits = [w for _, w in self.waits]
         waits += [end - t.ready_at for t in self.tasks if t.claimed_at is None and t.ready_at is not None]
         done = sum(1 for t in self.tasks if t.status == "done")
-        figures: dict[str, float | int] = {
+        figures: Figures = {
             "tasks": len(self.tasks),
             "tasks_done": done,
             "billed_gpu_s": round(billed, 1),
@@ -501,11 +485,11 @@ class _Sim:
         return SimResult(self.pol.name, figures, self.timeline, self.waits, self.reasons)
 
 
-def sim_scaling(overrides: dict[str, Any] | None = None) -> ScalingSettings:
+def sim_scaling(overrides: Mapping[str, float | int] | None = None) -> ScalingSettings:
     """The default policy's config in the simulator: production defaults plus the tuned overrides."""
     values = dict(SIM_SCALING_OVERRIDES)
     values.update(overrides or {})
-    return ScalingSettings(**values)
+    return ScalingSettings.model_validate(values)
 
 
 def simulate(
@@ -523,11 +507,3 @@ def run(
 ) -> SimResult:
     """Load a trace and simulate one named policy (`default`, `seed`, `keda`)."""
     return simulate(load_trace(trace_path), make_policy(policy_name), config or sim_scaling(), params)
-
-
-def params_dict(params: SimParams) -> dict[str, Any]:
-    return asdict(params)
-
-
-def summarize(results: Iterable[SimResult]) -> list[dict[str, Any]]:
-    return [r.as_dict() for r in results]

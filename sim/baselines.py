@@ -1,4 +1,7 @@
-"""Policies to compare against, with the same `decide` signature as `fleet.policy.decide`.
+"""The policies the simulator runs: ours and the two it is compared against, all `decide(ctx)`.
+
+Every policy takes the same `fleet.policy.PolicyContext` as `fleet.policy.decide`, so a baseline
+cannot drift from what the Scaler passes.
 
 - `SeedPolicy` reproduces the replaced orchestrator (see `shared/seed/`): 30 s poll, min 2 and
   max 10 workers, desired = queued + in-progress tasks, capacity = *active* workers only (no spawn
@@ -9,7 +12,7 @@
   1 per replica) under HPA defaults: 30 s polling, immediate scale-up (at most max(4 pods, 100%)
   per step), 300 s scale-down stabilization (the highest recommendation of the last 300 s wins),
   minReplicaCount 0, and a ReplicaSet that removes not-ready pods first, then the newest.
-- `DefaultPolicy` wraps `fleet.policy.decide`.
+- `DefaultPolicy` wraps `fleet.policy.decide`, on `config.cycle_interval_s`.
 
 The seed policy is not a pure function of the fleet (it remembers which workers it has seen end),
 so policies are objects; each holds only its own bookkeeping and never reads a clock.
@@ -26,7 +29,8 @@ from typing import Protocol
 
 from config.settings import ScalingSettings
 from fleet import policy as default_policy
-from fleet.models import Decision, DemandSnapshot, FleetHistory, WorkerState, WorkerView
+from fleet.models import Decision, FleetHistory, WorkerState, WorkerView
+from fleet.policy import PolicyContext
 
 __all__ = ["POLICY_NAMES", "DefaultPolicy", "KedaPolicy", "Policy", "SeedPolicy", "make_policy"]
 
@@ -34,18 +38,13 @@ POLICY_NAMES = ("default", "seed", "keda")
 
 
 class Policy(Protocol):
+    """A scaling policy as the simulator drives it: how often it runs, and one decision per run."""
+
     name: str
 
     def cycle_interval_s(self, config: ScalingSettings) -> float: ...
 
-    def decide(
-        self,
-        snapshot: DemandSnapshot,
-        workers: Sequence[WorkerView],
-        history: FleetHistory,
-        config: ScalingSettings,
-        now: float,
-    ) -> Decision: ...
+    def decide(self, ctx: PolicyContext) -> Decision: ...
 
 
 @dataclass
@@ -57,15 +56,8 @@ class DefaultPolicy:
     def cycle_interval_s(self, config: ScalingSettings) -> float:
         return config.cycle_interval_s
 
-    def decide(
-        self,
-        snapshot: DemandSnapshot,
-        workers: Sequence[WorkerView],
-        history: FleetHistory,
-        config: ScalingSettings,
-        now: float,
-    ) -> Decision:
-        return default_policy.decide(snapshot, workers, history, config, now)
+    def decide(self, ctx: PolicyContext) -> Decision:
+        return default_policy.decide(ctx)
 
 
 def _decision(
@@ -125,14 +117,8 @@ class SeedPolicy:
         ended = sum(1 for t in self._ended.values() if t >= start)
         return created, ended
 
-    def decide(
-        self,
-        snapshot: DemandSnapshot,
-        workers: Sequence[WorkerView],
-        history: FleetHistory,
-        config: ScalingSettings,
-        now: float,
-    ) -> Decision:
+    def decide(self, ctx: PolicyContext) -> Decision:
+        snapshot, workers, history, now = ctx.snapshot, ctx.workers, ctx.history, ctx.now
         created, ended = self._observe(workers, now)
         live = [w for w in workers if w.state in (WorkerState.SPAWNING, WorkerState.ACTIVE, WorkerState.DRAINING)]
         active = [w for w in live if w.state is WorkerState.ACTIVE]
@@ -182,14 +168,8 @@ class KedaPolicy:
     def cycle_interval_s(self, config: ScalingSettings) -> float:
         return self.poll_s
 
-    def decide(
-        self,
-        snapshot: DemandSnapshot,
-        workers: Sequence[WorkerView],
-        history: FleetHistory,
-        config: ScalingSettings,
-        now: float,
-    ) -> Decision:
+    def decide(self, ctx: PolicyContext) -> Decision:
+        snapshot, workers, history, config, now = ctx.snapshot, ctx.workers, ctx.history, ctx.config, ctx.now
         replicas = sorted(
             (w for w in workers if w.state.counts_as_capacity()),
             # ReplicaSet scale-down order: not ready first, then the newest.
