@@ -26,7 +26,9 @@ __all__ = [
     "LogInsertResult",
     "LogRecord",
     "NewTask",
+    "OrchestratorSignals",
     "RejectedLog",
+    "SignalGap",
     "StaleEpoch",
     "Store",
     "StoreError",
@@ -164,6 +166,25 @@ class LogInsertResult(_Row):
     inserted: int  # rows newly written
     duplicates: int = 0  # ids already present (a replay after a crash): not an error
     rejected: list[RejectedLog] = Field(default_factory=list)
+
+
+class SignalGap(_Row):
+    """Two consecutive orchestrator signals further apart than the silence threshold."""
+
+    start: datetime  # the signal before the gap
+    end: datetime  # the signal after it
+
+
+class OrchestratorSignals(_Row):
+    """When the orchestrator was last heard from around a window: its signals are its decisions and
+    its own log rows. `explain` reads silences from this (store/migrations: explain_silences)."""
+
+    gaps: list[SignalGap] = Field(default_factory=list)  # gaps longer than the threshold, by end
+    last_before: datetime | None = None  # the last signal before the window
+    first_after: datetime | None = None  # the first signal after it
+    first_inside: datetime | None = None
+    last_inside: datetime | None = None
+    signals_inside: int = 0
 
 
 class Lease(_Row):
@@ -322,14 +343,10 @@ class Store(Protocol):
         """Records with since <= at < until, the newest `limit` of them, oldest first."""
         ...
 
-    def count_system_logs(self) -> int: ...
-
     # --- leader lease ------------------------------------------------------------------------
     def acquire_leader_lease(self, name: str, holder: str, ttl_s: float) -> Lease:
         """Take the lease if free or expired (epoch + 1) or renew it if already ours."""
         ...
-
-    def renew_leader_lease(self, name: str, holder: str, epoch: int, ttl_s: float) -> bool: ...
 
     def release_leader_lease(self, name: str, holder: str, epoch: int) -> None:
         """Let the lease expire now, so a standby takes it at once (with a new epoch)."""
@@ -337,6 +354,16 @@ class Store(Protocol):
 
     def get_leader_lease(self, name: str) -> Lease | None:
         """The lease row; here `acquired` means someone holds it unexpired."""
+        ...
+
+    # --- explain (read-only, indexed queries for `orchestrator explain`) ----------------------
+    def explain_silences(self, since: datetime, until: datetime, threshold_s: float) -> OrchestratorSignals:
+        """The gaps longer than `threshold_s` between the orchestrator's signals (decisions and its own
+        log rows) that touch [since, until], and its last signal before and first after the window."""
+        ...
+
+    def worker_tasks(self, worker_id: str, limit: int = 1000) -> list[TaskRow]:
+        """The tasks a worker holds or last held, oldest claim first (unclaimed last)."""
         ...
 
     # --- notifications -----------------------------------------------------------------------

@@ -136,7 +136,7 @@ class PostgresStore(RpcStore):
                     raise error_from_sql(exc.sqlstate, exc.diag.message_primary or str(exc)) from None
                 time.sleep(rollbacks.pop(0))
             except (psycopg.OperationalError, PoolTimeout) as exc:
-                if isinstance(exc, psycopg.errors.QueryCanceled | psycopg.errors.InFailedSqlTransaction):
+                if isinstance(exc, psycopg.errors.QueryCanceled):
                     raise StoreError(f"{fn}: {exc}") from None
                 if attempt >= len(delays):
                     what = f"calling {fn}" + (f", {attempt + 1} attempts" if attempt else "")

@@ -1,6 +1,6 @@
 """The one implementation of the Store protocol, on top of "call this SQL function with these args".
 
-Every operation is a SQL function (store/migrations/0002_functions.sql). `RpcStore` builds the
+Every operation is a SQL function (store/migrations/, one file per domain). `RpcStore` builds the
 named arguments, says whether the call is safe to repeat, and parses the jsonb or scalar answer;
 a subclass supplies only the transport (`_call`): PostgresStore runs `SELECT fn(...)` over
 psycopg, SupabaseStore posts to PostgREST `rpc/fn`. So both stores behave the same by
@@ -24,6 +24,7 @@ from store.base import (
     LogInsertResult,
     LogRecord,
     NewTask,
+    OrchestratorSignals,
     TaskRow,
     WorkerEvent,
     WorkerRow,
@@ -77,11 +78,6 @@ class RpcStore(ABC):
             safe=True,
         )
 
-    def queue_settings(self) -> dict[str, int]:
-        """The queue settings the SQL functions use: per_user_concurrency_limit, max_task_attempts."""
-        data = self._call("queue_settings_json", {}, safe=True)
-        return {str(k): int(v) for k, v in dict(data).items()}
-
     # --- tasks -----------------------------------------------------------------------------------
     def insert_tasks(self, tasks: list[NewTask]) -> list[str]:
         if not tasks:
@@ -110,7 +106,7 @@ class RpcStore(ABC):
         return None if data is None else str(data)
 
     def requeue_worker_tasks(self, worker_id: str) -> int:
-        return int(self._call("requeue_worker_tasks", {"p_worker_id": worker_id}, safe=True) or 0)
+        return int(self._call("requeue_worker_tasks", {"p_worker_id": worker_id}, safe=True))
 
     def demand_snapshot(self, per_user_limit: int | None = None) -> DemandSnapshot:
         args: dict[str, Any] = {} if per_user_limit is None else {"p_per_user_limit": per_user_limit}
@@ -221,8 +217,6 @@ class RpcStore(ABC):
 
     # --- logs ------------------------------------------------------------------------------------
     def insert_system_logs(self, records: list[LogRecord]) -> LogInsertResult:
-        if not records:
-            return LogInsertResult(inserted=0)
         rows = [record.model_dump(mode="json") for record in records]
         return self.insert_system_log_dicts(rows)
 
@@ -247,18 +241,11 @@ class RpcStore(ABC):
         args = {"p_since": since, "p_until": until, "p_source_id": source_id, "p_limit": limit}
         return _LOGS.validate_python(self._call("list_system_logs", args, safe=True))
 
-    def count_system_logs(self) -> int:
-        return int(self._call("count_system_logs", {}, safe=True))
-
     # --- leader lease ----------------------------------------------------------------------------
     def acquire_leader_lease(self, name: str, holder: str, ttl_s: float) -> Lease:
         args = {"p_name": name, "p_holder": holder, "p_ttl_s": float(ttl_s)}
         # Safe: a repeat by the same holder renews with the same epoch.
         return Lease.model_validate(self._call("acquire_leader_lease", args, safe=True))
-
-    def renew_leader_lease(self, name: str, holder: str, epoch: int, ttl_s: float) -> bool:
-        args = {"p_name": name, "p_holder": holder, "p_epoch": epoch, "p_ttl_s": float(ttl_s)}
-        return bool(self._call("renew_leader_lease", args, safe=True))
 
     def release_leader_lease(self, name: str, holder: str, epoch: int) -> None:
         self._call("release_leader_lease", {"p_name": name, "p_holder": holder, "p_epoch": epoch}, safe=True)
@@ -266,6 +253,15 @@ class RpcStore(ABC):
     def get_leader_lease(self, name: str) -> Lease | None:
         data = self._call("get_leader_lease", {"p_name": name}, safe=True)
         return None if data is None else Lease.model_validate(data)
+
+    # --- explain ---------------------------------------------------------------------------------
+    def explain_silences(self, since: datetime, until: datetime, threshold_s: float) -> OrchestratorSignals:
+        args = {"p_since": since, "p_until": until, "p_threshold_s": float(threshold_s)}
+        return OrchestratorSignals.model_validate(self._call("explain_silences", args, safe=True))
+
+    def worker_tasks(self, worker_id: str, limit: int = 1000) -> list[TaskRow]:
+        args = {"p_worker_id": worker_id, "p_limit": limit}
+        return _TASKS.validate_python(self._call("explain_worker_tasks", args, safe=True))
 
     # --- clock -----------------------------------------------------------------------------------
     def now(self) -> datetime:

@@ -1,4 +1,4 @@
-"""explain's pure part: reading times, finding silences, and wording a timeline from hand-made rows."""
+"""explain's pure part: reading times, measuring silences, and wording a timeline from hand-made rows."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from datetime import UTC, datetime, time, timedelta
 import pytest
 
 from orchestrator import forensics
-from store.base import DecisionRecord, WorkerEvent
+from store.base import DecisionRecord, OrchestratorSignals, SignalGap, WorkerEvent
 
 T0 = datetime(2025, 10, 16, 17, 0, tzinfo=UTC)
 
@@ -52,10 +52,9 @@ def test_format_duration(seconds: float, words: str) -> None:
 
 
 def test_silence_longer_than_threshold_counts_transitions_during_it() -> None:
-    signals = [t(m / 6) for m in range(0, 211)]  # every 10 s to 17:35:00
-    signals += [t(55)]
+    gaps: list[forensics.Gap] = [(t(35), t(55)), (t(55), None)]  # signals to 17:35:00, then one at 17:55
     events = [event(1, "w1", 42.8, None, "spawning"), event(2, "w1", 56, "spawning", "active")]
-    silences = forensics.find_silences(signals, since=t(30), until=t(60), threshold_s=20, events=events)
+    silences = forensics.silences_from_gaps(gaps, since=t(30), until=t(60), threshold_s=20, events=events)
     assert len(silences) == 2
     first, last = silences
     assert (first.start, first.end, first.worker_transitions) == (t(35), t(55), 1)
@@ -63,9 +62,21 @@ def test_silence_longer_than_threshold_counts_transitions_during_it() -> None:
     assert last.start == t(55) and last.end is None  # silent to the window's end
 
 
-def test_no_silence_when_signals_are_dense() -> None:
-    signals = [t(m / 6) for m in range(0, 361)]
-    assert forensics.find_silences(signals, since=t(10), until=t(50), threshold_s=20) == []
+def test_no_silence_for_short_gaps_or_gaps_outside_the_window() -> None:
+    gaps: list[forensics.Gap] = [(t(9.9), t(10.1)), (t(60), None), (t(1), t(9))]
+    assert forensics.silences_from_gaps(gaps, since=t(10), until=t(50), threshold_s=20) == []
+
+
+def test_gaps_of_the_database_answer() -> None:
+    never = OrchestratorSignals()
+    assert forensics.gaps_of(never) == [(None, None)]  # never heard from up to the window's end
+    gap = SignalGap(start=t(35), end=t(55))
+    still_silent = OrchestratorSignals(gaps=[gap], last_before=t(30), last_inside=t(55), signals_inside=1)
+    assert forensics.gaps_of(still_silent) == [(t(35), t(55)), (t(55), None)]  # open end after the last
+    heard_after = still_silent.model_copy(update={"first_after": t(61)})
+    assert forensics.gaps_of(heard_after) == [(t(35), t(55))]
+    only_before = OrchestratorSignals(last_before=t(1))
+    assert forensics.gaps_of(only_before) == [(t(1), None)]
 
 
 def test_at_report_links_a_decision_to_the_transitions_it_caused() -> None:
@@ -92,7 +103,7 @@ def test_at_report_links_a_decision_to_the_transitions_it_caused() -> None:
         until=t(60),
         decisions=[decision],
         events=events,
-        signals=[t(35.5), t(55.1)],
+        gaps=[(t(35.5), t(55.1)), (t(55.1), None)],
         cycle_interval_s=10,
     )
     text = forensics.render_at(report)
@@ -124,7 +135,7 @@ def test_timeline_orders_silence_decisions_and_transitions() -> None:
         until=t(60),
         decisions=[decision, steady],
         events=[event(1, "w2", 55.1, None, "spawning"), event(2, "w2", 56.03, "spawning", "active")],
-        signals=[t(30 + m / 6) for m in range(0, 34)] + [t(55.1 + m / 6) for m in range(0, 30)],
+        gaps=[(t(35.5), t(55.1)), (t(55.1 + 29 / 6), None)],
         cycle_interval_s=10,
     )
     lines = forensics.render_timeline(report).splitlines()

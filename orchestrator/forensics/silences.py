@@ -1,0 +1,95 @@
+"""When the orchestrator was silent: the gaps the database found, measured against a window.
+
+The orchestrator counts as *silent* between two of its signals (a `scaling_decisions` row, or a
+`system_logs` row with source_type `orchestrator`) that are further apart than the silence
+threshold (by default twice its cycle interval: one late cycle is jitter, two is an outage).
+The gaps themselves are found in SQL (`Store.explain_silences`, one indexed query however long
+the history); this module only turns that answer into `Silence`s and words them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from orchestrator.forensics.formatting import clock, format_duration, iso
+from store.base import OrchestratorSignals, WorkerEvent
+
+__all__ = ["Gap", "Silence", "gaps_of", "silence_line", "silences_from_gaps"]
+
+Gap = tuple[datetime | None, datetime | None]  # (last signal before, first signal after); None: unknown
+
+
+@dataclass(frozen=True)
+class Silence:
+    """The orchestrator wrote no decision and no log between `start` and `end`."""
+
+    start: datetime | None  # its last signal before the gap (None: none found before the window)
+    end: datetime | None  # its first signal after the gap (None: still silent at the window's end)
+    seconds: float  # length of the gap as far as it is known
+    worker_transitions: int = 0  # worker_events rows written during the gap (someone was acting)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "start": iso(self.start),
+            "end": iso(self.end),
+            "seconds": round(self.seconds, 1),
+            "worker_transitions_during": self.worker_transitions,
+        }
+
+
+def gaps_of(signals: OrchestratorSignals) -> list[Gap]:
+    """The database's gaps, plus an open end after the last signal when none follows the window,
+    or one gap open at both ends when the orchestrator was never heard from up to the window's end."""
+    gaps: list[Gap] = [(g.start, g.end) for g in signals.gaps]
+    last = signals.last_inside or signals.last_before
+    if last is None and signals.first_after is None:
+        return [(None, None)]  # nothing from the orchestrator, ever, up to the window's end
+    if signals.first_after is None and last is not None:
+        gaps.append((last, None))  # silent to the end of the window (so far)
+    return gaps
+
+
+def silences_from_gaps(
+    gaps: Iterable[Gap],
+    *,
+    since: datetime,
+    until: datetime,
+    threshold_s: float,
+    events: Sequence[WorkerEvent] = (),
+) -> list[Silence]:
+    """The gaps longer than `threshold_s` that overlap [since, until], with the worker transitions
+    recorded while they lasted. An open end is measured to the window's edge."""
+    silences: list[Silence] = []
+    for start, end in gaps:
+        lo = start or since
+        hi = end or until
+        if hi <= since or lo >= until:
+            continue
+        seconds = (hi - lo).total_seconds()
+        if seconds <= threshold_s:
+            continue
+        during = sum(1 for e in events if lo < e.at < hi)
+        silences.append(Silence(start=start, end=end, seconds=seconds, worker_transitions=during))
+    return sorted(silences, key=lambda s: s.start or since)
+
+
+def silence_line(silence: Silence, threshold_s: float, cycle_interval_s: float) -> str:
+    """`ORCHESTRATOR SILENT from 17:35:31 to 17:55:06 (19 min 35 s): ...`, for the head of a report."""
+    start = clock(silence.start) if silence.start else "before the window"
+    if silence.end is None:
+        span = f"since {start} (still silent at the end of the window, at least {format_duration(silence.seconds)})"
+    else:
+        span = f"from {start} to {clock(silence.end)} ({format_duration(silence.seconds)})"
+    line = (
+        f"ORCHESTRATOR SILENT {span}: no scaling decision and no orchestrator log for longer than "
+        f"{format_duration(threshold_s)} (cycle interval {format_duration(cycle_interval_s)})"
+    )
+    if silence.worker_transitions:
+        line += (
+            f"; yet {silence.worker_transitions} worker transition(s) of this window happened during it, "
+            "so something was acting while its decisions and logs went missing"
+        )
+    return line

@@ -1,0 +1,151 @@
+"""How a decision and a worker transition are worded and serialized, shared by the three reports.
+
+A decision prints the same in `--at`, `--worker` and `--since` (head line, key inputs first, every
+reason, trace id), and a transition always says how long the worker spent in its previous state.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+from typing import Any
+
+from orchestrator.forensics.formatting import clock, format_duration, iso
+from store.base import DecisionRecord, WorkerEvent
+
+__all__ = [
+    "decision_changes",
+    "decision_json",
+    "decision_kind",
+    "decision_lines",
+    "event_json",
+    "inputs_line",
+    "previous_events",
+    "transition_text",
+]
+
+# Inputs shown first, in this order, when a decision is printed; the rest follow alphabetically.
+_KEY_INPUTS = (
+    "queued",
+    "claimable",
+    "in_progress",
+    "desired",
+    "capacity",
+    "need",
+    "surplus",
+    "workers_spawning",
+    "workers_active",
+    "workers_draining",
+    "workers_terminating",
+    "workers_error",
+    "breaker",
+    "failure_rate",
+    "boot_estimate_s",
+    "keep_idle_s",
+    "min_workers",
+    "max_workers",
+)
+
+# What a transition is called in a timeline, by target state.
+_VERBS = {
+    "spawning": "created",
+    "active": "promoted to active",
+    "draining": "draining",
+    "terminating": "terminating",
+    "terminated": "terminated",
+    "error": "error",
+}
+
+
+def decision_changes(decision: DecisionRecord) -> bool:
+    """Whether the decision spawned or drained anything (most say "steady")."""
+    return bool(decision.spawn_count or decision.drain_worker_ids)
+
+
+def decision_kind(decision: DecisionRecord) -> str:
+    if decision.spawn_count and decision.drain_worker_ids:
+        return "scale up and down"
+    if decision.spawn_count:
+        return "scale up"
+    if decision.drain_worker_ids:
+        return "scale down"
+    return "no change"
+
+
+def inputs_line(inputs: dict[str, Any]) -> str:
+    keys = [k for k in _KEY_INPUTS if inputs.get(k) is not None]
+    return ", ".join(f"{k} {inputs[k]}" for k in keys)
+
+
+def decision_json(decision: DecisionRecord) -> dict[str, Any]:
+    return {
+        "id": decision.id,
+        "at": iso(decision.at),
+        "cycle_number": decision.cycle_number,
+        "leader_epoch": decision.leader_epoch,
+        "holder": decision.holder,
+        "kind": decision_kind(decision),
+        "spawn_count": decision.spawn_count,
+        "spawned_worker_ids": list(decision.spawned_worker_ids),
+        "drain_worker_ids": list(decision.drain_worker_ids),
+        "reasons": list(decision.reasons),
+        "inputs": dict(decision.inputs),
+        "breaker": dict(decision.breaker),
+        "trace_id": decision.trace_id,
+    }
+
+
+def decision_lines(decision: DecisionRecord) -> list[str]:
+    """A decision for people: a head line, then its inputs, reasons and trace id, indented."""
+    when = clock(decision.at) if decision.at else "??:??:??"
+    head = f"{when} decision #{decision.id} (cycle {decision.cycle_number}, epoch {decision.leader_epoch}"
+    head += f", {decision.holder}): {decision_kind(decision)}"
+    if decision.spawn_count:
+        head += f", spawn {decision.spawn_count}"
+        if decision.spawned_worker_ids:
+            head += f" -> {', '.join(decision.spawned_worker_ids)}"
+    if decision.drain_worker_ids:
+        head += f", drain {', '.join(decision.drain_worker_ids)}"
+    lines = [head]
+    inputs = inputs_line(decision.inputs)
+    if inputs:
+        lines.append(f"  inputs:  {inputs}")
+    for reason in decision.reasons:
+        lines.append(f"  because: {reason}")
+    if decision.trace_id:
+        lines.append(f"  trace:   {decision.trace_id}")
+    return lines
+
+
+def event_json(event: WorkerEvent, previous: WorkerEvent | None) -> dict[str, Any]:
+    return {
+        "at": iso(event.at),
+        "worker_id": event.worker_id,
+        "from": event.from_status,
+        "to": event.to_status,
+        "reason": event.reason,
+        "seconds_in_previous_state": None if previous is None else round((event.at - previous.at).total_seconds(), 1),
+    }
+
+
+def previous_events(history: Sequence[WorkerEvent]) -> dict[int, WorkerEvent]:
+    """Event id -> the same worker's event before it, from each worker's full (or partial) history."""
+    by_worker: dict[str, list[WorkerEvent]] = {}
+    for event in history:
+        by_worker.setdefault(event.worker_id, []).append(event)
+    previous: dict[int, WorkerEvent] = {}
+    for events in by_worker.values():
+        events.sort(key=lambda e: (e.at, e.id))
+        for before, after in itertools.pairwise(events):
+            previous[after.id] = before
+    return previous
+
+
+def transition_text(event: WorkerEvent, previous: WorkerEvent | None) -> str:
+    verb = _VERBS.get(event.to_status, event.to_status)
+    text = f"worker {event.worker_id} {verb}"
+    if previous is not None:
+        text += f" ({format_duration((event.at - previous.at).total_seconds())} {previous.to_status})"
+    if event.reason:
+        text += f": {event.reason}"
+    return text
