@@ -1,18 +1,22 @@
-"""LocalProvider: pods are real local processes running `python -m worker`."""
+"""LocalProvider: pods are real local processes running `python -m worker`.
+
+What every provider promises is in `test_provider_contract.py`; here is what only local pods do:
+process groups, SIGKILL after the grace, reaping, fault injection, pid reuse, a create race
+between processes, and a real worker against the database.
+"""
 
 from __future__ import annotations
 
 import os
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from cloud.base import InvalidSpec, NotFound, Pod, PodSpec, PodStatus, Provider
+from cloud.base import NotFound, Pod, PodSpec, PodStatus
 from cloud.local import LocalFaults, LocalProvider
-from tests.support.polling import wait_for
+from tests.support.polling import stays_true, wait_for
 
 
 def process_gone(pid: int) -> bool:
@@ -32,25 +36,12 @@ def spec(**env: str) -> PodSpec:
     return PodSpec(image="local", gpu_types=["local"], env=env, secret_env_keys=frozenset({"DATABASE_URL"}))
 
 
-def test_is_a_provider(provider: LocalProvider) -> None:
-    assert isinstance(provider, Provider)
-
-
-def test_pod_runs_while_booting_and_terminate_confirms_it_gone(provider: LocalProvider) -> None:
+def test_pod_runs_while_booting_and_terminate_returns_once_its_process_is_gone(provider: LocalProvider) -> None:
     pod = provider.create("gpu-boot", spec(DATABASE_URL="postgresql://u:secretpw@127.0.0.1:1/x"))
-    assert pod.status is PodStatus.RUNNING
-    pid = int(pod.raw["pid"])
-    assert "secretpw" not in pod.model_dump_json()  # env keys only, never values
-    assert "secretpw" not in (provider.pods_dir / "gpu-boot.json").read_text()
-    assert provider.get(pod.id).status is PodStatus.RUNNING
-    assert [p.id for p in provider.list("gpu-")] == [pod.id]
-
+    assert pod.status is PodStatus.RUNNING  # a process runs from the start; the worker boots inside
+    assert "secretpw" not in (provider.pods_dir / "gpu-boot.json").read_text()  # env keys on disk, never values
     provider.terminate(pod.id)
-    assert process_gone(pid)  # terminate returns only once the group is gone (and reaped)
-    with pytest.raises(NotFound):
-        provider.get(pod.id)
-    assert provider.list("gpu-") == []
-    provider.terminate(pod.id)  # idempotent
+    assert process_gone(int(pod.raw["pid"]))  # terminate returns only once the group is gone (and reaped)
 
 
 def test_sigkill_when_sigterm_is_ignored(provider: LocalProvider, tmp_path: Path) -> None:
@@ -89,14 +80,12 @@ def test_never_starts_fault_from_another_provider_instance(provider: LocalProvid
     log = Path(pod.raw["log_path"]).read_text()
     assert "fault injection" in log
     fine = provider.create("gpu-fine", spec())
-    time.sleep(0.3)
-    assert provider.get(fine.id).status is PodStatus.RUNNING
+    stays_true(lambda: provider.get(fine.id).status is PodStatus.RUNNING, 1.0, "a pod the glob does not match runs")
 
 
-def test_kill_from_outside_shows_exited(provider: LocalProvider) -> None:
+def test_kill_from_outside_leaves_no_zombie(provider: LocalProvider) -> None:
     pod = provider.create("gpu-killed", spec())
     os.killpg(int(pod.raw["pgid"]), 9)
-    wait_for(lambda: provider.get(pod.id).status is PodStatus.EXITED, message="the killed pod to show EXITED")
     wait_for(lambda: process_gone(int(pod.raw["pid"])), message="the child to be reaped")
 
 
@@ -133,11 +122,6 @@ def test_pid_reuse_is_not_mistaken_for_the_pod(provider: LocalProvider) -> None:
     record_path.write_text(text)
 
 
-def test_bad_names_are_refused(provider: LocalProvider) -> None:
-    with pytest.raises(InvalidSpec):
-        provider.create("../escape", spec())
-
-
 def test_boot_delay_then_heartbeat_and_work_against_the_database(tmp_path: Path, database_url: str) -> None:
     from fleet.models import WorkerState
     from store.base import NewTask, TaskStatus
@@ -165,11 +149,10 @@ def test_boot_delay_then_heartbeat_and_work_against_the_database(tmp_path: Path,
         # The muted worker's heartbeat stops advancing while its process keeps running.
         wait_for(lambda: (r := store.get_worker("gpu-mute")) is not None and r.last_heartbeat_at, message="mute beat")
 
-        def heartbeat_stalled() -> bool:
-            before = store.get_worker("gpu-mute")
-            time.sleep(0.6)  # three heartbeat intervals
-            after = store.get_worker("gpu-mute")
-            return before is not None and after is not None and before.last_heartbeat_at == after.last_heartbeat_at
+        def heartbeat_stalled() -> bool:  # silent for three heartbeat intervals, by the database's clock
+            row = store.get_worker("gpu-mute")
+            beat = row.last_heartbeat_at if row is not None else None
+            return beat is not None and (store.now() - beat).total_seconds() > 0.6
 
         wait_for(heartbeat_stalled, message="the muted worker's heartbeat to stop")
         assert provider.get(mute.id).status is PodStatus.RUNNING
