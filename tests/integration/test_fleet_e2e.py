@@ -1,8 +1,8 @@
 """End to end on real parts: a real local Ray, a real Postgres, LocalProvider pods running the reference worker.
 
 30 tasks from 3 users with a per-user limit of 2: the Scaler scales up, every task completes
-exactly once, the fleet goes back to min_workers, every terminated pod is gone at the provider,
-and worker_events holds every transition with a reason.
+exactly once, the fleet never holds more than max_workers, goes back to min_workers, every
+terminated pod is gone at the provider, and worker_events holds every transition with a reason.
 """
 
 from __future__ import annotations
@@ -47,6 +47,33 @@ def _check_audit_trail(store: PostgresStore, worker_ids: list[str]) -> None:
             assert code.strip() and words.strip(), f"reason without code and words: {event}"
 
 
+# What max_workers bounds (fleet.policy.decide): capacity (spawning, active) plus draining workers.
+_BOUNDED = frozenset({WorkerState.SPAWNING, WorkerState.ACTIVE, WorkerState.DRAINING})
+
+
+def _fleet_sizes(store: PostgresStore) -> list[tuple[int, str]]:
+    """The number of workers in a bounded state after each worker event, replayed from the audit
+    trail in write order (an event id is taken inside its transaction, so a spawn decided after a
+    worker left is always ordered after that worker's event), with what each event was."""
+    states: dict[str, WorkerState] = {}
+    sizes = []
+    for event in sorted(store.list_worker_events(), key=lambda e: e.id):
+        states[event.worker_id] = WorkerState(event.to_status)
+        size = sum(1 for state in states.values() if state in _BOUNDED)
+        sizes.append((size, f"{event.at:%H:%M:%S.%f} {event.worker_id} {event.from_status}->{event.to_status}"))
+    return sizes
+
+
+def _check_never_above_max(store: PostgresStore, max_workers: int) -> int:
+    """The peak fleet size over the whole run; fails naming the first event that took it past max_workers."""
+    sizes = _fleet_sizes(store)
+    over = next(((size, what) for size, what in sizes if size > max_workers), None)
+    assert over is None, (
+        f"{over[0]} workers at once (max_workers {max_workers}) after {over[1]}\n{explain_fleet(store)}"
+    )
+    return max((size for size, _ in sizes), default=0)
+
+
 def test_thirty_tasks_three_users_scale_up_and_back(
     ray_session: dict[str, Any], database_url: str, tmp_path: Path
 ) -> None:
@@ -66,22 +93,21 @@ def test_thirty_tasks_three_users_scale_up_and_back(
         def explain() -> str:
             return f"{explain_fleet(store)}\nscaler: {ray.get(scaler.status.remote(), timeout=10)}"
 
-        peak = 0
-
-        def all_done() -> bool:
-            nonlocal peak
-            peak = max(peak, len([w for w in store.list_workers() if w.status in ("spawning", "active")]))
-            return store.task_counts().get(TaskStatus.COMPLETE, 0) == 30
-
-        wait_for(all_done, 150, "all 30 tasks complete", interval_s=0.3, explain=explain)
+        wait_for(
+            lambda: store.task_counts().get(TaskStatus.COMPLETE, 0) == 30,
+            150,
+            "all 30 tasks complete",
+            interval_s=0.3,
+            explain=explain,
+        )
         tasks = store.list_tasks()
         assert len(tasks) == 30
         assert all(t.status == TaskStatus.COMPLETE and t.attempts == 1 for t in tasks), [
             (t.id, t.status, t.attempts) for t in tasks if t.status != TaskStatus.COMPLETE or t.attempts != 1
         ]
-        assert peak >= 2, "the fleet should have scaled past one worker for 6 claimable tasks"
-
         wait_for(lambda: store.list_workers() == [], 90, "fleet back to min_workers (0)", explain=explain)
+        peak = _check_never_above_max(store, settings.scaling.max_workers)
+        assert peak >= 2, "the fleet should have scaled past one worker for 6 claimable tasks"
         workers = store.list_workers(include_terminated=True)
         assert 2 <= len(workers) <= settings.scaling.max_workers * 3
         assert provider.list("gpu-") == []
@@ -173,6 +199,7 @@ def test_end_to_end_on_the_runpod_sdk_against_the_loopback_api(
                 lambda: store.task_counts().get(TaskStatus.COMPLETE, 0) == 6, 120, "6 tasks complete", explain=explain
             )
             wait_for(lambda: store.list_workers() == [], 90, "fleet back to zero", explain=explain)
+            _check_never_above_max(store, settings.scaling.max_workers)
             workers = store.list_workers(include_terminated=True)
             assert len(workers) == api.count("deploy"), "one deploy per worker: no pod created twice"
             assert all(p.desired == "TERMINATED" for p in api.pods.values())
