@@ -196,19 +196,38 @@ def _cycle(settings: Any, cycles: int, gap_s: float, label: str) -> None:
     scaler.stop()  # gives the lease up
 
 
+# demand_snapshot as the first functions migration (0002_functions, since split by domain) defined it.
+_DEMAND_SNAPSHOT_0002 = """
+CREATE OR REPLACE FUNCTION bench_demand_snapshot_0002(p_per_user_limit integer DEFAULT NULL) RETURNS jsonb
+LANGUAGE sql STABLE AS $$
+    WITH lim AS (
+        SELECT coalesce(p_per_user_limit::bigint, queue_setting('per_user_concurrency_limit', 3)) AS l
+    ), queued AS (
+        SELECT t.user_id, count(*) AS n,
+               count(*) FILTER (WHERE t.depends_on IS NULL OR d.status = 'Complete') AS ready
+        FROM tasks t LEFT JOIN tasks d ON d.id = t.depends_on
+        WHERE t.status = 'Queued'
+        GROUP BY t.user_id
+    ), busy AS (
+        SELECT user_id, count(*) AS n FROM tasks WHERE status = 'In Progress' GROUP BY user_id
+    )
+    SELECT jsonb_build_object(
+        'queued', coalesce((SELECT sum(n) FROM queued), 0),
+        'claimable', coalesce((
+            SELECT sum(least(q.ready, greatest(0, lim.l - coalesce(b.n, 0))))
+            FROM queued q LEFT JOIN busy b USING (user_id) CROSS JOIN lim), 0),
+        'in_progress', coalesce((SELECT sum(n) FROM busy), 0),
+        'taken_at', extract(epoch FROM now()))
+$$;
+"""
+
+
 def _compare_snapshots(url: str) -> None:
     """Same run, same data: demand_snapshot as 0002 defined it (the baseline) against the current one."""
-    import re
-
     import psycopg
 
-    from store import migrate
-
-    sql = next(m.sql for m in migrate.load_migrations() if m.name == "0002_functions")
-    body = re.search(r"CREATE OR REPLACE FUNCTION demand_snapshot\(.*?\n\$\$;", sql, re.S)
-    assert body is not None
     with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute(body.group(0).replace("FUNCTION demand_snapshot(", "FUNCTION bench_demand_snapshot_0002(", 1))
+        conn.execute(_DEMAND_SNAPSHOT_0002)
         timings: dict[str, list[float]] = {"0002 (baseline)": [], "current": []}
         answers = {}
         for _ in range(15):

@@ -20,7 +20,7 @@ __all__ = [
     "unavailable",
 ]
 
-# Raised by check_epoch() in store/migrations/0002_functions.sql for a fenced write.
+# Raised by check_epoch() in store/migrations/0010_leases.sql for a fenced write.
 STALE_EPOCH_SQLSTATE = "ORF01"
 
 _URL_PASSWORD = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)(?P<user>[^:/@\s]*):(?P<pw>[^@\s]*)@", re.I)

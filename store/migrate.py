@@ -4,13 +4,21 @@ All pending migrations go in one transaction that first takes a transaction-leve
 so two processes migrating at once are safe: the second waits, then finds nothing pending.
 `render_sql()` gives the same migrations as one script for a Supabase SQL editor or
 `supabase db push`; every migration is written to be safe to run again.
+
+A migration is known by its file name; the checksum is recorded, never compared. So files may be
+reorganized as long as the new ones are idempotent: a database migrated with the old names simply
+applies the new names once, harmlessly (tests/integration/test_store_migrations.py checks it for
+the move from 0002_functions/0003_demand_snapshot/0900_explain to one file per domain).
 """
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import resources
+from importlib.resources.abc import Traversable
+from pathlib import Path
 
 import psycopg
 
@@ -45,9 +53,10 @@ class Migration:
         return hashlib.sha256(self.sql.encode()).hexdigest()
 
 
-def load_migrations() -> list[Migration]:
-    """Every migration shipped with the package, in order."""
-    folder = resources.files("store").joinpath("migrations")
+def load_migrations(folder: Path | Traversable | None = None) -> list[Migration]:
+    """Every migration in `folder` (default: those shipped with the package), in order."""
+    if folder is None:
+        folder = resources.files("store").joinpath("migrations")
     files = sorted(
         (entry for entry in folder.iterdir() if entry.name.endswith(".sql")),
         key=lambda entry: entry.name,
@@ -64,8 +73,11 @@ def applied_migrations(conninfo: str) -> list[str]:
         return [row[0] for row in conn.execute("SELECT name FROM schema_migrations ORDER BY name")]
 
 
-def apply_migrations(conninfo: str, *, connect_timeout_s: float | None = None) -> list[str]:
-    """Apply pending migrations in one transaction; returns the names applied (empty when none).
+def apply_migrations(
+    conninfo: str, *, connect_timeout_s: float | None = None, migrations: Sequence[Migration] | None = None
+) -> list[str]:
+    """Apply pending migrations (default: the package's) in one transaction; returns the names
+    applied (empty when none).
 
     Raises psycopg.OperationalError when the database cannot be reached (callers that talk to a
     person turn it into a one-line message; see store.errors).
@@ -76,7 +88,7 @@ def apply_migrations(conninfo: str, *, connect_timeout_s: float | None = None) -
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATIONS_LOCK_KEY,))
         conn.execute(_LEDGER_DDL)
         done = {row[0] for row in conn.execute("SELECT name FROM schema_migrations")}
-        for migration in load_migrations():
+        for migration in load_migrations() if migrations is None else migrations:
             if migration.name in done:
                 continue
             conn.execute(migration.sql.encode())

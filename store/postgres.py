@@ -27,7 +27,7 @@ __all__ = ["NOTIFY_CHANNEL", "PostgresStore", "check_reachable"]
 
 _log = logging.getLogger(__name__)
 
-NOTIFY_CHANNEL = "task_changes"  # pg_notify'd by the tasks triggers of 0002_functions.sql
+NOTIFY_CHANNEL = "task_changes"  # pg_notify'd by the tasks triggers of 0020_tasks.sql
 
 
 class PostgresStore(RpcStore):

@@ -1,15 +1,20 @@
-"""Migrations: applied once, safe twice and from several processes at once; the schema's guarantees."""
+"""Migrations: applied once, safe twice and from several processes at once, safe over the earlier
+file layout; the schema's guarantees."""
 
 from __future__ import annotations
 
+import subprocess
 import threading
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
 
-from store.migrate import applied_migrations, apply_migrations, load_migrations, render_sql
+from store.migrate import Migration, applied_migrations, apply_migrations, load_migrations, render_sql
+from store.postgres import PostgresStore
 
 TABLES = [
     "tasks",
@@ -23,17 +28,34 @@ TABLES = [
 ]
 
 
-@pytest.fixture
-def empty_database_url(pg_server_url: str) -> Iterator[str]:
+# The functions' files before they were split by domain, and the last commit that has them.
+EARLIER_LAYOUT = ("0001_schema", "0002_functions", "0003_demand_snapshot", "0900_explain")
+EARLIER_LAYOUT_COMMIT = "dc48ae2c821d9f5344b87ffec5fdc1c02221716e"
+
+
+def _empty_database(pg_server_url: str) -> str:
     name = f"e_{uuid.uuid4().hex[:12]}"
     with psycopg.connect(pg_server_url, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}" TEMPLATE template0'.encode())
-    yield psycopg.conninfo.make_conninfo(pg_server_url, dbname=name)
+    return psycopg.conninfo.make_conninfo(pg_server_url, dbname=name)
+
+
+@pytest.fixture
+def empty_database_url(pg_server_url: str) -> Iterator[str]:
+    yield _empty_database(pg_server_url)
 
 
 def test_apply_once_then_nothing(empty_database_url: str) -> None:
     names = [m.name for m in load_migrations()]
-    assert names == sorted(names) and names[:2] == ["0001_schema", "0002_functions"]
+    assert names == [
+        "0001_schema",
+        "0010_leases",
+        "0020_tasks",
+        "0030_workers",
+        "0040_decisions",
+        "0050_logs",
+        "0090_grants",
+    ]
     assert applied_migrations(empty_database_url) == []
     assert apply_migrations(empty_database_url) == names
     assert apply_migrations(empty_database_url) == []
@@ -75,6 +97,70 @@ def test_rendered_sql_runs_twice_and_fills_the_ledger(empty_database_url: str) -
     with psycopg.connect(empty_database_url, autocommit=True) as conn:
         row = conn.execute("SELECT demand_snapshot() ->> 'queued'").fetchone()
     assert row == ("0",)
+
+
+def _earlier_layout(folder: Path) -> list[Migration]:
+    """The earlier migration files, from git history, written to `folder` and loaded from there."""
+    root = Path(__file__).resolve().parents[2]
+    for name in EARLIER_LAYOUT:
+        try:
+            shown = subprocess.run(
+                ["git", "-C", str(root), "show", f"{EARLIER_LAYOUT_COMMIT}:store/migrations/{name}.sql"],
+                check=True,
+                capture_output=True,
+                text=True,
+            )
+        except (OSError, subprocess.CalledProcessError) as exc:
+            pytest.skip(f"needs the git history of this repository ({exc})")
+        (folder / f"{name}.sql").write_text(shown.stdout)
+    return load_migrations(folder)
+
+
+def _schema_objects(conninfo: str) -> dict[str, list[tuple[Any, ...]]]:
+    """Every function (signature, definition, privileges), index and trigger of the schema."""
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        return {
+            "functions": conn.execute(
+                "SELECT p.oid::regprocedure::text, pg_get_functiondef(p.oid), p.proacl::text FROM pg_proc p "
+                "WHERE p.pronamespace = current_schema()::regnamespace ORDER BY 1"
+            ).fetchall(),
+            "indexes": conn.execute(
+                "SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = current_schema() ORDER BY 1"
+            ).fetchall(),
+            "triggers": conn.execute(
+                "SELECT tgname, pg_get_triggerdef(oid) FROM pg_trigger WHERE NOT tgisinternal ORDER BY 1"
+            ).fetchall(),
+        }
+
+
+def test_a_database_of_the_earlier_layout_takes_the_new_files(
+    pg_server_url: str, empty_database_url: str, tmp_path: Path
+) -> None:
+    earlier = _earlier_layout(tmp_path)
+    assert apply_migrations(empty_database_url, migrations=earlier) == list(EARLIER_LAYOUT)
+    with psycopg.connect(empty_database_url, autocommit=True) as conn:
+        conn.execute("INSERT INTO tasks (id, task_type, user_id) VALUES ('kept', 't', 'u')")
+        dead = conn.execute(
+            "SELECT count(*) FROM pg_proc WHERE proname IN ('queue_settings_json', 'count_system_logs', "
+            "'renew_leader_lease')"
+        ).fetchone()
+    assert dead == (3,)  # the earlier layout had them
+
+    names = [m.name for m in load_migrations()]
+    assert apply_migrations(empty_database_url) == names[1:]  # 0001_schema is unchanged and kept
+    assert apply_migrations(empty_database_url) == []
+    fresh = _empty_database(pg_server_url)
+    apply_migrations(fresh)
+    upgraded, new = _schema_objects(empty_database_url), _schema_objects(fresh)
+    assert upgraded == new
+    assert not any(
+        sig.startswith(("queue_settings_json", "count_system_logs", "renew_")) for sig, *_ in new["functions"]
+    )
+    store = PostgresStore(empty_database_url, min_size=1, max_size=1)
+    try:
+        assert store.demand_snapshot().queued == 1 and store.get_task("kept") is not None
+    finally:
+        store.close()
 
 
 def test_schema_guarantees(database_url: str) -> None:
@@ -122,6 +208,21 @@ def test_supabase_api_roles_get_nothing(pg_server_url: str, empty_database_url: 
             "SELECT has_function_privilege('service_role', 'claim_next_task(text,text[])', 'EXECUTE')"
         ).fetchone()
         assert row == (True,)
+        # 0090_grants.sql names every function of the domain files: none is left callable by anon.
+        functions = [
+            row[0]
+            for row in conn.execute(
+                "SELECT p.oid::regprocedure::text FROM pg_proc p WHERE p.pronamespace = current_schema()::regnamespace"
+            )
+        ]
+        assert "explain_silences(timestamp with time zone,timestamp with time zone,double precision)" in functions
+        for fn in functions:
+            row = conn.execute(
+                "SELECT has_function_privilege('anon', %s, 'EXECUTE'), "
+                "has_function_privilege('service_role', %s, 'EXECUTE')",
+                (fn, fn),
+            ).fetchone()
+            assert row == (False, True), fn
         conn.execute("SET ROLE anon")
         with pytest.raises(psycopg.errors.InsufficientPrivilege):
             conn.execute("SELECT claim_next_task('w', NULL)")
