@@ -236,6 +236,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a pod being terminated: gone at once, nothing handed back
     log_format = f"%(asctime)s %(levelname)s reigh-standin[{worker_id}] %(message)s"
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format=log_format)
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request would drown the shipped logs
     lines: queue.Queue[dict[str, Any]] = queue.Queue(maxsize=_MAX_BUFFERED_LINES)
     logging.getLogger().addHandler(_BufferHandler(lines, secrets))
 
