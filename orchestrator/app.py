@@ -103,7 +103,7 @@ def dashboard_url(context: Any) -> str | None:
     with contextlib.suppress(Exception):
         import ray
 
-        url = ray.worker.get_dashboard_url()  # type: ignore[attr-defined]
+        url = ray.worker.get_dashboard_url()
         return f"http://{url}" if url else None
     return None
 
@@ -113,11 +113,9 @@ def start_actors(settings: OrchestratorSettings, *, scaler_name: str = names.SCA
     from actors import remote
 
     found: dict[str, str] = {}
-    shipper_factory = getattr(remote, "get_or_create_log_shipper", None)
-    if shipper_factory is not None:
-        existed = remote.find_actor(names.LOG_SHIPPER_NAME, settings.ray.namespace) is not None
-        shipper_factory(settings)
-        found[names.LOG_SHIPPER_NAME] = "re-attached" if existed else "created"
+    existed = remote.find_actor(names.LOG_SHIPPER_NAME, settings.ray.namespace) is not None
+    remote.get_or_create_log_shipper(settings)
+    found[names.LOG_SHIPPER_NAME] = "re-attached" if existed else "created"
     existed = remote.find_actor(scaler_name, settings.ray.namespace) is not None
     handle = remote.get_or_create_scaler(settings, name=scaler_name)
     import ray

@@ -9,7 +9,17 @@ from typing import Annotated
 import typer
 import yaml
 
-from config import ConfigError, load_settings, masked_dump
+from config import ConfigError, OrchestratorSettings, load_settings, masked_dump
+
+
+def load_or_exit(file: Path | None) -> OrchestratorSettings:
+    """The settings, or every problem on stderr (one line each, naming the field) and exit 2."""
+    try:
+        return load_settings(file)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            typer.echo(problem, err=True)
+        raise typer.Exit(2) from None
 
 
 def check(
@@ -17,13 +27,7 @@ def check(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of YAML.")] = False,
 ) -> None:
     """Print the effective configuration (exit 0) or every problem with its field path (exit 2)."""
-    try:
-        settings = load_settings(file)
-    except ConfigError as exc:
-        for problem in exc.problems:
-            typer.echo(problem, err=True)
-        raise typer.Exit(2) from None
-    dump = masked_dump(settings)
+    dump = masked_dump(load_or_exit(file))
     if as_json:
         typer.echo(json.dumps(dump, indent=2))
     else:

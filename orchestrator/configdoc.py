@@ -137,14 +137,17 @@ def leaves(model: type[BaseModel] = OrchestratorSettings, prefix: tuple[str, ...
     return out
 
 
-def _sections(model: type[BaseModel] = OrchestratorSettings, prefix: tuple[str, ...] = ()) -> list[Any]:
+_Section = tuple[tuple[str, ...], type[BaseModel], str | None]
+
+
+def _sections(model: type[BaseModel] = OrchestratorSettings, prefix: tuple[str, ...] = ()) -> list[_Section]:
     """(path, model, description) for the root and every nested section, depth first."""
-    out: list[Any] = [(prefix, model, None)] if not prefix else []
+    out: list[_Section] = [(prefix, model, None)] if not prefix else []
     for name, info in model.model_fields.items():
         section = _section_model(info.annotation)
         if section is not None:
             out.append(((*prefix, name), section, info.description))
-            out.extend(s for s in _sections(section, (*prefix, name)) if s[0] != (*prefix, name))
+            out.extend(_sections(section, (*prefix, name)))
     return out
 
 
@@ -196,7 +199,7 @@ def render_reference() -> str:
             description = leaf.description + (" Secret." if leaf.secret else "")
             lines.append(
                 f"| `{leaf.path[-1]}` | {_md_cell(leaf.type_name)} | {_md_cell(default)} | "
-                f"{_md_cell(leaf.constraints) or ''} | `{leaf.env_var}` | {_md_cell(description)} |"
+                f"{_md_cell(leaf.constraints)} | `{leaf.env_var}` | {_md_cell(description)} |"
             )
         lines.append("")
     return "\n".join(lines).rstrip() + "\n"

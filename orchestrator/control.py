@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import time
-from contextlib import ExitStack
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
@@ -22,6 +22,9 @@ import typer
 
 from actors import names
 from config.settings import OrchestratorSettings
+from orchestrator import configcheck
+
+Echo = Callable[[str], object]
 
 ConfigOption = Annotated[
     Path | None, typer.Option("--config", "-c", help="YAML config file (else ORCHESTRATOR_CONFIG, env, defaults).")
@@ -32,17 +35,6 @@ AddressOption = Annotated[
 
 # How long `status` waits for the Scaler's own answer before showing what the database says.
 _STATUS_TIMEOUT_S = 5.0
-
-
-def _load(config: Path | None) -> OrchestratorSettings:
-    from config.loader import ConfigError, load_settings
-
-    try:
-        return load_settings(config)
-    except ConfigError as exc:
-        for problem in exc.problems:
-            typer.echo(problem, err=True)
-        raise typer.Exit(2) from None
 
 
 def _fail(message: str) -> typer.Exit:
@@ -56,7 +48,7 @@ def up(config: ConfigOption = None, address: AddressOption = None) -> None:
     from orchestrator import app
     from store.base import StoreError
 
-    settings = _load(config)
+    settings = configcheck.load_or_exit(config)
     try:
         report = app.up(settings, address)
     except StoreError as exc:
@@ -88,7 +80,7 @@ def down(
     """Stop the actors. Pods keep running (the next `up` adopts them) unless --terminate-pods."""
     from orchestrator import app
 
-    settings = app.resolve_settings(_load(config))
+    settings = app.resolve_settings(configcheck.load_or_exit(config))
     try:
         app.connect_ray(settings, address)
     except ConnectionError as exc:
@@ -104,7 +96,7 @@ def stop_fleet(
     terminate_pods: bool,
     timeout_s: float,
     scaler_name: str = names.SCALER_NAME,
-    echo: Any = print,
+    echo: Echo = print,
 ) -> dict[str, Any]:
     """`down` without the CLI: stop the Scaler (lease released), then terminate pods or just stop lifecycles."""
     import ray
@@ -151,7 +143,7 @@ def _kill(name: str, namespace: str) -> None:
         ray.kill(handle, no_restart=True)
 
 
-def _terminate_everything(settings: OrchestratorSettings, timeout_s: float, echo: Any) -> list[str]:
+def _terminate_everything(settings: OrchestratorSettings, timeout_s: float, echo: Echo) -> list[str]:
     """Every live worker is asked (again, until done) to terminate; every pod of ours is confirmed gone."""
     from actors import remote
     from cloud.factory import make_provider
@@ -191,9 +183,7 @@ def collect_status(
     from store.factory import one_shot_store
 
     out: dict[str, Any] = {"at": datetime.now(tz=UTC).isoformat()}
-    database = ExitStack()
-    store = database.enter_context(one_shot_store(settings))
-    try:
+    with one_shot_store(settings) as store:
         now = store.now()
         lease = store.get_leader_lease("scaler")
         out["leader"] = (
@@ -226,8 +216,6 @@ def collect_status(
             }
             for w in store.list_workers()
         ]
-    finally:
-        database.close()
     out["ray"] = _ray_status(settings, address, scaler_name)
     return out
 
@@ -264,7 +252,7 @@ def status(
     """Leader and epoch, the last decision, every worker, and every actor's Ray state and restarts."""
     from store.base import StoreError
 
-    settings = _load(config)
+    settings = configcheck.load_or_exit(config)
     try:
         data = collect_status(settings, address)
     except StoreError as exc:

@@ -74,16 +74,14 @@ def _shipper_words(snap: Snapshot) -> Text:
     if not snap.shipper:
         return Text("starting", style="yellow")
     h = snap.shipper
-    healthy = h.get("healthy", h.get("ok"))
-    style = "green" if healthy in (True, None) else "bold red"
+    healthy = h.get("healthy") in (True, None)
     parts = []
     for key in ("shipped", "pending", "spool_bytes", "dropped", "last_flush_age_s", "last_error"):
-        if key in h and h[key] is not None:
-            value = h[key]
+        value = h.get(key)
+        if value is not None:
             parts.append(f"{key} {value:.1f}" if isinstance(value, float) else f"{key} {value}")
-    if not parts:
-        parts = [f"{k} {v}" for k, v in list(h.items())[:5]]
-    return Text(("healthy; " if healthy in (True, None) else "UNHEALTHY; ") + ", ".join(parts), style=style)
+    words = ("healthy; " if healthy else "UNHEALTHY; ") + ", ".join(parts)
+    return Text(words, style="green" if healthy else "bold red")
 
 
 _BARS = " ▁▂▃▄▅▆▇█"

@@ -14,7 +14,7 @@ from typing import Annotated
 
 import typer
 
-from config import ConfigError, load_settings
+from orchestrator import configcheck
 
 
 def command(
@@ -32,13 +32,7 @@ def command(
     if sql:
         typer.echo(render_sql(), nl=False)
         return
-    try:
-        settings = load_settings(config)
-    except ConfigError as exc:
-        for problem in exc.problems:
-            typer.echo(problem, err=True)
-        raise typer.Exit(2) from None
-
+    settings = configcheck.load_or_exit(config)
     import psycopg
 
     from store.base import DatabaseUnavailable
