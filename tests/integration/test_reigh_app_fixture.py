@@ -86,6 +86,12 @@ def _beat(conn: Conn, worker_id: str, status: str = "active", logs: list[Any] | 
     return row["answer"]
 
 
+def _scalar(conn: Conn, query: str, params: tuple[Any, ...] = ()) -> Any:
+    row = conn.execute(query, params or None).fetchone()  # no params: '%' is a plain character
+    assert row is not None
+    return next(iter(row.values()))
+
+
 def _task(conn: Conn, task_id: uuid.UUID) -> dict[str, Any]:
     row = conn.execute("SELECT * FROM tasks WHERE id = %s", (task_id,)).fetchone()
     assert row is not None
@@ -498,9 +504,9 @@ def _wait_tasks(
     conn: Conn, ids: list[uuid.UUID], status: str, explain: Callable[[], str], timeout_s: float = 60
 ) -> None:
     wait_for(
-        lambda: conn.execute(
-            "SELECT count(*) = %s AS done FROM tasks WHERE id = ANY(%s) AND status = %s", (len(ids), ids, status)
-        ).fetchone()["done"],  # type: ignore[index]
+        lambda: _scalar(
+            conn, "SELECT count(*) = %s FROM tasks WHERE id = ANY(%s) AND status = %s", (len(ids), ids, status)
+        ),
         timeout_s=timeout_s,
         message=f"{len(ids)} tasks {status}",
         explain=explain,
@@ -510,12 +516,28 @@ def _wait_tasks(
 def test_two_standins_complete_ten_tasks_with_dependencies(reigh_url: str, conn: Conn, standins: _Standins) -> None:
     password = "pw-never-printed-7f3a"
     url = psycopg.conninfo.make_conninfo(reigh_url, password=password)
+    # Test-only: record every claim, and whether all its parents were Complete at that moment. The
+    # app's claim can hand one task to both workers (no SKIP LOCKED), so the tasks' final
+    # timestamps cannot show the order; this can.
+    conn.execute(
+        """
+        CREATE TABLE test_claims (task_id uuid, worker_id text, parents_complete boolean);
+        CREATE FUNCTION test_record_claim() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            INSERT INTO test_claims VALUES (NEW.id, NEW.worker_id, NOT EXISTS (
+                SELECT 1 FROM unnest(coalesce(NEW.dependant_on, '{}')) AS d (id)
+                LEFT JOIN tasks parent ON parent.id = d.id
+                WHERE parent.status IS DISTINCT FROM 'Complete'));
+            RETURN NEW;
+        END $$;
+        CREATE TRIGGER test_record_claim AFTER UPDATE OF status ON tasks
+            FOR EACH ROW WHEN (NEW.status = 'In Progress') EXECUTE FUNCTION test_record_claim();
+        """
+    )
     for worker_id in ("reigh-a", "reigh-b"):
         standins.start(worker_id, database_url=url)
     wait_for(
-        lambda: conn.execute("SELECT count(*) = 2 AS up FROM workers WHERE last_heartbeat IS NOT NULL").fetchone()[
-            "up"
-        ],  # type: ignore[index]
+        lambda: _scalar(conn, "SELECT count(*) = 2 FROM workers WHERE last_heartbeat IS NOT NULL"),
         timeout_s=30,
         message="both stand-ins heartbeat",
         explain=standins.outputs,
@@ -537,18 +559,19 @@ def test_two_standins_complete_ten_tasks_with_dependencies(reigh_url: str, conn:
     ids = [r1, r2, r3, r4, c1, c2, c3, c4, c5, c6]
     _wait_tasks(conn, ids, "Complete", standins.outputs)
 
-    rows = {r["id"]: r for r in conn.execute("SELECT * FROM tasks WHERE id = ANY(%s)", (ids,)).fetchall()}
-    for row in rows.values():
+    for row in conn.execute("SELECT * FROM tasks WHERE id = ANY(%s)", (ids,)).fetchall():
         assert row["output_location"] and row["generation_processed_at"] and row["updated_at"]
-        for parent in row["dependant_on"] or []:
-            assert row["generation_started_at"] > rows[parent]["generation_processed_at"]
-    assert {r["worker_id"] for r in rows.values()} == {"reigh-a", "reigh-b"}
+    claims = conn.execute("SELECT * FROM test_claims").fetchall()
+    assert {c["task_id"] for c in claims} == set(ids)
+    assert all(c["parents_complete"] for c in claims), claims
+    assert {c["worker_id"] for c in claims} == {"reigh-a", "reigh-b"}
     # Their log lines arrive with the heartbeats, as source_type 'worker', tagged with the task.
     wait_for(
-        lambda: conn.execute(
-            "SELECT count(DISTINCT worker_id) = 2 AS ok FROM system_logs"
-            " WHERE source_type = 'worker' AND task_id IS NOT NULL AND message LIKE 'completed task%%'"
-        ).fetchone()["ok"],  # type: ignore[index]
+        lambda: _scalar(
+            conn,
+            "SELECT count(DISTINCT worker_id) = 2 FROM system_logs"
+            " WHERE source_type = 'worker' AND task_id IS NOT NULL AND message LIKE 'completed task%'",
+        ),
         timeout_s=10,
         message="log lines shipped by both heartbeats",
     )
@@ -567,6 +590,7 @@ def test_standin_killed_mid_task_leaves_it_in_progress_until_the_guardian_report
     wait_for(lambda: _task(conn, task)["worker_id"] == "reigh-kill", timeout_s=30, explain=standins.outputs)
     proc.send_signal(signal.SIGKILL)
     proc.wait(10)
+    conn.execute("SELECT pg_sleep(%s)", (HEARTBEAT_S,))  # a beat already sent may still commit
     worker = _worker(conn, "reigh-kill")
     assert worker is not None
     last = worker["last_heartbeat"]
