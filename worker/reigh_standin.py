@@ -19,6 +19,8 @@ no better:
 real worker's flags. With DATABASE_URL set it talks to Postgres directly (psycopg), else to
 Supabase through supabase-py (`rpc`, and the `tasks` table endpoint for completion and failure,
 where the real worker calls edge functions). Neither the key nor the database password is printed.
+It runs until killed. Exit codes: 137 exit_pod, 2 bad arguments, 1 the database settings are unusable,
+0 after REIGH_REPORT_CRASHED's beat; SIGTERM's default action otherwise.
 """
 
 from __future__ import annotations
@@ -246,10 +248,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return SupabaseBackend(args.supabase_url, args.supabase_access_token)
 
     transport = "postgres (DATABASE_URL)" if database_url else f"supabase at {args.supabase_url}"
-    if os.environ.get("REIGH_REPORT_CRASHED") == "1":
-        answer = make_backend().heartbeat(worker_id, [], "crashed")
-        print(f"reigh-standin {worker_id}: reported crashed via {transport}: {answer}", file=sys.stderr, flush=True)
-        return 0
+    try:
+        backend = make_backend()  # a bad URL fails here, before any thread is waited for
+        if os.environ.get("REIGH_REPORT_CRASHED") == "1":
+            answer = backend.heartbeat(worker_id, [], "crashed")
+            log.info("reported crashed via %s: %s", transport, answer)
+            return 0
+    except Exception as exc:
+        log.error("cannot use %s: %s", transport, _redact(f"{type(exc).__name__}: {exc}", secrets))
+        return 1
 
     interval_s = float(os.environ.get("REIGH_HEARTBEAT_INTERVAL_S") or 20.0)
     poll_s = float(os.environ.get("REIGH_POLL_INTERVAL_S") or 10.0)
@@ -262,7 +269,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         daemon=True,
     ).start()
     first_beat.wait()  # the first beat creates the workers row that tasks.worker_id references
-    backend = make_backend()
     while True:
         try:
             task = backend.claim(worker_id)
