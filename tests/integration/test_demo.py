@@ -176,7 +176,7 @@ def test_ctrl_c_mid_run_stops_everything(workdir: Path) -> None:
 
 def test_policy_time_knobs_are_compressed_like_the_trace(tmp_path: Path) -> None:
     from config.settings import ScalingSettings
-    from orchestrator.demo import demo_overrides
+    from orchestrator.demo.compression import demo_overrides
 
     prod = ScalingSettings()
     slow = demo_overrides(tmp_path, 30.0)["scaling"]
@@ -192,7 +192,8 @@ def test_policy_time_knobs_are_compressed_like_the_trace(tmp_path: Path) -> None
 def test_default_trace_has_quiet_gaps_long_enough_to_scale_down() -> None:
     """Compressed into the default two minutes, the default trace's quiet gaps outlast two boots
     (boot ~8 s, then one boot time kept idle), so the fleet visibly goes back to zero in between."""
-    from orchestrator.demo import DEFAULT_TRACE, fit_speed, load_trace
+    from orchestrator.demo.compression import DEFAULT_TRACE, fit_speed
+    from sim.trace import load_trace
 
     rows = load_trace(DEFAULT_TRACE)
     speed = fit_speed(rows, 120.0)

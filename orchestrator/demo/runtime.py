@@ -1,0 +1,195 @@
+"""What a demo run starts and must stop: the embedded Postgres, a local Ray head, the actors, pods.
+
+`Runtime.start` brings them up in order; `Runtime.cleanup` takes down everything the run started,
+each step on its own, so one failure cannot leave the rest running (also after Ctrl-C). Ray, the
+store and the providers are imported only when a step needs them: `orchestrator --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ray.actor import ActorHandle
+
+    from actors.log_shipper import LogShipper
+    from actors.scaler import Scaler
+    from config.settings import OrchestratorSettings
+    from store.base import Store
+
+__all__ = ["Runtime", "Say"]
+
+Say = Callable[[str], None]  # one progress line for the user
+
+
+class Runtime:
+    """The parts of one demo run; `started_at` and `t0` mark when its workload clock starts."""
+
+    def __init__(self, settings: OrchestratorSettings) -> None:
+        self.settings = settings
+        self.store: Store | None = None
+        self.ray_started = False
+        self.dashboard_url: str | None = None
+        self.scaler: ActorHandle[Scaler] | None = None
+        self.shipper: ActorHandle[LogShipper] | None = None
+        self.started_at = datetime.now(UTC)  # database time once started
+        self.t0 = time.monotonic()
+
+    def require_store(self) -> Store:
+        """The store, once `start` opened it."""
+        if self.store is None:
+            raise RuntimeError("the demo's store is not open yet")
+        return self.store
+
+    # --- start ---------------------------------------------------------------------------------
+    def start(self, say: Say) -> None:
+        from store.factory import open_store
+
+        say(f"starting the embedded Postgres in {self.settings.database.embedded_dir} ...")
+        self.store = open_store(self.settings)  # migrates the embedded database
+        say("starting a local Ray head with the dashboard (about 7 s) ...")
+        import ray
+
+        context = ray.init(
+            address="local",  # a Ray of the demo's own, never one already running on this machine
+            num_cpus=2,
+            include_dashboard=True,
+            namespace=self.settings.ray.namespace,
+            log_to_driver=False,
+            configure_logging=False,
+        )
+        self.ray_started = True
+        url = getattr(context, "dashboard_url", None)
+        self.dashboard_url = f"http://{url}" if url and not url.startswith("http") else url
+        say("starting the LogShipper and Scaler actors ...")
+        self.shipper, self.scaler = _start_actors(self.settings)
+        self.started_at = self.store.now()
+        self.t0 = time.monotonic()
+
+    # --- stop ----------------------------------------------------------------------------------
+    def cleanup(self, say: Say) -> None:
+        """Stop everything this run started, in order; each step on its own so one failure cannot
+        leave the rest running."""
+        steps = [
+            ("stopping the Scaler", self._stop_scaler),
+            ("retiring the workers", self._retire_workers),
+            ("terminating pods", self._terminate_pods),
+            ("flushing logs", self._flush_logs),
+            ("stopping Ray", self._stop_ray),
+            ("stopping the embedded Postgres", self._stop_postgres),
+        ]
+        for label, step in steps:
+            try:
+                step()
+            except Exception as exc:
+                say(f"{label} failed: {type(exc).__name__}: {exc}")
+
+    def _stop_scaler(self) -> None:
+        if self.scaler is None:
+            return
+        import ray
+
+        with contextlib.suppress(Exception):
+            ray.get(self.scaler.stop.remote(), timeout=30)
+
+    def _retire_workers(self) -> None:
+        """Ask each worker's lifecycle to stop its pod, the way `orchestrator down --terminate-pods`
+        does, and wait a little for the rows to say terminated; the next step forces what is left."""
+        if self.store is None or not self.ray_started:
+            return
+        import ray
+
+        from actors import names
+
+        live = self.store.list_workers(include_terminated=False)
+        for worker in live:
+            with contextlib.suppress(Exception):
+                handle = ray.get_actor(names.worker_actor_name(worker.id), namespace=self.settings.ray.namespace)
+                ray.get(handle.request_terminate.remote("demo ended"), timeout=5)
+        deadline = time.monotonic() + 20
+        while live and time.monotonic() < deadline:
+            time.sleep(0.5)
+            live = self.store.list_workers(include_terminated=False)
+
+    def _terminate_pods(self) -> None:
+        """Every pod of this orchestrator, and its worker row, so nothing keeps running."""
+        from cloud.factory import make_provider
+        from fleet.models import WorkerState
+
+        if self.ray_started:  # no lifecycle may react to the pods going away below
+            import ray
+
+            from actors import names
+
+            for name, namespace in _named_actors():
+                if name == names.LOG_SHIPPER_NAME:  # it flushes the last logs next, then goes with Ray
+                    continue
+                with contextlib.suppress(Exception):
+                    ray.kill(ray.get_actor(name, namespace=namespace), no_restart=True)
+        provider = make_provider(self.settings)
+        try:
+            for pod in provider.list(self.settings.provider.name_prefix):
+                provider.terminate(pod.id)
+        finally:
+            provider.close()
+        if self.store is None:
+            return
+        for worker in self.store.list_workers(include_terminated=False):
+            with contextlib.suppress(Exception):
+                self.store.transition_worker(
+                    worker.id, worker.status, WorkerState.TERMINATED, "demo ended: pod terminated by the demo"
+                )
+
+    def _flush_logs(self) -> None:
+        if self.shipper is None:
+            return
+        import ray
+
+        with contextlib.suppress(Exception):
+            ray.get(self.shipper.flush_now.remote(5.0), timeout=10)
+
+    def _stop_ray(self) -> None:
+        if not self.ray_started:
+            return
+        import ray
+
+        for name, namespace in _named_actors():
+            with contextlib.suppress(Exception):
+                ray.kill(ray.get_actor(name, namespace=namespace), no_restart=True)
+        ray.shutdown()
+        self.ray_started = False
+
+    def _stop_postgres(self) -> None:
+        if self.store is not None:
+            with contextlib.suppress(Exception):
+                self.store.close()
+        from store.embedded import stop_embedded
+
+        stop_embedded(Path(self.settings.database.embedded_dir))
+
+
+def _named_actors() -> list[tuple[str, str]]:
+    import ray
+
+    try:
+        actors = ray.util.list_named_actors(all_namespaces=True)
+    except Exception:
+        return []
+    return [(a["name"], a["namespace"]) for a in actors]
+
+
+def _start_actors(
+    settings: OrchestratorSettings,
+) -> tuple[ActorHandle[LogShipper] | None, ActorHandle[Scaler] | None]:
+    """The LogShipper and the Scaler, started (or re-attached) by `orchestrator.app.start_actors`."""
+    from actors import names, remote
+    from orchestrator import app
+
+    app.start_actors(settings)
+    namespace = settings.ray.namespace
+    return remote.find_actor(names.LOG_SHIPPER_NAME, namespace), remote.find_actor(names.SCALER_NAME, namespace)
