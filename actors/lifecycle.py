@@ -24,17 +24,20 @@ from typing import Any
 
 from actors import _telemetry
 from cloud import base as cloud
+from cloud import factory as providers
 from cloud import spec as cloud_spec
 from config.settings import OrchestratorSettings
 from fleet import lifecycle as machine
 from fleet import supervision
 from fleet.models import WorkerState
 from store import base as store_base
+from store import factory as stores
 
 logger = logging.getLogger(__name__)
 
-StoreFactory = Callable[[OrchestratorSettings], Any]
-ProviderFactory = Callable[[OrchestratorSettings], Any]
+# How the actors open their store and provider (injected by tests, `_default_*` otherwise).
+StoreFactory = Callable[[OrchestratorSettings], store_base.Store]
+ProviderFactory = Callable[[OrchestratorSettings], cloud.Provider]
 
 # Provider pod status -> what the state machine sees.
 _POD_PHASE = {
@@ -67,16 +70,19 @@ _ERROR_CODES = frozenset({"spawn_error", "spawn_timeout", "heartbeat_lost", "pod
 LIFECYCLE_POOL_MAX_SIZE = 2
 
 
-def _default_store(settings: OrchestratorSettings) -> Any:
-    from store import factory
-
-    return factory.open_store(settings, pool_max_size=LIFECYCLE_POOL_MAX_SIZE)
+def _default_store(settings: OrchestratorSettings) -> store_base.Store:
+    return stores.open_store(settings, pool_max_size=LIFECYCLE_POOL_MAX_SIZE)
 
 
-def _default_provider(settings: OrchestratorSettings) -> Any:
-    from cloud import factory
+def _default_provider(settings: OrchestratorSettings) -> cloud.Provider:
+    return providers.make_provider(settings)
 
-    return factory.make_provider(settings)
+
+def pod_database_url(settings: OrchestratorSettings) -> str | None:
+    """The conninfo a worker pod is given: the orchestrator's own Postgres, or None for Supabase REST
+    (the pod then gets the Supabase URL and key). The embedded server is found running (the actor's
+    store opened it), or started, here in the actors layer: a pod spec never starts a database."""
+    return stores.conninfo_for(settings.database)
 
 
 def _exit_ray_actor() -> None:
@@ -87,7 +93,7 @@ def _exit_ray_actor() -> None:
         return
     try:
         handle = ray.get_runtime_context().current_actor
-    except Exception:  # not inside an actor
+    except Exception:  # not inside an actor (a plain instance in a Ray driver): nothing to end
         return
     ray.kill(handle, no_restart=True)
 
@@ -134,7 +140,7 @@ class WorkerLifecycle:
         self._provider_error: str | None = None
         self._state: WorkerState | None = None
         self._state_since: float | None = None
-        self._trace: Any = None
+        self._trace: _telemetry.SafeTrace | None = None
         self._steps = 0
         self._last_error: str | None = None
         self._last_step_at: float | None = None
@@ -156,6 +162,12 @@ class WorkerLifecycle:
         if self._provider_obj is None:
             self._provider_obj = self._provider_factory(self._settings)
         return self._provider_obj
+
+    @property
+    def _followed_trace(self) -> _telemetry.SafeTrace:
+        """The lifecycle trace, opened by `_follow` at the start of every step."""
+        assert self._trace is not None, "a step follows the row before it acts"
+        return self._trace
 
     # --- methods called through Ray (short; the loop runs in its own thread) ---------------------
     def start(self) -> None:
@@ -214,6 +226,7 @@ class WorkerLifecycle:
                 self.step()
             except Exception as exc:  # never let one bad step end the supervision of a pod
                 self._last_error = f"{type(exc).__name__}: {exc}"
+                _telemetry.record_error("worker_lifecycle", "step")
                 logger.exception("lifecycle step of %s failed", self.worker_id)
             if self._finished.is_set():
                 break
@@ -287,6 +300,7 @@ class WorkerLifecycle:
         except cloud.NotFound:
             return _PodView(machine.PodPhase.GONE)
         except cloud.ProviderError as exc:
+            _telemetry.record_error("worker_lifecycle", "pod_get")
             logger.warning("provider could not report pod %s of %s: %s", row.pod_id, self.worker_id, exc)
             return _PodView(machine.PodPhase.UNKNOWN)
         return _PodView(_POD_PHASE[pod.status], pod)
@@ -298,6 +312,7 @@ class WorkerLifecycle:
         try:
             pods = [p for p in self._provider.list(self._settings.provider.name_prefix) if p.name == self.worker_id]
         except cloud.ProviderError as exc:
+            _telemetry.record_error("worker_lifecycle", "pod_list")
             logger.warning("provider could not list pods for %s: %s", self.worker_id, exc)
             return _PodView(machine.PodPhase.UNKNOWN)
         views = [_PodView(_POD_PHASE[p.status], p) for p in pods]
@@ -311,10 +326,11 @@ class WorkerLifecycle:
         """Create the pod named after the worker (idempotent) and record its id."""
         try:
             pod = provision_pod(
-                self._settings, self._store, self._provider, self.worker_id, row.trace_context, self._trace
+                self._settings, self._store, self._provider, self.worker_id, row.trace_context, self._followed_trace
             )
         except cloud.ProviderError as exc:
             self._provider_error = f"{type(exc).__name__}: {exc}"
+            _telemetry.record_error("worker_lifecycle", "pod_create")
             logger.error("provider could not create the pod of %s: %s", self.worker_id, self._provider_error)
             return view
         return _PodView(_POD_PHASE[pod.status], pod)
@@ -349,6 +365,7 @@ class WorkerLifecycle:
             )
         except store_base.StaleEpoch:
             # The Scaler that asked for this drain is no longer the leader: forget its request.
+            _telemetry.record_error("worker_lifecycle", "stale_epoch")
             logger.warning("drain of %s refused: epoch %s is stale", self.worker_id, epoch)
             self._drain_request = None
             return
@@ -358,8 +375,8 @@ class WorkerLifecycle:
             )
             return
         logger.info("%s: %s -> %s (%s)", self.worker_id, row.status.value, transition.to.value, transition.reason)
-        self._trace.transition(row.status.value, transition.to.value, transition.reason)
-        _telemetry.record_transition(row, transition)
+        self._followed_trace.transition(row.status.value, transition.to.value, transition.reason)
+        _telemetry.record_transition(transition)
         self._drain_request = None  # carried out (or overtaken by another transition)
         self._wake.set()  # the next step follows the new state at once
         after = self._AFTER.get(transition.to)
@@ -377,7 +394,8 @@ class WorkerLifecycle:
         events = self._store.list_worker_events(worker_id=self.worker_id)
         history_codes = {machine.reason_code(e.reason) for e in events}
         outcome = "error" if history_codes & _ERROR_CODES else "ok"
-        self._trace.end(outcome, transition.reason if code != "terminated" else ", ".join(sorted(history_codes)))
+        ended_by = transition.reason if code != "terminated" else ", ".join(sorted(history_codes))
+        self._followed_trace.end(outcome, ended_by)
         self._finished.set()
 
     _BEFORE: dict[WorkerState, Callable[[WorkerLifecycle, store_base.WorkerRow], None]] = {
@@ -388,26 +406,34 @@ class WorkerLifecycle:
     }
 
     def _close(self) -> None:
-        for opened in (self._store_obj, self._provider_obj):
+        for what, opened in (("store", self._store_obj), ("provider", self._provider_obj)):
             if opened is None:
                 continue
             try:
                 opened.close()
-            except Exception:
-                logger.debug("close failed", exc_info=True)
+            except Exception as exc:  # the actor ends anyway; the connection dies with its process
+                _telemetry.record_error("worker_lifecycle", f"close_{what}")
+                logger.warning("closing the %s of %s failed: %s: %s", what, self.worker_id, type(exc).__name__, exc)
 
 
 def provision_pod(
-    settings: OrchestratorSettings, store: Any, provider: Any, worker_id: str, traceparent: str | None, trace: Any
+    settings: OrchestratorSettings,
+    store: store_base.Store,
+    provider: cloud.Provider,
+    worker_id: str,
+    traceparent: str | None,
+    trace: _telemetry.SafeTrace,
 ) -> cloud.Pod:
     """Create the pod named after the worker (idempotent by name), record its id on the row, and
     move the lifecycle trace from `provision` to `boot`. Raises cloud.ProviderError.
 
     Called by the WorkerLifecycle (a spawning row without a pod id) and, right after writing the
-    row, by the Scaler (see actors/scaler.py `_Provisioner`): whichever comes second finds the
-    same pod by name, so a crash anywhere between row, create and lifecycle never makes two.
+    row, by the Scaler (see actors/provisioning.py): whichever comes second finds the same pod by
+    name, so a crash anywhere between row, create and lifecycle never makes two.
     """
-    spec = cloud_spec.pod_spec_for_worker(settings, worker_id, traceparent=traceparent)
+    spec = cloud_spec.pod_spec_for_worker(
+        settings, worker_id, database_url=pod_database_url(settings), traceparent=traceparent
+    )
     pod = provider.create(worker_id, spec)
     metadata = {
         "network_volume": pod.network_volume,

@@ -1,70 +1,106 @@
 """The one place where the plain actor classes become Ray actors (STYLE.md 7).
 
 The classes in actors/*.py are plain Python and can be unit-tested without Ray; this module adds
-the Ray options (names, restarts, concurrency groups) and nothing else.
+the Ray options (names, restarts, concurrency groups) and the Ray wiring the plain classes are
+given: the Scaler's WorkerLifecycle directory (`lifecycle_directory`) and its LogShipper probe.
 """
 
 from __future__ import annotations
 
+import functools
 import socket
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar, cast
 
 import ray
+from ray.actor import ActorClass, ActorHandle
 
+from actors import directory, names
 from actors import lifecycle as _lifecycle
-from actors import names
+from actors import log_shipper as _log_shipper
 from actors import scaler as _scaler
 from config.settings import OrchestratorSettings
+from telemetry import shipper_health
 
-# --- Scaler and WorkerLifecycle (actors engineer) ---------------------------------------------
+_F = TypeVar("_F", bound=Callable[..., Any])
 
-# Health probes and status go to their own group, so they answer while the default group is busy.
+
+def _in_group(group: str) -> Callable[[_F], _F]:
+    """`ray.method(concurrency_group=group)`, typed as what it is: the method itself, with an option."""
+    return cast(Callable[[_F], _F], ray.method(concurrency_group=group))
+
+
+# --- Scaler and WorkerLifecycle ----------------------------------------------------------------
+
+# Health probes and status go to their own group, so they answer while the default group is busy:
+# status, health and pid of the Scaler and of a WorkerLifecycle run there, so a probe gets an
+# answer, not a queue position, while a slow cycle or step holds the main group.
 _CONCURRENCY_GROUPS = {"health": 2}
 
 
-class _AnswersWhileBusy:
-    """status, health and pid run in their own concurrency group: they answer while a slow
-    cycle or step holds the main one (a probe needs an answer, not a queue position)."""
+class Scaler(_scaler.Scaler):
+    """The Scaler with its Ray method options and its Ray wiring (the loop runs in a thread started by __init__).
 
-    @ray.method(concurrency_group="health")
+    `probe_log_shipper=False` leaves the LogShipper unprobed (tests that run without one).
+    """
+
+    def __init__(self, settings: OrchestratorSettings, *, probe_log_shipper: bool = True, **kwargs: Any) -> None:
+        super().__init__(
+            settings,
+            lifecycles=lifecycle_directory(settings),
+            shipper_probe=functools.partial(probe_log_shipper_once, settings) if probe_log_shipper else None,
+            **kwargs,
+        )
+
+    @_in_group("health")
     def status(self) -> dict[str, Any]:
-        return super().status()  # type: ignore[misc, no-any-return]
+        return super().status()
 
-    @ray.method(concurrency_group="health")
+    @_in_group("health")
     def health(self) -> bool:
-        return super().health()  # type: ignore[misc, no-any-return]
+        return super().health()
 
-    @ray.method(concurrency_group="health")
+    @_in_group("health")
     def pid(self) -> int:
-        return super().pid()  # type: ignore[misc, no-any-return]
+        return super().pid()
 
 
-class Scaler(_AnswersWhileBusy, _scaler.Scaler):
-    """The Scaler with its Ray method options (the loop runs in a thread started by __init__)."""
-
-
-class WorkerLifecycle(_AnswersWhileBusy, _lifecycle.WorkerLifecycle):
+class WorkerLifecycle(_lifecycle.WorkerLifecycle):
     """The WorkerLifecycle with its Ray method options."""
 
+    @_in_group("health")
+    def status(self) -> dict[str, Any]:
+        return super().status()
 
-ScalerActor = ray.remote(
-    num_cpus=0,
-    max_restarts=-1,  # a SIGKILLed Scaler comes back; __init__ restarts its loop from the database
-    max_task_retries=0,  # never replay a call on the restarted process
-    max_concurrency=4,
-    concurrency_groups=_CONCURRENCY_GROUPS,
-)(Scaler)
+    @_in_group("health")
+    def health(self) -> bool:
+        return super().health()
 
-WorkerLifecycleActor = ray.remote(
-    num_cpus=0,
-    max_restarts=-1,  # a SIGKILLed lifecycle comes back and resumes from its worker row
-    max_task_retries=0,
-    max_concurrency=4,
-    concurrency_groups=_CONCURRENCY_GROUPS,
+    @_in_group("health")
+    def pid(self) -> int:
+        return super().pid()
+
+
+_SCALER_OPTIONS: dict[str, Any] = {
+    "num_cpus": 0,
+    "max_restarts": -1,  # a SIGKILLed Scaler comes back; __init__ restarts its loop from the database
+    "max_task_retries": 0,  # never replay a call on the restarted process
+    "max_concurrency": 4,
+    "concurrency_groups": _CONCURRENCY_GROUPS,
+}
+ScalerActor: ActorClass[Scaler] = ray.remote(**_SCALER_OPTIONS)(Scaler)
+
+_LIFECYCLE_OPTIONS: dict[str, Any] = {
+    "num_cpus": 0,
+    "max_restarts": -1,  # a SIGKILLed lifecycle comes back and resumes from its worker row
+    "max_task_retries": 0,
+    "max_concurrency": 4,
+    "concurrency_groups": _CONCURRENCY_GROUPS,
     # No runtime_env here: any runtime_env makes Ray start a dedicated worker process for the actor
     # instead of taking an idle one. (A LocalProvider pod must outlive the process that created it;
     # it does because cloud/local.py detaches it, not by turning off Ray's child-process clean-up.)
-)(WorkerLifecycle)
+}
+WorkerLifecycleActor: ActorClass[WorkerLifecycle] = ray.remote(**_LIFECYCLE_OPTIONS)(WorkerLifecycle)
 
 
 def scaler_holder(name: str = names.SCALER_NAME) -> str:
@@ -74,34 +110,42 @@ def scaler_holder(name: str = names.SCALER_NAME) -> str:
 
 def get_or_create_scaler(
     settings: OrchestratorSettings, *, name: str = names.SCALER_NAME, **kwargs: Any
-) -> ray.actor.ActorHandle:
+) -> ActorHandle[Scaler]:
     """The cluster's Scaler: re-attached when it exists, else created (detached). Never two."""
-    return ScalerActor.options(
+    handle = ScalerActor.options(
         name=name, namespace=settings.ray.namespace, lifetime="detached", get_if_exists=True
     ).remote(settings, holder=kwargs.pop("holder", None) or scaler_holder(name), name=name, **kwargs)
+    return cast(ActorHandle[Scaler], handle)  # Ray's stub also allows the class itself
 
 
-def get_or_create_lifecycle(worker_id: str, settings: OrchestratorSettings, **kwargs: Any) -> ray.actor.ActorHandle:
+def get_or_create_lifecycle(
+    worker_id: str, settings: OrchestratorSettings, **kwargs: Any
+) -> ActorHandle[WorkerLifecycle]:
     """The WorkerLifecycle `worker:<id>`: re-attached when it exists, else created (detached)."""
-    return WorkerLifecycleActor.options(
+    handle = WorkerLifecycleActor.options(
         name=names.worker_actor_name(worker_id),
         namespace=settings.ray.namespace,
         lifetime="detached",
         get_if_exists=True,
     ).remote(worker_id, settings, **kwargs)
+    return cast(ActorHandle[WorkerLifecycle], handle)  # Ray's stub also allows the class itself
 
 
-def find_actor(name: str, namespace: str) -> ray.actor.ActorHandle | None:
+def lifecycle_directory(settings: OrchestratorSettings) -> directory.RayLifecycles:
+    """The Scaler's directory of WorkerLifecycle actors, attaching by name with `get_or_create_lifecycle`."""
+    return directory.RayLifecycles(functools.partial(get_or_create_lifecycle, settings=settings))
+
+
+def find_actor(name: str, namespace: str) -> ActorHandle[Any] | None:
     """A named actor's handle, or None when it does not exist."""
     try:
-        return ray.get_actor(name, namespace=namespace)
-    except ValueError:
+        handle: ActorHandle[Any] = ray.get_actor(name, namespace=namespace)
+    except ValueError:  # no actor of that name: an answer, not an error
         return None
+    return handle
 
 
-# --- LogShipper (telemetry engineer) ----------------------------------------------------------
-
-from actors import log_shipper as _log_shipper  # noqa: E402
+# --- LogShipper --------------------------------------------------------------------------------
 
 # `health` answers while a flush hangs; `control` (flush_now) never waits behind a ship call.
 _LOG_SHIPPER_GROUPS = {"health": 1, "control": 1}
@@ -110,25 +154,26 @@ _LOG_SHIPPER_GROUPS = {"health": 1, "control": 1}
 class LogShipper(_log_shipper.LogShipper):
     """The LogShipper with its Ray method options; ship/ship_packed run in the default group."""
 
-    @ray.method(concurrency_group="health")
+    @_in_group("health")
     def health(self) -> dict[str, Any]:
         return super().health()
 
-    @ray.method(concurrency_group="health")
+    @_in_group("health")
     def getpid(self) -> int:
         return super().getpid()
 
-    @ray.method(concurrency_group="control")
+    @_in_group("control")
     def flush_now(self, timeout: float = 10.0) -> dict[str, Any]:
         return super().flush_now(timeout)
 
 
-LogShipperActor = ray.remote(
-    num_cpus=0,
-    max_restarts=-1,  # a SIGKILLed or probe-killed LogShipper comes back and replays its spool
-    max_task_retries=-1,  # ship calls are replayed on the new process: the spool and LogRecord.id dedupe
-    concurrency_groups=_LOG_SHIPPER_GROUPS,
-)(LogShipper)
+_LOG_SHIPPER_OPTIONS: dict[str, Any] = {
+    "num_cpus": 0,
+    "max_restarts": -1,  # a SIGKILLed or probe-killed LogShipper comes back and replays its spool
+    "max_task_retries": -1,  # ship calls are replayed on the new process: the spool and LogRecord.id dedupe
+    "concurrency_groups": _LOG_SHIPPER_GROUPS,
+}
+LogShipperActor: ActorClass[LogShipper] = ray.remote(**_LOG_SHIPPER_OPTIONS)(LogShipper)
 
 
 def _absolute_log_paths(settings: OrchestratorSettings) -> OrchestratorSettings:
@@ -144,11 +189,17 @@ def _absolute_log_paths(settings: OrchestratorSettings) -> OrchestratorSettings:
     return settings.model_copy(update={"log_shipping": resolved})
 
 
-def get_or_create_log_shipper(settings: OrchestratorSettings) -> ray.actor.ActorHandle:
+def get_or_create_log_shipper(settings: OrchestratorSettings) -> ActorHandle[LogShipper]:
     """The cluster's LogShipper (`log-shipper`, detached): re-attached when it exists, else created."""
-    return LogShipperActor.options(
+    handle = LogShipperActor.options(
         name=names.LOG_SHIPPER_NAME,
         namespace=settings.ray.namespace,
         lifetime="detached",
         get_if_exists=True,
     ).remote(_absolute_log_paths(settings))
+    return cast(ActorHandle[LogShipper], handle)  # Ray's stub also allows the class itself
+
+
+def probe_log_shipper_once(settings: OrchestratorSettings) -> shipper_health.Verdict:
+    """The Scaler's probe: the LogShipper's health, restarted through Ray when stuck (created if missing)."""
+    return shipper_health.probe_and_heal(get_or_create_log_shipper(settings), settings)

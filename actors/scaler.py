@@ -16,10 +16,10 @@ so that no error halts the loop (Ray Serve's `run_control_loop_step`):
 3. decide  `fleet.policy.decide`; persisted in `scaling_decisions` with inputs, reasons and cycle
            number *before* anything is done about it.
 4. act     per spawn: a worker id, the lifecycle trace anchor, the worker row (`spawning`, epoch),
-           then (off the cycle thread, `_Provisioner`) the pod's create call and, once it returned,
-           its WorkerLifecycle, which owns the pod from then on. Per drain: that worker's lifecycle
-           is asked to drain (a fenced active -> draining transition).
-5. probe   LogShipper health, restarted through Ray when stuck (telemetry's probe_and_heal).
+           then (off the cycle thread, `provisioning.Provisioner`) the pod's create call and, once
+           it returned, its WorkerLifecycle, which owns the pod from then on. Per drain: that
+           worker's lifecycle is asked to drain (a fenced active -> draining transition).
+5. probe   the injected `shipper_probe`: LogShipper health, restarted through Ray when stuck.
 6. metrics Ray metrics of the cycle.
 
 Why the Scaler makes the create call (measured with bench/reaction.py): starting a WorkerLifecycle
@@ -36,6 +36,9 @@ by name. On RunPod, where create itself takes seconds, this also keeps the cycle
 Between cycles it waits for Postgres LISTEN/NOTIFY on task changes, at most `cycle_interval_s`.
 On becoming leader (first start, restart, takeover) it rebuilds its memory from the database:
 the breaker's spawn outcomes from `worker_events`, the last scale-up from `scaling_decisions`.
+
+Nothing here calls Ray: the WorkerLifecycle directory and the LogShipper probe are injected
+(actors/remote.py wires the Ray ones), so tests drive a plain instance with fakes.
 """
 
 from __future__ import annotations
@@ -49,17 +52,20 @@ import secrets
 import threading
 import time
 from collections.abc import Callable
-from concurrent import futures
 from datetime import UTC, datetime
 from typing import Any
 
-from actors import _telemetry, names
+from opentelemetry.trace import Span
+
+from actors import _telemetry, names, provisioning
 from actors import lifecycle as lifecycle_mod
 from cloud import base as cloud
+from cloud import factory as providers
 from config.settings import OrchestratorSettings
 from fleet import policy, supervision
 from fleet.models import Decision, DemandSnapshot, FleetHistory, WorkerState, WorkerView
 from store import base as store_base
+from store import factory as stores
 
 logger = logging.getLogger(__name__)
 
@@ -67,16 +73,11 @@ LEASE_NAME = "scaler"
 # Shortest pause between two cycles when notifications arrive back to back: a burst of task
 # changes folds into one cycle instead of spinning on 2 cores.
 _MIN_CYCLE_GAP_S = 0.05
-# How long a drain request to a lifecycle may take before the Scaler moves on (it asks again next
-# cycle if the worker is still surplus).
-_DRAIN_CALL_TIMEOUT_S = 10.0
-# Pod create calls in flight at once (RunPod's take seconds; a scale-up of a few pods is parallel).
-_PROVISION_THREADS = 4
 # How long `stop` waits for create calls in flight before giving the lease up.
 _PROVISION_DRAIN_TIMEOUT_S = 30.0
 
-StoreFactory = Callable[[OrchestratorSettings], Any]
-ProviderFactory = Callable[[OrchestratorSettings], Any]
+StoreFactory = lifecycle_mod.StoreFactory
+ProviderFactory = lifecycle_mod.ProviderFactory
 
 
 def _ts(value: datetime | None) -> float | None:
@@ -98,101 +99,6 @@ def worker_view(row: store_base.WorkerRow) -> WorkerView:
     )
 
 
-class RayLifecycles:
-    """The Scaler's directory of WorkerLifecycle actors: handles cached, re-attached by name."""
-
-    def __init__(self, settings: OrchestratorSettings) -> None:
-        self._settings = settings
-        self._handles: dict[str, Any] = {}
-        self._lock = threading.Lock()  # ensure() is also called from the Scaler's provision threads
-
-    def __len__(self) -> int:
-        return len(self._handles)
-
-    def ensure(self, worker_id: str) -> None:
-        """The lifecycle of `worker_id` exists: re-attached if it runs, created if not (never two)."""
-        with self._lock:
-            if worker_id in self._handles:
-                return
-        from actors import remote
-
-        handle = remote.get_or_create_lifecycle(worker_id, self._settings)  # get_if_exists: never two
-        with self._lock:
-            self._handles.setdefault(worker_id, handle)
-
-    def drain(self, worker_id: str, reason: str, epoch: int | None) -> None:
-        import ray
-        from ray.exceptions import RayActorError
-
-        self.ensure(worker_id)
-        try:
-            ray.get(self._handles[worker_id].drain.remote(reason, epoch), timeout=_DRAIN_CALL_TIMEOUT_S)
-        except RayActorError:
-            # The cached handle's actor is gone for good: forget it, so the next ensure() re-attaches
-            # by name or creates a new lifecycle for the still-live row (never two: get_if_exists).
-            with self._lock:
-                self._handles.pop(worker_id, None)
-            raise
-
-    def keep_only(self, worker_ids: set[str]) -> None:
-        """Forget handles of workers that are no longer live (their actors end themselves)."""
-        with self._lock:
-            for gone in set(self._handles) - worker_ids:
-                del self._handles[gone]
-
-
-class _Provisioner:
-    """Pod create calls for rows the Scaler just wrote, off the cycle thread; then the lifecycle.
-
-    See the module docstring for why. A failed create is only logged: the lifecycle started after
-    it calls create again and records the provider's error (spawn_error), as it always did.
-    """
-
-    def __init__(self, settings: OrchestratorSettings, store: Any, provider: Any, lifecycles: Any) -> None:
-        self._settings = settings
-        self._store = store
-        self._provider = provider
-        self._lifecycles = lifecycles
-        self._pool = futures.ThreadPoolExecutor(max_workers=_PROVISION_THREADS, thread_name_prefix="provision")
-        self._lock = threading.Lock()
-        self._in_flight: dict[str, futures.Future[None]] = {}
-
-    def in_flight(self) -> set[str]:
-        with self._lock:
-            return set(self._in_flight)
-
-    def submit(self, worker_id: str, traceparent: str | None) -> None:
-        with self._lock:
-            self._in_flight[worker_id] = self._pool.submit(self._provision, worker_id, traceparent)
-
-    def wait(self, timeout_s: float) -> None:
-        """Until the create calls in flight have returned (or `timeout_s`)."""
-        with self._lock:
-            pending = list(self._in_flight.values())
-        futures.wait(pending, timeout=timeout_s)
-
-    def _provision(self, worker_id: str, traceparent: str | None) -> None:
-        try:
-            # The same trace calls as the lifecycle's own provision (see lifecycle.provision_pod):
-            # the provision span covers the create call and ends when `boot` begins. That `boot`
-            # span is only the hand-off here (never ended, so never exported); the lifecycle opens
-            # the real one when it sees the pod id on the row.
-            trace = _telemetry.lifecycle_trace(traceparent, worker_id)
-            trace.begin_phase("provision")
-            lifecycle_mod.provision_pod(self._settings, self._store, self._provider, worker_id, traceparent, trace)
-        except cloud.ProviderError as exc:
-            logger.warning("create of %s failed (%s); its lifecycle retries and records the error", worker_id, exc)
-        except Exception:
-            logger.exception("create of %s failed; its lifecycle retries", worker_id)
-        finally:
-            with self._lock:
-                self._in_flight.pop(worker_id, None)
-            try:
-                self._lifecycles.ensure(worker_id)
-            except Exception:  # the next cycle's sync tries again
-                logger.exception("could not create the lifecycle of %s", worker_id)
-
-
 class _EventWindow:
     """`worker_events` of the failure window, fetched incrementally, for the breaker's outcomes."""
 
@@ -200,7 +106,9 @@ class _EventWindow:
         self._events: dict[int, tuple[str, float, str | None, str, str]] = {}
         self._since: datetime | None = None
 
-    def refresh(self, store: Any, now: float, window_s: float) -> list[tuple[str, float, str | None, str, str]]:
+    def refresh(
+        self, store: store_base.Store, now: float, window_s: float
+    ) -> list[tuple[str, float, str | None, str, str]]:
         since = self._since or datetime.fromtimestamp(now - window_s, tz=UTC)
         for e in store.list_worker_events(since=since):
             self._events[e.id] = (e.worker_id, e.at.timestamp(), e.from_status, e.to_status, e.reason)
@@ -221,7 +129,7 @@ class _Cycle:
     snapshot: DemandSnapshot | None = None
     decision: Decision | None = None
     decision_id: int | None = None
-    span: Any = None  # the decision span, open from decide to the end of act
+    span: Span | None = None  # the decision span, open from decide to the end of act
     scope: contextlib.ExitStack = dataclasses.field(default_factory=contextlib.ExitStack)
     spawned: list[str] = dataclasses.field(default_factory=list)
     drained: list[str] = dataclasses.field(default_factory=list)
@@ -238,10 +146,10 @@ class Scaler:
         *,
         holder: str | None = None,
         name: str = names.SCALER_NAME,
+        lifecycles: provisioning.LifecycleDirectory,
         store_factory: StoreFactory | None = None,
         provider_factory: ProviderFactory | None = None,
-        lifecycles: Any | None = None,
-        probe_log_shipper: bool = True,
+        shipper_probe: Callable[[], object] | None = None,
         pause_after_decide_s: float = 0.0,
         start: bool = True,
     ) -> None:
@@ -252,9 +160,10 @@ class Scaler:
         _telemetry.setup_process(settings, component="scaler", identity=name)
         self._store = (store_factory or _default_store)(settings)
         self._provider = (provider_factory or _default_provider)(settings)
-        self._lifecycles = lifecycles if lifecycles is not None else RayLifecycles(settings)
-        self._provisioner = _Provisioner(settings, self._store, self._provider, self._lifecycles)
-        self._probe_log_shipper = probe_log_shipper
+        self._lifecycles = lifecycles
+        self._provisioner = provisioning.Provisioner(settings, self._store, self._provider, self._lifecycles)
+        # Called once a cycle (leader or not): the LogShipper's health probe, or None for no probe.
+        self._shipper_probe = shipper_probe
         # Test knob: sleep this long after a decision that changes something is persisted and
         # before it is carried out, so a test can SIGKILL the Scaler "right after deciding".
         self._pause_after_decide_s = pause_after_decide_s
@@ -296,6 +205,7 @@ class Scaler:
             try:
                 self._store.release_leader_lease(LEASE_NAME, self.holder, lease.epoch)
             except Exception:
+                _telemetry.record_error("scaler", "lease_release")
                 logger.exception("releasing the leader lease failed; it expires in %.0fs", self._settings.lease_ttl_s)
 
     def status(self) -> dict[str, Any]:
@@ -332,6 +242,7 @@ class Scaler:
             try:
                 self.step()
             except Exception:  # step() already isolates its phases; this is the last resort
+                _telemetry.record_error("scaler", "cycle")
                 logger.exception("scaler cycle failed")
             remaining = self._config.cycle_interval_s - (time.monotonic() - started)
             self._wait(max(remaining, _MIN_CYCLE_GAP_S))
@@ -344,6 +255,7 @@ class Scaler:
         try:
             self._store.wait_for_task_change(timeout_s)
         except Exception:
+            _telemetry.record_error("scaler", "wait_for_task_change")
             logger.exception("waiting for task notifications failed; sleeping instead")
             self._stop.wait(timeout_s)
 
@@ -389,10 +301,12 @@ class Scaler:
             try:
                 phase(self, cycle)
             except store_base.StaleEpoch as exc:
+                _telemetry.record_error("scaler", f"phase_{phase_name}_stale_epoch")
                 logger.warning("phase %s: lease epoch is stale (%s); standing by", phase_name, exc)
                 cycle.errors[phase_name] = f"StaleEpoch: {exc}"
                 self._lease = None
             except Exception as exc:
+                _telemetry.record_error("scaler", f"phase_{phase_name}")
                 logger.exception("scaler phase %s failed (cycle %d)", phase_name, cycle.number)
                 cycle.errors[phase_name] = f"{type(exc).__name__}: {exc}"
             cycle.timings[phase_name] = time.perf_counter() - t0
@@ -447,14 +361,15 @@ class Scaler:
             try:
                 self._lifecycles.ensure(worker_id)
             except Exception:
+                _telemetry.record_error("scaler", "lifecycle_ensure")
                 logger.exception("could not create or re-attach the lifecycle of %s", worker_id)
         self._lifecycles.keep_only(live_ids)
 
-    def _terminate_orphan(self, orphan: supervision.OrphanAction, pod: Any, cycle: _Cycle) -> None:
+    def _terminate_orphan(self, orphan: supervision.OrphanAction, pod: cloud.Pod, cycle: _Cycle) -> None:
         logger.warning("%s", orphan.reason)
         self._provider.terminate(orphan.pod_id)
 
-    def _adopt_orphan(self, orphan: supervision.OrphanAction, pod: Any, cycle: _Cycle) -> None:
+    def _adopt_orphan(self, orphan: supervision.OrphanAction, pod: cloud.Pod, cycle: _Cycle) -> None:
         logger.warning("%s", orphan.reason)
         assert self._lease is not None
         self._store.create_worker(
@@ -462,7 +377,7 @@ class Scaler:
         )
         self._store.set_worker_pod(orphan.pod_name, orphan.pod_id, pod.gpu_type)
 
-    _ORPHAN_ACTIONS: dict[bool, Callable[[Scaler, supervision.OrphanAction, Any, _Cycle], None]] = {
+    _ORPHAN_ACTIONS: dict[bool, Callable[[Scaler, supervision.OrphanAction, cloud.Pod, _Cycle], None]] = {
         False: _terminate_orphan,
         True: _adopt_orphan,
     }
@@ -536,11 +451,12 @@ class Scaler:
                 self._lifecycles.drain(worker_id, reason, epoch)
                 cycle.drained.append(worker_id)
             except Exception:
+                _telemetry.record_error("scaler", "drain_request")
                 logger.exception("could not ask %s to drain", worker_id)
 
     def _spawn(self, cycle: _Cycle, epoch: int) -> str:
         """Intent first: the row (with the trace anchor and the epoch), then the pod's create call
-        (off this thread), then the lifecycle that owns the pod (see `_Provisioner`)."""
+        (off this thread), then the lifecycle that owns the pod (see `provisioning.Provisioner`)."""
         worker_id = supervision.new_worker_id(self._settings.provider.name_prefix, time.time(), secrets.token_hex(4))
         traceparent = _telemetry.start_lifecycle_trace(
             worker_id,
@@ -559,13 +475,13 @@ class Scaler:
         return worker_id
 
     def _phase_probe(self, cycle: _Cycle) -> None:
-        if self._probe_log_shipper:
-            _telemetry.probe_log_shipper(self._settings)
+        if self._shipper_probe is not None:
+            self._shipper_probe()
 
     def _phase_metrics(self, cycle: _Cycle) -> None:
         by_state = collections.Counter(r.status.value for r in cycle.rows or ())
-        _telemetry.record("cycle", sum(cycle.timings.values()), cycle.snapshot, by_state, self._history.breaker.status)
-        _telemetry.record("spawn", "scale_up", len(cycle.spawned))
+        _telemetry.record_cycle(sum(cycle.timings.values()), cycle.snapshot, by_state, self._history.breaker.status)
+        _telemetry.record_spawns(len(cycle.spawned))
         _telemetry.record_fleet(cycle.rows)  # boot times: the Scaler outlives the lifecycles
 
     # (name, phase, leader only)
@@ -591,13 +507,9 @@ def _breaker_dict(history: FleetHistory) -> dict[str, Any]:
     }
 
 
-def _default_store(settings: OrchestratorSettings) -> Any:
-    from store import factory
-
-    return factory.open_store(settings)
+def _default_store(settings: OrchestratorSettings) -> store_base.Store:
+    return stores.open_store(settings)
 
 
-def _default_provider(settings: OrchestratorSettings) -> Any:
-    from cloud import factory
-
-    return factory.make_provider(settings)
+def _default_provider(settings: OrchestratorSettings) -> cloud.Provider:
+    return providers.make_provider(settings)

@@ -168,14 +168,14 @@ def _bring_up(ids: list[str], settings: Any) -> tuple[list[Any], list[int]]:
 
 
 def _cycle(settings: Any, cycles: int, gap_s: float, label: str) -> None:
-    from actors.scaler import RayLifecycles, Scaler
+    from actors import remote
+    from actors.scaler import Scaler
 
     scaler = Scaler(
         settings,
         holder="bench",
         name="scaler-bench",
-        lifecycles=RayLifecycles(settings),
-        probe_log_shipper=False,
+        lifecycles=remote.lifecycle_directory(settings),
         start=False,
     )
     scaler.step()  # lease + rebuild + re-attach every live lifecycle by name

@@ -118,9 +118,15 @@ class Producer:
         self.logger.setLevel(logging.INFO)
         self.logger.propagate = False
         if mode == "ours":
+            from actors import _telemetry
             from telemetry.log_handler import ShippingLogHandler
 
-            self.handler: Any = ShippingLogHandler(settings, source_type="orchestrator", source_id=name)
+            self.handler: Any = ShippingLogHandler(
+                settings,
+                source_type="orchestrator",
+                source_id=name,
+                shipper_lookup=_telemetry.log_shipper_lookup(settings.ray.namespace),
+            )
         elif mode == "null":
             self.handler = NullHandler()
         else:

@@ -48,6 +48,7 @@ class _PollingOnly:
 def run(mode: str, samples: int, cycle_interval_s: float) -> None:
     import ray
 
+    from actors import remote
     from actors.scaler import Scaler
     from store.base import NewTask
     from store.postgres import PostgresStore
@@ -72,8 +73,8 @@ def run(mode: str, samples: int, cycle_interval_s: float) -> None:
             settings,
             holder=f"bench-{mode}",
             name=f"scaler-{mode}",
+            lifecycles=remote.lifecycle_directory(settings),
             store_factory=store_factory,
-            probe_log_shipper=False,
         )
         store = PostgresStore(url, min_size=1, max_size=2)
         time.sleep(2 * cycle_interval_s)  # leader, idle

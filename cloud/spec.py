@@ -1,8 +1,10 @@
 """The pod spec and env a worker pod gets: the provider-neutral half of the pod contract.
 
-The caller (the WorkerLifecycle actor) builds the spec here and passes it to `Provider.create`,
-so the provider never reads settings or secrets on its own and both providers start pods with the
-same env. See the README's "pod contract" for what each variable means to the worker.
+The caller (the WorkerLifecycle actor, or the Scaler's provisioner) builds the spec here and
+passes it to `Provider.create`, so the provider never reads settings or secrets on its own and both
+providers start pods with the same env. The caller also hands over the database connection string
+the pod gets (`actors.lifecycle.pod_database_url`): nothing here opens or starts a database. See the
+README's "pod contract" for what each variable means to the worker.
 """
 
 from __future__ import annotations
@@ -20,31 +22,23 @@ def pod_env(
     settings: OrchestratorSettings,
     worker_id: str,
     *,
+    database_url: str | None,
     traceparent: str | None = None,
-    database_url: str | None = None,
 ) -> dict[str, str]:
     """Everything the worker in the pod reads from its environment.
 
-    `database_url` overrides the settings'. With neither a URL nor Supabase configured, the pod gets
-    the embedded Postgres's conninfo (local pods only: a RunPod pod cannot reach it).
-    Template `extra_env` comes first so it can never override the orchestrator's own variables.
+    `database_url` is the Postgres conninfo the pod gets (the embedded server's too: local pods only,
+    a RunPod pod cannot reach it), or None for Supabase REST, whose URL and service-role key then
+    come from the settings. Template `extra_env` comes first so it can never override the
+    orchestrator's own variables.
     """
     env: dict[str, str] = dict(settings.provider.template.extra_env)
     db = settings.database
-    url = database_url or (db.url.get_secret_value() if db.url is not None else None)
-    if url:
-        env["DATABASE_URL"] = url
+    if database_url:
+        env["DATABASE_URL"] = database_url
     elif db.supabase_url and db.supabase_service_role_key is not None:
         env["SUPABASE_URL"] = db.supabase_url
         env["SUPABASE_SERVICE_ROLE_KEY"] = db.supabase_service_role_key.get_secret_value()
-    elif db.backend == "embedded":
-        # Local pods of the demo share the orchestrator's embedded Postgres (already running).
-        from store.factory import conninfo_for
-
-        embedded = conninfo_for(db)
-        if not embedded:
-            raise InvalidSpec("the embedded database has no connection string to give the pod")
-        env["DATABASE_URL"] = embedded
     else:
         raise InvalidSpec(
             "the pod would have no database settings: set DATABASE_URL, or SUPABASE_URL and SUPABASE_SERVICE_ROLE_KEY"
@@ -69,12 +63,12 @@ def pod_spec_for_worker(
     settings: OrchestratorSettings,
     worker_id: str,
     *,
+    database_url: str | None,
     traceparent: str | None = None,
-    database_url: str | None = None,
 ) -> PodSpec:
-    """The PodSpec for one worker: the template's shape plus `pod_env`."""
+    """The PodSpec for one worker: the template's shape plus `pod_env` (see there for `database_url`)."""
     template = settings.provider.template
-    env = pod_env(settings, worker_id, traceparent=traceparent, database_url=database_url)
+    env = pod_env(settings, worker_id, database_url=database_url, traceparent=traceparent)
     return PodSpec(
         image=template.image,
         gpu_types=list(template.gpu_types),

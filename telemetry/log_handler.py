@@ -7,7 +7,13 @@ fire-and-forget `.remote()` to the LogShipper. A record counts as acknowledged o
 shipper's answer arrives (the ObjectRefs are kept and checked lazily); a batch whose call fails is
 resent (records carry unique ids, so a resend never duplicates a row) and, after
 `_MAX_SEND_ATTEMPTS`, written to the local fallback and counted. With no Ray or no LogShipper the
-records go to the fallback (stderr and a JSON-lines file) and are counted.
+records go to the fallback (stderr and a JSON-lines file) and are counted. How to find the LogShipper
+is the caller's to say (`shipper_lookup`; the actors layer gives `actors._telemetry.log_shipper_lookup`):
+telemetry knows no actor names.
+
+The handler never logs its own failures (it would feed itself): each is counted in `stats()` and in
+`orchestrator_errors{component="log_handler"}` (from the sender thread, never from `emit`) and
+written to the fallback's stream and file with its reason.
 
 When the buffer is full the incoming DEBUG record is dropped, or else the oldest record; every
 drop is counted by reason and level in `stats()` and summarised in the fallback.
@@ -29,10 +35,11 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-import msgpack
+import msgpack  # type: ignore[import-untyped]
 from opentelemetry import trace
 
 from config.settings import OrchestratorSettings
+from telemetry import metrics
 from telemetry import redact as redaction
 from telemetry.fallback import FallbackWriter
 
@@ -111,23 +118,8 @@ class _Counters:
     dropped: dict[str, int] = field(default_factory=dict)
     send_errors: int = 0
     last_error: str | None = None
-    handler_errors: int = 0
-
-
-def _default_shipper_lookup(namespace: str) -> Callable[[], Any]:
-    def lookup() -> Any:
-        import ray
-
-        if not ray.is_initialized():
-            return None
-        from actors import names  # a leaf module of constants: no import cycle
-
-        try:
-            return ray.get_actor(names.LOG_SHIPPER_NAME, namespace=namespace)
-        except ValueError:
-            return None
-
-    return lookup
+    handler_errors: int = 0  # emit() failed: the record is lost
+    last_emit_error: str | None = None
 
 
 class ShippingLogHandler(logging.Handler):
@@ -139,9 +131,10 @@ class ShippingLogHandler(logging.Handler):
         *,
         source_type: str,
         source_id: str,
-        shipper_lookup: Callable[[], Any] | None = None,
+        shipper_lookup: Callable[[], Any],
         keep_acked_ids: bool = False,
     ) -> None:
+        """`shipper_lookup()` returns the LogShipper's handle, or None while there is none."""
         super().__init__(level=settings.log_shipping.level)
         # Tests compare what was acknowledged with what reached the database.
         self.acked_ids: list[str] | None = [] if keep_acked_ids else None
@@ -158,8 +151,9 @@ class ShippingLogHandler(logging.Handler):
         self._counters = _Counters()
         self._drop_lock = threading.Lock()
         self._unreported_drops = 0
+        self._reported_handler_errors = 0  # handler_errors already reported by the sender thread
         self._inflight: list[_Inflight] = []
-        self._lookup = shipper_lookup or _default_shipper_lookup(settings.ray.namespace)
+        self._lookup = shipper_lookup
         self._shipper: Any = None
         self._next_lookup = 0.0
         self._fallback = FallbackWriter(shipping.fallback_file)
@@ -172,7 +166,7 @@ class ShippingLogHandler(logging.Handler):
         self._sender.start()
 
     # --- caller side: never blocks, never raises ---------------------------------------------
-    def handle(self, record: logging.LogRecord) -> bool:  # type: ignore[override]
+    def handle(self, record: logging.LogRecord) -> bool:
         """`logging.Handler.handle` without its Python-level filter/acquire/release calls (~1 µs a record).
 
         Same semantics: filters are applied when there are any, and emit runs under the handler's
@@ -191,7 +185,7 @@ class ShippingLogHandler(logging.Handler):
             d = record.__dict__
             try:
                 message = record.getMessage()
-            except Exception:
+            except Exception:  # the caller's format string is wrong: the record shows the bad call itself
                 message = f"{record.msg!r} % {record.args!r}"
             if record.exc_info:
                 if not record.exc_text:
@@ -228,8 +222,9 @@ class ShippingLogHandler(logging.Handler):
                 return
             buffer.append(item)
             self._counters.emitted += 1
-        except Exception:
+        except Exception as exc:  # never raise into the caller; the sender thread reports it
             self._counters.handler_errors += 1
+            self._counters.last_emit_error = f"emit: {type(exc).__name__}: {exc}"
 
     def _drop_for(self, item: dict[str, Any]) -> None:
         """The buffer is full: drop the incoming DEBUG record, else the oldest record; count it."""
@@ -258,21 +253,29 @@ class ShippingLogHandler(logging.Handler):
             try:
                 self._pump()
             except Exception as exc:  # the sender must outlive any bug: count it, say it, go on
-                self._counters.send_errors += 1
-                self._counters.last_error = f"{type(exc).__name__}: {exc}"
-                self._fallback.alarm(f"log sender error: {self._counters.last_error}", source_id=self.source_id)
+                self._failed("sender", exc)
             finally:
                 self._pumping = False
             if not self._buffer and not self._inflight:
                 self._idle.set()
             else:
                 self._idle.clear()
-        with contextlib.suppress(Exception):
-            self._pump()
+        try:
+            self._pump()  # what the last round left, on close
+        except Exception as exc:
+            self._failed("sender_final", exc)
+
+    def _failed(self, reason: str, exc: Exception) -> None:
+        """Count a failure of the handler's own machinery and say it on the fallback (never through logging)."""
+        self._counters.send_errors += 1
+        self._counters.last_error = f"{type(exc).__name__}: {exc}"
+        metrics.record_error("log_handler", reason)
+        self._fallback.alarm(f"log sender error: {self._counters.last_error}", source_id=self.source_id)
 
     def _pump(self) -> None:
         self._check_acks()
         self._report_drops()
+        self._report_emit_errors()
         buffer = self._buffer
         if not buffer:
             return
@@ -309,7 +312,11 @@ class ShippingLogHandler(logging.Handler):
             try:
                 self._shipper = self._lookup()
             except Exception as exc:
-                self._counters.last_error = f"LogShipper lookup: {type(exc).__name__}: {exc}"
+                error = f"LogShipper lookup: {type(exc).__name__}: {exc}"
+                metrics.record_error("log_handler", "shipper_lookup")
+                if error != self._counters.last_error:  # once per distinct failure, not every retry
+                    self._fallback.alarm(f"log handler: {error}", source_id=self.source_id)
+                self._counters.last_error = error
                 self._shipper = None
             if self._shipper is None:
                 self._next_lookup = time.monotonic() + _LOOKUP_RETRY_S
@@ -324,8 +331,9 @@ class ShippingLogHandler(logging.Handler):
             return
         try:
             ref = shipper.ship_packed.remote(payload)
-        except Exception as exc:
+        except Exception as exc:  # the batch goes to the fallback with the reason
             self._counters.last_error = f"{type(exc).__name__}: {exc}"
+            metrics.record_error("log_handler", "send")
             self._shipper = None
             self._to_fallback(batch, f"send failed: {type(exc).__name__}")
             return
@@ -353,8 +361,9 @@ class ShippingLogHandler(logging.Handler):
                 self._counters.acked += len(flight.records)
                 if self.acked_ids is not None:
                     self.acked_ids.extend(r["id"] for r in flight.records)
-            except Exception as exc:
+            except Exception as exc:  # resent, or after the last attempt written to the fallback with the reason
                 self._counters.last_error = f"{type(exc).__name__}: {str(exc)[:300]}"
+                metrics.record_error("log_handler", "not_acknowledged")
                 self._shipper = None  # look it up again: it may have been recreated
                 if flight.attempts >= _MAX_SEND_ATTEMPTS:
                     self._to_fallback(flight.records, f"not acknowledged after {flight.attempts} sends")
@@ -378,6 +387,19 @@ class ShippingLogHandler(logging.Handler):
                 f"log buffer full: dropped {count} records (totals by reason and level: {dropped})",
                 source_id=self.source_id,
             )
+
+    def _report_emit_errors(self) -> None:
+        """Records emit() lost since the last report: counted and written to the fallback with the reason."""
+        c = self._counters
+        total = c.handler_errors
+        new, self._reported_handler_errors = total - self._reported_handler_errors, total
+        if new <= 0:
+            return
+        metrics.record_error("log_handler", "emit", new)
+        self._fallback.alarm(
+            f"log handler: emit lost {new} records ({total} in total); last error: {c.last_emit_error}",
+            source_id=self.source_id,
+        )
 
     # --- control ----------------------------------------------------------------------------
     def stats(self) -> dict[str, Any]:
@@ -419,8 +441,10 @@ class ShippingLogHandler(logging.Handler):
         return not self._buffer and not self._inflight
 
     def close(self) -> None:
-        with contextlib.suppress(Exception):
+        try:
             self.flush(timeout=2.0)
+        except Exception as exc:  # closing goes on: the sender's last round still sends what is left
+            self._failed("close", exc)
         self._stop.set()
         self._wake.set()
         self._sender.join(timeout=2.0)
@@ -436,7 +460,7 @@ def install_log_handler(
     *,
     source_type: str,
     source_id: str,
-    shipper_lookup: Callable[[], Any] | None = None,
+    shipper_lookup: Callable[[], Any],
     keep_acked_ids: bool = False,
 ) -> ShippingLogHandler:
     """Install the shipping handler on the root logger of this process (idempotent) and return it.

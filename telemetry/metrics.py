@@ -1,8 +1,11 @@
 """The orchestrator's Ray metrics (`ray.util.metrics`), shown by the Ray dashboard and its Prometheus endpoint.
 
-Metrics are created lazily, once per process, on first use; outside a Ray process (or if Ray's
-metrics fail) every function here does nothing and never raises, so control loops can call them
-freely. Ray exports each series with a `ray_` prefix and per worker process, so a restarted actor's
+Metrics are created lazily, once per process, on first use; outside a Ray process every function
+here does nothing, and no function here ever raises, so control loops can call them freely. A
+metric that cannot be created or recorded is logged at WARNING (at most once a minute per metric)
+and counted in `orchestrator_errors{component="metrics"}`; the other metrics carry on.
+
+Ray exports each series with a `ray_` prefix and per worker process, so a restarted actor's
 counters start again from zero: alert on rates and on `orchestrator_log_shipper_restarts`.
 
 | series (without `ray_`)                      | kind      | tags                   |
@@ -19,21 +22,29 @@ counters start again from zero: alert on rates and on `orchestrator_log_shipper_
 | orchestrator_log_shipper_restarts            | counter   | reason                 |
 | orchestrator_log_seconds_since_flush         | gauge     |                        |
 | orchestrator_log_shipper_up                  | gauge     | (1 answered and ok, 0 not) |
+| orchestrator_errors                          | counter   | component, reason      |
+
+`orchestrator_errors` counts every error the orchestrator handled and carried on after (a failed
+phase, a provider call retried, a log batch sent to the fallback...): each is also logged at
+WARNING or above with its reason, so a rising rate says where to look.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
+import sys
 import threading
 import time
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, ParamSpec
 
 __all__ = [
     "BREAKER_STATES",
     "WORKER_STATES",
     "record_boot_time",
     "record_cycle",
+    "record_error",
     "record_log_shipper_health",
     "record_log_shipper_restart",
     "record_log_shipper_stats",
@@ -45,8 +56,11 @@ log = logging.getLogger(__name__)
 
 WORKER_STATES = ("spawning", "active", "draining", "terminating", "terminated", "error")
 BREAKER_STATES = ("closed", "open", "half_open")
-_CYCLE_BOUNDARIES = [0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60]
-_BOOT_BOUNDARIES = [10, 30, 60, 90, 120, 180, 240, 300, 450, 600, 900, 1800]
+_CYCLE_BOUNDARIES: list[float] = [0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60]
+_BOOT_BOUNDARIES: list[float] = [10, 30, 60, 90, 120, 180, 240, 300, 450, 600, 900, 1800]
+_ERRORS = "orchestrator_errors"
+# A metric that fails on every call is logged at most this often (it is counted every time).
+_WARN_EVERY_S = 60.0
 
 # name -> (kind, description, tag keys, boundaries)
 _SPECS: dict[str, tuple[str, str, tuple[str, ...], list[float] | None]] = {
@@ -67,53 +81,81 @@ _SPECS: dict[str, tuple[str, str, tuple[str, ...], list[float] | None]] = {
     "orchestrator_log_shipper_restarts": ("counter", "LogShipper restarts asked by the probe.", ("reason",), None),
     "orchestrator_log_seconds_since_flush": ("gauge", "Seconds since the last successful log flush.", (), None),
     "orchestrator_log_shipper_up": ("gauge", "1 when the LogShipper answered its probe and was ok.", (), None),
+    _ERRORS: (
+        "counter",
+        "Errors handled without raising (each also logged at WARNING or above).",
+        ("component", "reason"),
+        None,
+    ),
 }
 
 _lock = threading.Lock()
 _metrics: dict[str, Any] = {}
-_disabled = False
+_failed: set[str] = set()  # metrics that could not be created in this process
+_last_warned: dict[str, float] = {}
+
+
+def _warn(key: str, message: str, *args: object) -> None:
+    """A WARNING, at most once per `_WARN_EVERY_S` for `key`: a metric failing on every call must not flood the logs."""
+    now = time.monotonic()
+    last = _last_warned.get(key)
+    if last is not None and now - last < _WARN_EVERY_S:
+        return
+    _last_warned[key] = now
+    log.warning(message, *args)
+
+
+def _create(name: str) -> Any:
+    from ray.util import metrics as ray_metrics
+
+    kind, description, tags, boundaries = _SPECS[name]
+    if kind == "gauge":
+        return ray_metrics.Gauge(name, description=description, tag_keys=tags)
+    if kind == "counter":
+        return ray_metrics.Counter(name, description=description, tag_keys=tags)
+    return ray_metrics.Histogram(name, description=description, boundaries=list(boundaries or ()), tag_keys=tags)
 
 
 def _metric(name: str) -> Any | None:
-    """The metric object, created on first use; None outside Ray."""
-    global _disabled
+    """The metric object, created on first use; None outside Ray or when it could not be created."""
     found = _metrics.get(name)
-    if found is not None or _disabled:
+    if found is not None or name in _failed:
         return found
-    try:
-        import ray
-
-        if not ray.is_initialized():
-            return None
-        from ray.util import metrics as ray_metrics
-
-        kind, description, tags, boundaries = _SPECS[name]
-        with _lock:
-            found = _metrics.get(name)
-            if found is None:
-                if kind == "gauge":
-                    found = ray_metrics.Gauge(name, description=description, tag_keys=tags)
-                elif kind == "counter":
-                    found = ray_metrics.Counter(name, description=description, tag_keys=tags)
-                else:
-                    found = ray_metrics.Histogram(name, description=description, boundaries=boundaries, tag_keys=tags)
-                _metrics[name] = found
-        return found
-    except Exception:
-        log.debug("Ray metrics unavailable; metrics disabled in this process", exc_info=True)
-        _disabled = True
+    ray = sys.modules.get("ray")  # never imported here: a process without Ray (a pod's worker) stays without
+    if ray is None or not ray.is_initialized():
         return None
+    with _lock:
+        found = _metrics.get(name)
+        if found is not None:
+            return found
+        try:
+            found = _metrics[name] = _create(name)
+        except Exception as exc:
+            _failed.add(name)
+            failure = f"{type(exc).__name__}: {exc}"
+        else:
+            return found
+    log.warning("metric %s could not be created (%s); it is not recorded in this process", name, failure)
+    if name != _ERRORS:
+        record_error("metrics", f"create_{name}")
+    return None
 
 
-def _safe(fn: Any) -> Any:
-    def wrapper(*args: Any, **kwargs: Any) -> None:
+_P = ParamSpec("_P")
+
+
+def _safe(fn: Callable[_P, None]) -> Callable[_P, None]:
+    """Never raise from a recording function: a failure is logged (rate-limited) and counted."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> None:
         try:
             fn(*args, **kwargs)
-        except Exception:
-            log.debug("metric %s failed", fn.__name__, exc_info=True)
+        except Exception as exc:
+            _warn(fn.__name__, "metric %s failed: %s: %s", fn.__name__, type(exc).__name__, exc)
+            if fn.__name__ != "record_error":
+                record_error("metrics", fn.__name__)
 
-    wrapper.__name__ = fn.__name__
-    wrapper.__doc__ = fn.__doc__
     return wrapper
 
 
@@ -123,6 +165,18 @@ def _field(obj: Any, name: str) -> Any:
     if isinstance(obj, Mapping):
         return obj.get(name)
     return getattr(obj, name, None)
+
+
+@_safe
+def record_error(component: str, reason: str, count: int = 1) -> None:
+    """Count errors that were handled and not raised; the caller logs each at WARNING or above.
+
+    `reason` is a short fixed code (the site, e.g. `phase_sync`), never an exception's text: the
+    tag's values must stay few.
+    """
+    counter = _metric(_ERRORS)
+    if counter is not None and count > 0:
+        counter.inc(count, tags={"component": component, "reason": reason})
 
 
 @_safe

@@ -147,10 +147,11 @@ def _endpoint(settings: TelemetrySettings) -> tuple[str | None, str]:
         return (base if base.endswith("/v1/traces") else base + "/v1/traces"), protocol
     if traces_endpoint:
         return traces_endpoint, protocol
-    base = os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
-    if base:
-        base = base.rstrip("/")
-        return (base if protocol == "grpc" or base.endswith("/v1/traces") else base + "/v1/traces"), protocol
+    env_base = os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
+    if env_base:
+        env_base = env_base.rstrip("/")
+        traces = env_base if protocol == "grpc" or env_base.endswith("/v1/traces") else env_base + "/v1/traces"
+        return traces, protocol
     return None, protocol
 
 

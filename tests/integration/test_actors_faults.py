@@ -151,7 +151,9 @@ def test_two_orchestrators_one_acts_standby_takes_over_with_higher_epoch(
         a = remote.get_or_create_scaler(settings, name=name_a, probe_log_shipper=False)
         wait_for(lambda: ray.get(a.status.remote())["role"] == "leader", 30, "A leads")
         # B: a second orchestrator (here a plain in-process instance, as on another cluster).
-        b = Scaler(settings, holder="other-cluster/scaler", name="scaler-b", probe_log_shipper=False)
+        b = Scaler(
+            settings, holder="other-cluster/scaler", name="scaler-b", lifecycles=remote.lifecycle_directory(settings)
+        )
         try:
             wait_for(lambda: b.status()["role"] == "standby", 15, "B stands by")
             wait_for(lambda: _live(store, WorkerState.ACTIVE), 90, "A's worker is active")

@@ -90,10 +90,15 @@ def _producer_class() -> Any:
         """Logs through the real handler at a steady rate; reports what was acknowledged."""
 
         def __init__(self, settings: OrchestratorSettings, name: str) -> None:
+            from actors import _telemetry
             from telemetry.log_handler import install_log_handler
 
             self.handler = install_log_handler(
-                settings, source_type="orchestrator", source_id=name, keep_acked_ids=True
+                settings,
+                source_type="orchestrator",
+                source_id=name,
+                shipper_lookup=_telemetry.log_shipper_lookup(settings.ray.namespace),
+                keep_acked_ids=True,
             )
             self.log = __import__("logging").getLogger(f"producer.{name}")
             self.name = name

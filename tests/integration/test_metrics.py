@@ -34,6 +34,7 @@ def test_orchestrator_series_are_exported(ray_session: dict[str, Any]) -> None:
             health = {"records_pending": 7, "last_flush_at": time.time() - 3, "shipped": 10, "spooled": 17}
             metrics.record_log_shipper_health(health, ok=True)
             metrics.record_log_shipper_stats({**health, "dropped_total": 1, "rejected": 2}, {})
+            metrics.record_error("scaler", "phase_sync")
 
     recorder = Recorder.remote()
     ray.get(recorder.record.remote())
@@ -50,6 +51,7 @@ def test_orchestrator_series_are_exported(ray_session: dict[str, Any]) -> None:
         "orchestrator_log_shipper_restarts": {"reason": "flush_hung"},
         "orchestrator_log_seconds_since_flush": {},
         "orchestrator_log_shipper_up": {},
+        "orchestrator_errors": {"component": "scaler", "reason": "phase_sync"},
     }
 
     def missing(text: str) -> list[str]:
