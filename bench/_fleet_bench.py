@@ -20,6 +20,7 @@ def postgres(max_connections: int | None = None) -> Iterator[str]:
     restart: the server is ours and thrown away) so one pool per actor fits for 100+ actors.
     """
     import pgserver
+    import psycopg
 
     from store.migrate import apply_migrations
 
@@ -29,6 +30,11 @@ def postgres(max_connections: int | None = None) -> Iterator[str]:
         _set_max_connections(server, pgdata, max_connections)
     url = server.get_uri()
     apply_migrations(url)
+    with psycopg.connect(url, autocommit=True) as conn:  # the bench's raw SQL names our tables unqualified
+        conn.execute(
+            "DO $$ BEGIN EXECUTE format('ALTER DATABASE %I SET search_path = orchestrator, public', "
+            "current_database()); END $$"
+        )
     try:
         yield url
     finally:

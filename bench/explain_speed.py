@@ -20,6 +20,8 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import psycopg
+
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
@@ -98,6 +100,11 @@ def main() -> int:
         try:
             url = server.get_uri()
             apply_migrations(url)
+            with psycopg.connect(url, autocommit=True) as conn:  # the bench's raw SQL names our tables unqualified
+                conn.execute(
+                    "DO $$ BEGIN EXECUTE format('ALTER DATABASE %I SET search_path = orchestrator, public', "
+                    "current_database()); END $$"
+                )
             now = datetime.now(UTC).replace(microsecond=0)
             start = now - timedelta(days=args.days)
             seconds = args.days * 86_400

@@ -24,6 +24,8 @@ __all__ = [
     "PodTemplate",
     "ProviderKind",
     "ProviderSettings",
+    "QueueProfile",
+    "QueueSettings",
     "RaySettings",
     "ScalingSettings",
     "TelemetrySettings",
@@ -276,6 +278,31 @@ class WorkerSettings(_Section):
     )
 
 
+class QueueProfile(StrEnum):
+    NATIVE = "native"  # our own `tasks` table and SQL functions, our reference worker
+    REIGH = "reigh"  # an existing Reigh app's tables and functions, its unchanged Headless-Wan2GP worker
+
+
+class QueueSettings(_Section):
+    """Whose queue the fleet serves. The orchestrator's own state is in the schema `orchestrator`
+    either way; `reigh` reads and writes the app's tables in `public` but never changes their shape."""
+
+    profile: QueueProfile = Field(
+        default=QueueProfile.NATIVE,
+        description="`native` (our tasks table and worker) or `reigh` (an existing Reigh app's queue and worker).",
+    )
+    run_type: str = Field(
+        default="gpu",
+        min_length=1,
+        description="reigh: the task run type (task_types.run_type) this fleet serves.",
+    )
+    app_logs: bool = Field(
+        default=True,
+        description="reigh: also write the orchestrator's logs to the app's system_logs "
+        "(func_insert_logs_batch, source_type orchestrator_gpu).",
+    )
+
+
 class RaySettings(_Section):
     """Where the actors run."""
 
@@ -294,6 +321,7 @@ class OrchestratorSettings(BaseSettings):
     )
 
     database: DatabaseSettings = Field(default_factory=DatabaseSettings, description="The database.")
+    queue: QueueSettings = Field(default_factory=QueueSettings, description="The queue the fleet serves.")
     provider: ProviderSettings = Field(default_factory=ProviderSettings, description="The pod provider.")
     scaling: ScalingSettings = Field(default_factory=ScalingSettings, description="The scaling policy.")
     telemetry: TelemetrySettings = Field(default_factory=TelemetrySettings, description="Traces and metrics.")

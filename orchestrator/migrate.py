@@ -29,16 +29,17 @@ def command(
     """Apply pending database migrations (safe to run twice, and from two processes at once)."""
     from store.migrate import render_sql
 
-    if sql:
-        typer.echo(render_sql(), nl=False)
-        return
     settings = configcheck.load_or_exit(config)
+    profile = settings.queue.profile.value
+    if sql:
+        typer.echo(render_sql(profile), nl=False)
+        return
     import psycopg
 
     from store.base import DatabaseUnavailable
     from store.errors import describe_conninfo, redact, unavailable
     from store.factory import conninfo_for
-    from store.migrate import apply_migrations, load_migrations
+    from store.migrate import ProfileMismatch, apply_migrations, load_migrations
 
     database = settings.database
     if database.backend == "supabase":
@@ -55,7 +56,10 @@ def command(
         assert conninfo is not None
         where = describe_conninfo(conninfo)
         try:
-            applied = apply_migrations(conninfo, connect_timeout_s=database.connect_timeout_s)
+            applied = apply_migrations(conninfo, profile=profile, connect_timeout_s=database.connect_timeout_s)
+        except ProfileMismatch as exc:
+            typer.echo(f"migrate: {exc}", err=True)
+            raise typer.Exit(2) from None
         except psycopg.OperationalError as exc:
             raise unavailable(conninfo, "connecting to apply migrations", exc) from None
         except psycopg.Error as exc:
@@ -67,7 +71,7 @@ def command(
         raise typer.Exit(2) from None
     for name in applied:
         typer.echo(f"applied {name}")
-    total = len(load_migrations())
+    total = len(load_migrations(profile))
     if applied:
         typer.echo(f"{len(applied)} migration(s) applied to {where}; {total} in all")
     else:

@@ -62,7 +62,7 @@ def open_store(
     conninfo = conninfo_for(database)
     assert conninfo is not None
     if migrate if migrate is not None else backend == "embedded":
-        _migrate(conninfo, database.connect_timeout_s)
+        _migrate(conninfo, database.connect_timeout_s, settings.queue.profile.value)
     from store.postgres import PostgresStore
 
     max_size = database.pool_max_size if pool_max_size is None else min(database.pool_max_size, pool_max_size)
@@ -106,14 +106,14 @@ def _stop_embedded(pgdata: Path) -> None:
     stop_embedded(pgdata)
 
 
-def _migrate(conninfo: str, connect_timeout_s: float) -> None:
+def _migrate(conninfo: str, connect_timeout_s: float, profile: str) -> None:
     import psycopg
 
     from store.errors import unavailable
     from store.migrate import apply_migrations
 
     try:
-        apply_migrations(conninfo, connect_timeout_s=connect_timeout_s)
+        apply_migrations(conninfo, profile=profile, connect_timeout_s=connect_timeout_s)
     except psycopg.OperationalError as exc:
         raise unavailable(conninfo, "applying migrations", exc) from None
 

@@ -1,9 +1,21 @@
 """Applies the numbered SQL files of `store/migrations` once each, recorded in `schema_migrations`.
 
+Everything the orchestrator owns lives in the schema `orchestrator` (SCHEMA), so it never collides
+with an app's tables: the core files of `store/migrations/` (worker rows, events, decisions, logs,
+leases, settings) plus the files of one queue profile's folder (`native/`: our own `tasks` table
+and the worker's functions; `reigh/`: functions over an existing Reigh app's tables in `public`,
+which it reads and writes but never creates, alters or drops). Files run in the order of their
+numbers across both folders; a profile's `NNNN_` sits between the core files it depends on.
+
 All pending migrations go in one transaction that first takes a transaction-level advisory lock,
 so two processes migrating at once are safe: the second waits, then finds nothing pending.
 `render_sql()` gives the same migrations as one script for a Supabase SQL editor or
 `supabase db push`; every migration is written to be safe to run again.
+
+Every function of the schema runs with a pinned search_path (the schema's own, unless its file set
+another), so callers need no search_path of their own and an app's table of the same name is never
+taken for ours. A database migrated before the namespace (our tables in `public`, recorded in
+`public.schema_migrations`) has them moved into the schema with their data, once.
 
 A migration is known by its file name; the checksum is recorded, never compared. So files may be
 reorganized as long as the new ones are idempotent: a database migrated with the old names simply
@@ -14,6 +26,7 @@ the move from 0002_functions/0003_demand_snapshot/0900_explain to one file per d
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import resources
@@ -24,15 +37,23 @@ import psycopg
 
 __all__ = [
     "MIGRATIONS_LOCK_KEY",
+    "PROFILES",
+    "SCHEMA",
     "Migration",
+    "ProfileMismatch",
     "applied_migrations",
     "apply_migrations",
     "load_migrations",
     "render_sql",
 ]
 
+SCHEMA = "orchestrator"  # the orchestrator's own namespace in the database
+PROFILES = ("native", "reigh")  # queue profiles: a folder of store/migrations each
+
 # Advisory lock key of the migration runner: any constant that no other code of ours uses.
 MIGRATIONS_LOCK_KEY = 0x6F72_6368_6D69_67  # "orchmig" in ASCII, fits a bigint
+
+_PREAMBLE = f"CREATE SCHEMA IF NOT EXISTS {SCHEMA};\nSET LOCAL search_path = {SCHEMA};"
 
 _LEDGER_DDL = """
 CREATE TABLE IF NOT EXISTS schema_migrations (
@@ -42,53 +63,173 @@ CREATE TABLE IF NOT EXISTS schema_migrations (
 )
 """.strip()
 
+# Our tables of the layout before the namespace, each with a column only ours has: a table of the
+# same name that lacks it (an app's `tasks`, `workers`, `system_logs`) is never moved.
+_LEGACY_TABLES = {
+    "tasks": "depends_on",
+    "workers": "pod_id",
+    "worker_events": "to_status",
+    "scaling_decisions": "spawn_count",
+    "system_logs": "inserted_at",
+    "orchestrator_leases": "epoch",
+    "queue_settings": "value",
+}
+# Functions of that layout that no current file defines any more.
+_LEGACY_FUNCTIONS = ("queue_settings_json", "count_system_logs", "renew_leader_lease")
+
+# Pins every function of the schema to it (a function whose file set its own search_path keeps it).
+_PIN_SEARCH_PATH = f"""
+DO $pin$
+DECLARE
+    f regprocedure;
+BEGIN
+    FOR f IN
+        SELECT p.oid::regprocedure FROM pg_proc p
+        WHERE p.pronamespace = '{SCHEMA}'::regnamespace
+          AND NOT EXISTS (SELECT 1 FROM unnest(p.proconfig) c WHERE c LIKE 'search_path=%')
+    LOOP
+        EXECUTE format('ALTER FUNCTION %s SET search_path = {SCHEMA}, pg_temp', f);
+    END LOOP;
+END
+$pin$;
+""".strip()
+
+
+class ProfileMismatch(Exception):
+    """The database was migrated for another queue profile."""
+
 
 @dataclass(frozen=True, slots=True)
 class Migration:
-    name: str  # file name without `.sql`, e.g. `0001_schema`
+    name: str  # file name without `.sql`, with its profile folder: `0001_schema`, `native/0020_tasks`
     sql: str
 
     @property
     def checksum(self) -> str:
         return hashlib.sha256(self.sql.encode()).hexdigest()
 
+    @property
+    def profile(self) -> str | None:
+        """The queue profile the file belongs to; None for a core file."""
+        return self.name.split("/", 1)[0] if "/" in self.name else None
 
-def load_migrations(folder: Path | Traversable | None = None) -> list[Migration]:
-    """Every migration in `folder` (default: those shipped with the package), in order."""
+
+def _order(migration: Migration) -> tuple[str, str]:
+    """Files run by number across the core folder and the profile's."""
+    return (migration.name.rsplit("/", 1)[-1], migration.name)
+
+
+def load_migrations(profile: str = "native", folder: Path | Traversable | None = None) -> list[Migration]:
+    """The core migrations in `folder` (default: those shipped with the package) and those of
+    `profile`'s subfolder, in the order of their numbers."""
+    if profile not in PROFILES:
+        raise ValueError(f"queue profile {profile!r} is not one of {', '.join(PROFILES)}")
     if folder is None:
         folder = resources.files("store").joinpath("migrations")
-    files = sorted(
-        (entry for entry in folder.iterdir() if entry.name.endswith(".sql")),
-        key=lambda entry: entry.name,
-    )
-    return [Migration(name=entry.name.removesuffix(".sql"), sql=entry.read_text()) for entry in files]
+    found = [
+        Migration(name=entry.name.removesuffix(".sql"), sql=entry.read_text())
+        for entry in folder.iterdir()
+        if entry.name.endswith(".sql")
+    ]
+    subfolder = folder.joinpath(profile)
+    if subfolder.is_dir():
+        found += [
+            Migration(name=f"{profile}/{entry.name.removesuffix('.sql')}", sql=entry.read_text())
+            for entry in subfolder.iterdir()
+            if entry.name.endswith(".sql")
+        ]
+    return sorted(found, key=_order)
+
+
+def _defined_functions() -> list[str]:
+    """Names of every function any shipped file defines (both profiles), plus retired ones."""
+    names = set(_LEGACY_FUNCTIONS)
+    for profile in PROFILES:
+        for migration in load_migrations(profile):
+            names.update(re.findall(r"CREATE OR REPLACE FUNCTION\s+(\w+)\s*\(", migration.sql))
+    return sorted(names)
+
+
+def _relocation_sql() -> str:
+    """Moves our tables of the pre-namespace layout from `public` into the schema, once."""
+    tables = ", ".join(f"('{t}', '{c}')" for t, c in _LEGACY_TABLES.items())
+    functions = ", ".join(f"'{f}'" for f in _defined_functions())
+    return f"""
+DO $relocate$
+DECLARE
+    t record;
+    f regprocedure;
+BEGIN
+    IF to_regclass('public.schema_migrations') IS NULL OR to_regclass('{SCHEMA}.schema_migrations') IS NOT NULL THEN
+        RETURN;
+    END IF;
+    -- a separate statement: the table may not exist, and plpgsql plans an IF's whole condition
+    IF NOT EXISTS (SELECT 1 FROM public.schema_migrations WHERE name = '0001_schema') THEN
+        RETURN;
+    END IF;
+    FOR t IN SELECT * FROM (VALUES {tables}) AS v (tab, col) LOOP
+        IF EXISTS (SELECT 1 FROM information_schema.columns
+                   WHERE table_schema = 'public' AND table_name = t.tab AND column_name = t.col) THEN
+            EXECUTE format('ALTER TABLE public.%I SET SCHEMA {SCHEMA}', t.tab);
+        END IF;
+    END LOOP;
+    IF to_regclass('public.orchestrator_lease_epoch_seq') IS NOT NULL THEN
+        ALTER SEQUENCE public.orchestrator_lease_epoch_seq SET SCHEMA {SCHEMA};
+    END IF;
+    FOR f IN SELECT p.oid::regprocedure FROM pg_proc p
+             WHERE p.pronamespace = 'public'::regnamespace AND p.proname IN ({functions}) LOOP
+        EXECUTE format('DROP FUNCTION %s CASCADE', f);
+    END LOOP;
+    DROP TABLE public.schema_migrations;
+END
+$relocate$;
+""".strip()
 
 
 def applied_migrations(conninfo: str) -> list[str]:
     """Names recorded in the ledger (empty when it does not exist yet)."""
     with psycopg.connect(conninfo, autocommit=True) as conn:
-        exists = conn.execute("SELECT to_regclass('schema_migrations') IS NOT NULL").fetchone()
+        exists = conn.execute(f"SELECT to_regclass('{SCHEMA}.schema_migrations') IS NOT NULL").fetchone()
         if not exists or not exists[0]:
             return []
-        return [row[0] for row in conn.execute("SELECT name FROM schema_migrations ORDER BY name")]
+        names = [row[0] for row in conn.execute(f"SELECT name FROM {SCHEMA}.schema_migrations")]
+    return sorted(names, key=lambda name: (name.rsplit("/", 1)[-1], name))
+
+
+def _check_profile(done: set[str], profile: str) -> None:
+    others = sorted({name.split("/", 1)[0] for name in done if "/" in name} - {profile})
+    if others:
+        raise ProfileMismatch(
+            f"this database was migrated for the queue profile {others[0]!r}, not {profile!r}: "
+            f"set queue.profile: {others[0]} (ORCHESTRATOR_QUEUE__PROFILE={others[0]}), or use another database"
+        )
 
 
 def apply_migrations(
-    conninfo: str, *, connect_timeout_s: float | None = None, migrations: Sequence[Migration] | None = None
+    conninfo: str,
+    *,
+    profile: str = "native",
+    connect_timeout_s: float | None = None,
+    migrations: Sequence[Migration] | None = None,
 ) -> list[str]:
-    """Apply pending migrations (default: the package's) in one transaction; returns the names
-    applied (empty when none).
+    """Apply pending migrations (default: the package's, for `profile`) in one transaction; returns
+    the names applied (empty when none).
 
     Raises psycopg.OperationalError when the database cannot be reached (callers that talk to a
-    person turn it into a one-line message; see store.errors).
+    person turn it into a one-line message; see store.errors), ProfileMismatch when the database
+    belongs to the other queue profile.
     """
     timeout = max(1, round(connect_timeout_s)) if connect_timeout_s is not None else None
     applied: list[str] = []
+    pending = load_migrations(profile) if migrations is None else list(migrations)
     with psycopg.connect(conninfo, connect_timeout=timeout) as conn, conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATIONS_LOCK_KEY,))
+        conn.execute(_PREAMBLE)
+        conn.execute(_relocation_sql().encode())
         conn.execute(_LEDGER_DDL)
         done = {row[0] for row in conn.execute("SELECT name FROM schema_migrations")}
-        for migration in load_migrations() if migrations is None else migrations:
+        _check_profile(done, profile)
+        for migration in pending:
             if migration.name in done:
                 continue
             conn.execute(migration.sql.encode())
@@ -97,25 +238,30 @@ def apply_migrations(
                 (migration.name, migration.checksum),
             )
             applied.append(migration.name)
+        if applied:
+            conn.execute(_PIN_SEARCH_PATH.encode())
     return applied
 
 
-def render_sql() -> str:
-    """All migrations as one script that records itself in the ledger; safe to run again."""
+def render_sql(profile: str = "native") -> str:
+    """All migrations of `profile` as one script that records itself in the ledger; safe to run again."""
     parts = [
-        "-- gpu-orchestrator schema: paste into the Supabase SQL editor, or save as",
+        f"-- gpu-orchestrator schema (queue profile {profile}): paste into the Supabase SQL editor, or save as",
         "-- supabase/migrations/<timestamp>_gpu_orchestrator.sql and run `supabase db push`.",
-        "-- Safe to run again: every statement is idempotent.",
+        f"-- Safe to run again: every statement is idempotent. Everything it creates is in the schema {SCHEMA}.",
         "BEGIN;",
         f"SELECT pg_advisory_xact_lock({MIGRATIONS_LOCK_KEY});",
+        _PREAMBLE,
+        _relocation_sql(),
         _LEDGER_DDL + ";",
     ]
-    for migration in load_migrations():
+    for migration in load_migrations(profile):
         parts.append(f"\n-- ===== {migration.name} =====")
         parts.append(migration.sql.rstrip())
         parts.append(
             "INSERT INTO schema_migrations (name, checksum) "
             f"VALUES ('{migration.name}', '{migration.checksum}') ON CONFLICT (name) DO NOTHING;"
         )
+    parts.append(_PIN_SEARCH_PATH)
     parts.append("COMMIT;")
     return "\n".join(parts) + "\n"

@@ -1,6 +1,6 @@
 """PostgresStore: the store over a direct Postgres connection (psycopg 3 and a connection pool).
 
-Each operation is one `SELECT fn(p_arg => ...)` in autocommit mode, so every call is its own
+Each operation is one `SELECT orchestrator.fn(p_arg => ...)` in autocommit mode, so every call is its own
 transaction (a claim's advisory lock is released when it commits). Works with a local server,
 the embedded pgserver and Supabase's direct and pooler connection strings. Postgres-only extras:
 `wait_for_task_change` LISTENs on `task_changes` on a dedicated connection (falling back to a
@@ -21,6 +21,7 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 
 from store.base import StoreError
 from store.errors import describe_conninfo, error_from_sql, unavailable
+from store.migrate import SCHEMA
 from store.rpc import JsonArg, RpcStore, backoff_delays
 
 __all__ = ["NOTIFY_CHANNEL", "PostgresStore", "check_reachable"]
@@ -110,7 +111,7 @@ class PostgresStore(RpcStore):
         query = self._queries.get(key)
         if query is None:
             query = sql.SQL("SELECT {}({})").format(
-                sql.Identifier(fn),
+                sql.Identifier(SCHEMA, fn),
                 sql.SQL(", ").join(
                     sql.SQL("{} => {}").format(sql.Identifier(name), sql.Placeholder(name)) for name in names
                 ),

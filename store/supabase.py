@@ -21,6 +21,7 @@ from postgrest.exceptions import APIError
 
 from store.base import DatabaseUnavailable, StoreError
 from store.errors import error_from_sql, redact
+from store.migrate import SCHEMA
 from store.rpc import JsonArg, RpcStore, backoff_delays
 
 __all__ = ["SupabaseStore"]
@@ -60,7 +61,9 @@ class SupabaseStore(RpcStore):
             event_hooks={"response": [self._remember_status]},
         )
         try:
-            options = supabase.ClientOptions(auto_refresh_token=False, persist_session=False, httpx_client=self._http)
+            options = supabase.ClientOptions(
+                schema=SCHEMA, auto_refresh_token=False, persist_session=False, httpx_client=self._http
+            )
             self._client = supabase.create_client(self._url, service_role_key, options)
         except supabase.SupabaseException as exc:
             self._http.close()
@@ -102,6 +105,11 @@ class SupabaseStore(RpcStore):
                     raise StoreError(
                         f"supabase at {self._url}: permission denied calling {fn} ({message}); the orchestrator "
                         "needs the service-role key, and `orchestrator migrate --sql` applied"
+                    ) from None
+                if code == "PGRST106":
+                    raise StoreError(
+                        f"supabase at {self._url} does not expose the schema {SCHEMA} ({message}); add "
+                        f"{SCHEMA} to Settings > API > Exposed schemas (PostgREST db-schemas)"
                     ) from None
                 if status == 404 and code in {"PGRST202", "42883"}:
                     raise StoreError(

@@ -78,6 +78,9 @@ def create_database(pg_server_url: str, pg_template: str) -> str:
     name = f"t_{uuid.uuid4().hex[:12]}"
     with psycopg.connect(pg_server_url, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{TEMPLATE_DB}"')
+        # Tests read the orchestrator's tables with plain SQL; the product itself always qualifies
+        # them (every function pins its own search_path), so this only spares the tests a prefix.
+        conn.execute(f'ALTER DATABASE "{name}" SET search_path = orchestrator, public')
     return _with_dbname(pg_server_url, name)
 
 

@@ -1,36 +1,9 @@
--- 0001_schema: the orchestrator's tables, indexes and row level security.
+-- 0001_schema: the orchestrator's own tables (schema `orchestrator`), indexes and row level security.
+--
+-- The queue's table lives in the profile's folder (native/) or is the app's (reigh/).
 --
 -- Written to be safe to run again (IF NOT EXISTS everywhere), so the output of
 -- `orchestrator migrate --sql` can be pasted into a Supabase SQL editor more than once.
-
--- Tasks: put in by the app, claimed by workers through claim_next_task().
-CREATE TABLE IF NOT EXISTS tasks (
-    id          text PRIMARY KEY DEFAULT gen_random_uuid()::text,
-    task_type   text NOT NULL,
-    status      text NOT NULL DEFAULT 'Queued'
-                CONSTRAINT tasks_status_check
-                CHECK (status IN ('Queued', 'In Progress', 'Complete', 'Failed', 'Cancelled')),
-    user_id     text NOT NULL,
-    params      jsonb NOT NULL DEFAULT '{}'::jsonb,
-    depends_on  text,                      -- id of a task that must be Complete first
-    worker_id   text,                      -- the worker holding or last holding it
-    attempts    integer NOT NULL DEFAULT 0, -- claims so far
-    created_at  timestamptz NOT NULL DEFAULT now(),
-    claimed_at  timestamptz,
-    finished_at timestamptz,
-    error       text,
-    result      jsonb
-);
--- The claim walks Queued tasks oldest first.
-CREATE INDEX IF NOT EXISTS tasks_queued_idx ON tasks (created_at, id) WHERE status = 'Queued';
--- demand_snapshot groups Queued tasks by user.
-CREATE INDEX IF NOT EXISTS tasks_queued_user_idx ON tasks (user_id, depends_on) WHERE status = 'Queued';
--- The per-user limit counts In Progress tasks of one user (claim and demand).
-CREATE INDEX IF NOT EXISTS tasks_in_progress_user_idx ON tasks (user_id) WHERE status = 'In Progress';
--- A worker's tasks: requeue on death, tasks_in_progress and idle_since of list_workers.
-CREATE INDEX IF NOT EXISTS tasks_worker_idx ON tasks (worker_id, status, finished_at);
--- task_counts and list_tasks(status).
-CREATE INDEX IF NOT EXISTS tasks_status_idx ON tasks (status, created_at);
 
 -- Workers: one row per pod lifecycle, written before the pod is created (intent).
 CREATE TABLE IF NOT EXISTS workers (
@@ -125,7 +98,6 @@ ON CONFLICT (key) DO NOTHING;
 
 -- Row level security on every table, with no policy: only the table owner (direct connections),
 -- roles with BYPASSRLS (Supabase's service_role) and the SQL functions called by them get through.
-ALTER TABLE tasks ENABLE ROW LEVEL SECURITY;
 ALTER TABLE workers ENABLE ROW LEVEL SECURITY;
 ALTER TABLE worker_events ENABLE ROW LEVEL SECURITY;
 ALTER TABLE scaling_decisions ENABLE ROW LEVEL SECURITY;
@@ -142,7 +114,7 @@ BEGIN
     FOREACH r IN ARRAY ARRAY['anon', 'authenticated'] LOOP
         IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = r) THEN
             EXECUTE format(
-                'REVOKE ALL ON tasks, workers, worker_events, scaling_decisions, system_logs, '
+                'REVOKE ALL ON workers, worker_events, scaling_decisions, system_logs, '
                 'orchestrator_leases, queue_settings, schema_migrations FROM %I', r);
             EXECUTE format('REVOKE ALL ON SEQUENCE orchestrator_lease_epoch_seq FROM %I', r);
         END IF;

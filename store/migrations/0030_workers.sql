@@ -5,24 +5,6 @@
 -- over the earlier layout (0002_functions, 0003_demand_snapshot, 0900_explain): CREATE OR REPLACE
 -- with unchanged signatures, IF NOT EXISTS.
 
--- Worker rows with derived fields: tasks_in_progress, and idle_since (promotion or last finished
--- task, whichever is later) when it holds no task.
-CREATE OR REPLACE FUNCTION workers_json(p_worker_id text, p_include_terminated boolean) RETURNS jsonb
-LANGUAGE sql STABLE AS $$
-    SELECT coalesce(jsonb_agg(
-        to_jsonb(w) || jsonb_build_object(
-            'tasks_in_progress', ip.n,
-            'idle_since', CASE WHEN ip.n = 0 THEN greatest(w.promoted_at, lf.at) END)
-        ORDER BY w.created_at, w.id), '[]'::jsonb)
-    FROM workers w
-    CROSS JOIN LATERAL (
-        SELECT count(*) AS n FROM tasks t WHERE t.worker_id = w.id AND t.status = 'In Progress') ip
-    CROSS JOIN LATERAL (
-        SELECT max(t.finished_at) AS at FROM tasks t WHERE t.worker_id = w.id AND t.finished_at IS NOT NULL) lf
-    WHERE (p_worker_id IS NULL OR w.id = p_worker_id)
-      AND (p_include_terminated OR w.status <> 'terminated')
-$$;
-
 CREATE OR REPLACE FUNCTION get_worker(p_worker_id text) RETURNS jsonb
 LANGUAGE sql STABLE AS $$ SELECT workers_json(p_worker_id, true) -> 0 $$;
 
@@ -48,6 +30,7 @@ BEGIN
     IF FOUND THEN
         INSERT INTO worker_events (worker_id, at, from_status, to_status, reason, epoch)
         VALUES (p_worker_id, v_at, NULL, 'spawning', coalesce(p_reason, ''), p_epoch);
+        PERFORM queue_worker_changed(p_worker_id);
     END IF;
     RETURN get_worker(p_worker_id);
 END
@@ -55,15 +38,18 @@ $$;
 
 CREATE OR REPLACE FUNCTION set_worker_pod(
     p_worker_id text, p_pod_id text, p_gpu_type text DEFAULT NULL, p_metadata jsonb DEFAULT NULL
-) RETURNS boolean LANGUAGE sql AS $$
-    WITH upd AS (
-        UPDATE workers
-        SET pod_id = p_pod_id, gpu_type = coalesce(p_gpu_type, gpu_type),
-            metadata = metadata || coalesce(p_metadata, '{}'::jsonb)
-        WHERE id = p_worker_id
-        RETURNING 1
-    )
-    SELECT EXISTS (SELECT 1 FROM upd)
+) RETURNS boolean LANGUAGE plpgsql AS $$
+BEGIN
+    UPDATE workers
+    SET pod_id = p_pod_id, gpu_type = coalesce(p_gpu_type, gpu_type),
+        metadata = metadata || coalesce(p_metadata, '{}'::jsonb)
+    WHERE id = p_worker_id;
+    IF NOT FOUND THEN
+        RETURN false;
+    END IF;
+    PERFORM queue_worker_changed(p_worker_id);
+    RETURN true;
+END
 $$;
 
 -- Compare-and-set of a worker's status plus its worker_events row, in one transaction.
@@ -97,17 +83,9 @@ BEGIN
     WHERE id = p_worker_id;
     INSERT INTO worker_events (worker_id, at, from_status, to_status, reason, epoch)
     VALUES (p_worker_id, v_at, v_old, p_new, coalesce(p_reason, ''), p_epoch);
+    PERFORM queue_worker_changed(p_worker_id);
     RETURN true;
 END
-$$;
-
--- One UPDATE: last_heartbeat_at and a metadata merge, never the status. Returns the status.
-CREATE OR REPLACE FUNCTION worker_heartbeat(p_worker_id text, p_metadata jsonb DEFAULT NULL) RETURNS text
-LANGUAGE sql AS $$
-    UPDATE workers
-    SET last_heartbeat_at = now(), metadata = metadata || coalesce(p_metadata, '{}'::jsonb)
-    WHERE id = p_worker_id
-    RETURNING status
 $$;
 
 -- Newest `p_limit` events of the window, oldest first.

@@ -72,10 +72,14 @@ LANGUAGE sql AS $$
         FROM checked c
         WHERE c.reason IS NULL
         ON CONFLICT (id) DO NOTHING
-        RETURNING 1
+        RETURNING system_logs.*
+    ), hooked AS (
+        -- the profile's copy of what was just inserted (reigh: the app's system_logs); a replay's
+        -- duplicates were copied the first time
+        SELECT queue_logs_inserted(coalesce(jsonb_agg(to_jsonb(ins)), '[]'::jsonb)) AS n FROM ins
     )
     SELECT jsonb_build_object(
-        'inserted', (SELECT count(*) FROM ins),
+        'inserted', (SELECT count(*) FROM ins WHERE (SELECT n FROM hooked) IS NOT NULL),
         'duplicates', (SELECT count(*) FROM checked WHERE reason IS NULL) - (SELECT count(*) FROM ins),
         'rejected', coalesce(
             (SELECT jsonb_agg(jsonb_build_object('index', idx, 'id', id, 'reason', reason) ORDER BY idx)

@@ -37,6 +37,7 @@ def _empty_database(pg_server_url: str) -> str:
     name = f"e_{uuid.uuid4().hex[:12]}"
     with psycopg.connect(pg_server_url, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}" TEMPLATE template0'.encode())
+        conn.execute(f'ALTER DATABASE "{name}" SET search_path = orchestrator, public'.encode())
     return psycopg.conninfo.make_conninfo(pg_server_url, dbname=name)
 
 
@@ -49,8 +50,11 @@ def test_apply_once_then_nothing(empty_database_url: str) -> None:
     names = [m.name for m in load_migrations()]
     assert names == [
         "0001_schema",
+        "native/0002_tasks_table",
         "0010_leases",
-        "0020_tasks",
+        "0015_settings",
+        "native/0020_tasks",
+        "native/0025_workers_queue",
         "0030_workers",
         "0040_decisions",
         "0050_logs",
@@ -84,7 +88,7 @@ def test_concurrent_migrators_apply_each_migration_once(empty_database_url: str)
     assert sorted(results, key=len) == [[], [], [], names]
     with psycopg.connect(empty_database_url) as conn:
         rows = conn.execute("SELECT name, count(*) FROM schema_migrations GROUP BY name").fetchall()
-    assert sorted(rows) == [(name, 1) for name in names]
+    assert sorted(rows) == sorted((name, 1) for name in names)
 
 
 def test_rendered_sql_runs_twice_and_fills_the_ledger(empty_database_url: str) -> None:
@@ -113,7 +117,7 @@ def _earlier_layout(folder: Path) -> list[Migration]:
         except (OSError, subprocess.CalledProcessError) as exc:
             pytest.skip(f"needs the git history of this repository ({exc})")
         (folder / f"{name}.sql").write_text(shown.stdout)
-    return load_migrations(folder)
+    return load_migrations(folder=folder)
 
 
 def _schema_objects(conninfo: str) -> dict[str, list[tuple[Any, ...]]]:
@@ -133,11 +137,25 @@ def _schema_objects(conninfo: str) -> dict[str, list[tuple[Any, ...]]]:
         }
 
 
+def _apply_as_before_the_namespace(conninfo: str, migrations: list[Migration]) -> None:
+    """What the runner did before the `orchestrator` schema: everything in `public`."""
+    with psycopg.connect(conninfo) as conn, conn.transaction():
+        conn.execute("SET LOCAL search_path = public")
+        conn.execute(
+            "CREATE TABLE schema_migrations (name text PRIMARY KEY, checksum text NOT NULL, "
+            "applied_at timestamptz NOT NULL DEFAULT now())"
+        )
+        for migration in migrations:
+            conn.execute(migration.sql.encode())
+            conn.execute("INSERT INTO schema_migrations VALUES (%s, %s)", (migration.name, migration.checksum))
+
+
 def test_a_database_of_the_earlier_layout_takes_the_new_files(
     pg_server_url: str, empty_database_url: str, tmp_path: Path
 ) -> None:
     earlier = _earlier_layout(tmp_path)
-    assert apply_migrations(empty_database_url, migrations=earlier) == list(EARLIER_LAYOUT)
+    assert [m.name for m in earlier] == list(EARLIER_LAYOUT)
+    _apply_as_before_the_namespace(empty_database_url, earlier)
     with psycopg.connect(empty_database_url, autocommit=True) as conn:
         conn.execute("INSERT INTO tasks (id, task_type, user_id) VALUES ('kept', 't', 'u')")
         dead = conn.execute(
@@ -147,8 +165,17 @@ def test_a_database_of_the_earlier_layout_takes_the_new_files(
     assert dead == (3,)  # the earlier layout had them
 
     names = [m.name for m in load_migrations()]
-    assert apply_migrations(empty_database_url) == names[1:]  # 0001_schema is unchanged and kept
+    # our tables move into the schema `orchestrator` with their rows; every file applies there once
+    assert apply_migrations(empty_database_url) == names
     assert apply_migrations(empty_database_url) == []
+    with psycopg.connect(empty_database_url, autocommit=True) as conn:
+        left_in_public = conn.execute(
+            "SELECT count(*) FROM pg_class WHERE relnamespace = 'public'::regnamespace"
+        ).fetchone()
+        functions_in_public = conn.execute(
+            "SELECT count(*) FROM pg_proc WHERE pronamespace = 'public'::regnamespace"
+        ).fetchone()
+    assert left_in_public == (0,) and functions_in_public == (0,)
     fresh = _empty_database(pg_server_url)
     apply_migrations(fresh)
     upgraded, new = _schema_objects(empty_database_url), _schema_objects(fresh)
@@ -225,4 +252,4 @@ def test_supabase_api_roles_get_nothing(pg_server_url: str, empty_database_url: 
             assert row == (False, True), fn
         conn.execute("SET ROLE anon")
         with pytest.raises(psycopg.errors.InsufficientPrivilege):
-            conn.execute("SELECT claim_next_task('w', NULL)")
+            conn.execute("SELECT orchestrator.claim_next_task('w', NULL)")

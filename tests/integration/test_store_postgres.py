@@ -144,7 +144,7 @@ def test_migrate_command(pg_server_url: str, monkeypatch: pytest.MonkeyPatch) ->
     runner = CliRunner()
     first = runner.invoke(app, ["migrate"])
     assert first.exit_code == 0, first.output
-    assert "applied 0001_schema" in first.output and "applied 0020_tasks" in first.output
+    assert "applied 0001_schema" in first.output and "applied native/0020_tasks" in first.output
     second = runner.invoke(app, ["migrate"])
     assert second.exit_code == 0 and "nothing to apply" in second.output
 

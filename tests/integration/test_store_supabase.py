@@ -38,7 +38,8 @@ def _worker_with_task(sb: SupabaseStore) -> str:
 def test_standin_checks_both_auth_headers(standin: PostgrestStandin) -> None:
     url = f"{standin.url}/rest/v1/rpc/db_now"
     key = standin.service_key
-    assert httpx.post(url, json={}, headers={"apikey": key, "Authorization": f"Bearer {key}"}).status_code == 200
+    auth = {"apikey": key, "Authorization": f"Bearer {key}"}
+    assert httpx.post(url, json={}, headers={**auth, "Content-Profile": "orchestrator"}).status_code == 200
     for headers in ({"apikey": key}, {"Authorization": f"Bearer {key}"}, {"apikey": key, "Authorization": "Bearer x"}):
         answer = httpx.post(url, json={}, headers=headers)
         assert answer.status_code == 401
@@ -47,7 +48,7 @@ def test_standin_checks_both_auth_headers(standin: PostgrestStandin) -> None:
 
 def test_standin_answers_sql_errors_in_postgrest_shape(standin: PostgrestStandin) -> None:
     key = standin.service_key
-    headers = {"apikey": key, "Authorization": f"Bearer {key}"}
+    headers = {"apikey": key, "Authorization": f"Bearer {key}", "Content-Profile": "orchestrator"}
     answer = httpx.post(
         f"{standin.url}/rest/v1/rpc/configure_queue",
         json={"p_per_user_limit": 0, "p_max_task_attempts": 3},

@@ -92,12 +92,20 @@ class _Control:
 class PostgrestStandin:
     """Start with `with PostgrestStandin(conninfo) as standin:`; point supabase-py at `standin.url`."""
 
-    def __init__(self, conninfo: str, service_key: str = "test-service-role-key-not-secret") -> None:
+    def __init__(
+        self,
+        conninfo: str,
+        service_key: str = "test-service-role-key-not-secret",
+        exposed_schemas: tuple[str, ...] = ("public", "orchestrator"),
+    ) -> None:
+        """`exposed_schemas` is PostgREST's db-schemas (the first is the default profile); a project
+        that exposes `orchestrator` as its README asks."""
         self.conninfo = conninfo
+        self.exposed_schemas = exposed_schemas
         self.service_key = service_key
         self.control = _Control()
         self._pool = ConnectionPool(conninfo, min_size=1, max_size=8, kwargs={"autocommit": True}, open=False)
-        self._signatures: dict[str, dict[str, str] | None] = {}
+        self._signatures: dict[tuple[str, str], dict[str, str] | None] = {}
         self._signatures_lock = threading.Lock()
         standin = self
 
@@ -179,6 +187,19 @@ class PostgrestStandin:
             )
             return
         fn = request.path[len(RPC_PREFIX) :].split("?", 1)[0]
+        schema = request.headers.get("Content-Profile") or self.exposed_schemas[0]
+        if schema not in self.exposed_schemas:
+            self._send(
+                request,
+                406,
+                {
+                    "code": "PGRST106",
+                    "message": f"The schema must be one of the following: {', '.join(self.exposed_schemas)}",
+                    "details": None,
+                    "hint": None,
+                },
+            )
+            return
         with self.control.lock:
             self.control.calls.append(fn)
         failure = self.control.take_failure()
@@ -192,7 +213,7 @@ class PostgrestStandin:
                 request, 400, {"code": "PGRST102", "message": "Empty or invalid json", "details": None, "hint": None}
             )
             return
-        status, answer = self._run(fn, body if isinstance(body, dict) else {})
+        status, answer = self._run(schema, fn, body if isinstance(body, dict) else {})
         if failure is not None:
             self._fail(request, failure)
             return
@@ -217,27 +238,27 @@ class PostgrestStandin:
             phrase = HTTPStatus(status).phrase if status in HTTPStatus._value2member_map_ else "Error"
             self._send_raw(request, status, f"<html><body>{status} {phrase}</body></html>".encode(), "text/html")
 
-    def _signature(self, fn: str) -> dict[str, str] | None:
-        """Argument name -> SQL type of public.fn, or None when there is no such function."""
+    def _signature(self, schema: str, fn: str) -> dict[str, str] | None:
+        """Argument name -> SQL type of schema.fn, or None when there is no such function."""
         with self._signatures_lock:
-            if fn in self._signatures:
-                return self._signatures[fn]
+            if (schema, fn) in self._signatures:
+                return self._signatures[(schema, fn)]
         with self._pool.connection() as conn:
             row = conn.execute(
                 """
                 SELECT p.proargnames, array(SELECT format_type(t, NULL) FROM unnest(p.proargtypes) AS t)
                 FROM pg_proc p
-                WHERE p.pronamespace = 'public'::regnamespace AND p.proname = %s
+                WHERE p.pronamespace = %s::regnamespace AND p.proname = %s
                 """,
-                (fn,),
+                (schema, fn),
             ).fetchone()
         signature = None if row is None else dict(zip(row[0] or [], row[1], strict=False))
         with self._signatures_lock:
-            self._signatures[fn] = signature
+            self._signatures[(schema, fn)] = signature
         return signature
 
-    def _run(self, fn: str, body: dict[str, Any]) -> tuple[int, bytes]:
-        signature = self._signature(fn)
+    def _run(self, schema: str, fn: str, body: dict[str, Any]) -> tuple[int, bytes]:
+        signature = self._signature(schema, fn)
         if signature is None or any(name not in signature for name in body):
             args = ", ".join(sorted(body))
             return 404, _json(
@@ -245,13 +266,13 @@ class PostgrestStandin:
                     "code": "PGRST202",
                     "details": None,
                     "hint": None,
-                    "message": f"Could not find the function public.{fn}({args}) in the schema cache",
+                    "message": f"Could not find the function {schema}.{fn}({args}) in the schema cache",
                 }
             )
         names = list(body)
         if names:
             query = sql.SQL("SELECT to_json({fn}({args}))::text FROM json_to_record(%s::json) AS r({cols})").format(
-                fn=sql.Identifier(fn),
+                fn=sql.Identifier(schema, fn),
                 args=sql.SQL(", ").join(
                     sql.SQL("{} => r.{}").format(sql.Identifier(n), sql.Identifier(n)) for n in names
                 ),
@@ -261,7 +282,7 @@ class PostgrestStandin:
             )
             params: tuple[Any, ...] = (json.dumps(body),)
         else:
-            query = sql.SQL("SELECT to_json({fn}())::text").format(fn=sql.Identifier(fn))
+            query = sql.SQL("SELECT to_json({fn}())::text").format(fn=sql.Identifier(schema, fn))
             params = ()
         try:
             with self._pool.connection() as conn:
