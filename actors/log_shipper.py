@@ -11,12 +11,13 @@ the spool is replayed; `LogRecord.id` makes replays idempotent.
 
 `health()` runs in its own concurrency group, so it answers while a flush hangs; its figures feed
 `telemetry.shipper_health.assess`, which decides whether the Scaler restarts this actor.
+
+Its own failures are counted (`health()`, and `orchestrator_errors` with component `log_shipper`)
+and written to the fallback with the reason, never logged: this process is where logs go.
 """
 
 from __future__ import annotations
 
-import contextlib
-import logging
 import os
 import random
 import sys
@@ -28,7 +29,8 @@ from typing import Any
 from pydantic import ValidationError
 
 from config.settings import OrchestratorSettings
-from store.base import DatabaseUnavailable, LogRecord, StoreError
+from store import factory as stores
+from store.base import DatabaseUnavailable, LogRecord, Store, StoreError
 from telemetry import metrics
 from telemetry import redact as redaction
 from telemetry.fallback import FallbackWriter
@@ -36,8 +38,6 @@ from telemetry.log_handler import pack_records
 from telemetry.spool import Spool, SpoolFull, count_records
 
 __all__ = ["LogShipper"]
-
-log = logging.getLogger(__name__)
 
 _BACKOFF_BASE_S = 0.2
 _BACKOFF_CAP_S = 10.0
@@ -61,7 +61,7 @@ def _to_row(raw: Any) -> dict[str, Any]:
 
 
 class LogShipper:
-    def __init__(self, settings: OrchestratorSettings, *, store: Any | None = None) -> None:
+    def __init__(self, settings: OrchestratorSettings, *, store: Store | None = None) -> None:
         """`store` is injected by tests; otherwise `store.factory.open_store(settings)` is opened lazily."""
         redaction.register_secrets(settings)
         self._settings = settings
@@ -182,11 +182,9 @@ class LogShipper:
             self._dropped[reason] = self._dropped.get(reason, 0) + n
         self._fallback.alarm(f"LogShipper dropped {n} records: {reason}", source_id="log-shipper")
 
-    def _open_store(self) -> Any:
+    def _open_store(self) -> Store:
         if self._store is None:
-            from store.factory import open_store
-
-            self._store = open_store(self._settings)
+            self._store = stores.open_store(self._settings)
         return self._store
 
     def _flush_loop(self) -> None:
@@ -234,7 +232,7 @@ class LogShipper:
             self._flushed.notify_all()
         return True
 
-    def _insert(self, store: Any, raws: list[Any]) -> tuple[int, int, int]:
+    def _insert(self, store: Store, raws: list[Any]) -> tuple[int, int, int]:
         """Insert a batch; returns (inserted, duplicates, rejected). Transient errors propagate."""
         rows: list[dict[str, Any]] = []
         raw_rows: list[Any] = []
@@ -250,7 +248,7 @@ class LogShipper:
         inserted, duplicates, more = self._insert_rows(store, rows, raw_rows)
         return inserted, duplicates, rejected + more
 
-    def _insert_rows(self, store: Any, rows: list[dict[str, Any]], raws: list[Any]) -> tuple[int, int, int]:
+    def _insert_rows(self, store: Store, rows: list[dict[str, Any]], raws: list[Any]) -> tuple[int, int, int]:
         try:
             if hasattr(store, "insert_system_log_dicts"):
                 # JSON-ready dicts straight from the spool: the database validates each row.
@@ -279,6 +277,8 @@ class LogShipper:
         return 1
 
     def _note_failure(self, exc: BaseException) -> None:
+        """A failed flush: counted, and said on the fallback (the 1st, 10th and every 100th in a row)."""
+        metrics.record_error("log_shipper", "flush")
         self._consecutive_failures += 1
         self._last_error = redaction.redact(f"{type(exc).__name__}: {str(exc)[:500]}")
         if self._consecutive_failures in (1, 10) or self._consecutive_failures % 100 == 0:
@@ -306,8 +306,10 @@ class LogShipper:
         delay = min(_BACKOFF_CAP_S, _BACKOFF_BASE_S * (2 ** min(n, 16))) * random.uniform(0.5, 1.0)
         deadline = time.monotonic() + delay
         while not self._stop.is_set():
-            with contextlib.suppress(Exception):
+            try:
                 self._echo_waiting_to_fallback(exc_name)
+            except Exception as exc:  # the records stay spooled; only their echo is late
+                self._own_failure("echo_to_fallback", exc)
             self._publish_metrics()
             left = deadline - time.monotonic()
             if left <= 0:
@@ -319,6 +321,12 @@ class LogShipper:
         if now - self._last_metrics < _METRICS_EVERY_S:
             return
         self._last_metrics = now
-        with contextlib.suppress(Exception):
+        try:
             metrics.record_log_shipper_stats(self.health(), self._metrics_state)
+        except Exception as exc:  # metrics never raise; health() reads the spool
+            self._own_failure("publish_metrics", exc)
 
+    def _own_failure(self, reason: str, exc: Exception) -> None:
+        """Count a failure of this actor's own machinery and say it on the fallback (never through logging)."""
+        metrics.record_error("log_shipper", reason)
+        self._fallback.alarm(f"LogShipper {reason} failed: {type(exc).__name__}: {exc}", source_id="log-shipper")

@@ -47,6 +47,7 @@ from pathlib import Path
 from typing import Any
 
 from cloud.base import InvalidSpec, NotFound, Pod, PodSpec, PodStatus, ProviderError
+from telemetry import metrics
 
 __all__ = ["PROJECT_ROOT", "LocalFaults", "LocalProvider"]
 
@@ -312,8 +313,15 @@ class LocalProvider:
         for path in sorted(self.pods_dir.glob("*.json")):
             if path.name == "faults.json":
                 continue
-            with contextlib.suppress(FileNotFoundError, json.JSONDecodeError):
-                yield json.loads(path.read_text())
+            try:
+                record = json.loads(path.read_text())
+            except FileNotFoundError:  # terminated and removed since the glob: not a pod any more
+                continue
+            except json.JSONDecodeError as exc:  # records are replaced atomically: this one is damaged
+                metrics.record_error("cloud", "local_pod_record")
+                logger.warning("local pod record %s is not JSON (%s); it is not listed", path, exc)
+                continue
+            yield record
 
     def _find(self, pod_id: str) -> dict[str, Any] | None:
         return next((r for r in self._records() if r.get("id") == pod_id), None)

@@ -1,7 +1,8 @@
 """Bounded retries with exponential backoff and full jitter, for `RateLimited` and `Transient`.
 
 Bounded twice: by attempts and by a time budget, so a provider call never hangs a lifecycle for
-longer than `max_seconds` plus one request's own timeout.
+longer than `max_seconds` plus one request's own timeout. Every failed attempt is logged at WARNING
+and counted in `orchestrator_errors{component="cloud"}`.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from cloud.base import ProviderError
+from telemetry import metrics
 
 __all__ = ["RetryPolicy", "call_with_retries"]
 
@@ -58,6 +60,7 @@ def call_with_retries(
         except ProviderError as exc:
             if not exc.retryable:
                 raise
+            metrics.record_error("cloud", f"retryable_{type(exc).__name__}")
             elapsed = clock() - started
             delay = policy.delay(attempt, rng)
             if attempt >= policy.max_attempts or elapsed + delay > policy.max_seconds:
@@ -70,7 +73,7 @@ def call_with_retries(
                     exc,
                 )
                 raise
-            logger.info(
+            logger.warning(
                 "%s: attempt %d failed (%s: %s); retrying in %.2fs",
                 what,
                 attempt,
@@ -85,6 +88,11 @@ def call_with_retries(
                 except ProviderError as check_exc:
                     if not check_exc.retryable:
                         raise
-                    found = None  # the check itself hit a transient error: just try again
+                    # The check itself hit a transient error: just try again.
+                    metrics.record_error("cloud", "before_retry_check")
+                    logger.warning(
+                        "%s: the check before retrying failed (%s: %s)", what, type(check_exc).__name__, check_exc
+                    )
+                    found = None
                 if found is not None:
                     return found

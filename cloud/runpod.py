@@ -48,6 +48,7 @@ from cloud.base import (
 )
 from cloud.redact import Redactor
 from cloud.retry import RetryPolicy, call_with_retries
+from telemetry import metrics
 
 __all__ = ["RunPodProvider", "classify_message", "map_status"]
 
@@ -197,11 +198,13 @@ class RunPodProvider:
                     except CapacityUnavailable as exc:
                         capacity_misses += 1
                         tried.append(label)
-                        logger.info("pod %s: no capacity for %s (%s); trying the next preference", name, label, exc)
+                        metrics.record_error("cloud", "capacity_unavailable")
+                        logger.warning("pod %s: no capacity for %s (%s); trying the next preference", name, label, exc)
                         continue
                     except UnknownGpuType as exc:
                         unknown_gpus.add(gpu)
                         tried.append(label)
+                        metrics.record_error("cloud", "unknown_gpu_type")
                         logger.warning("pod %s: %s; skipping this GPU type", name, exc)
                         continue
                     pod = self._pod_from(

@@ -4,6 +4,10 @@ Two sinks, both bounded and neither able to raise into the caller: a JSON-lines 
 past `max_bytes`, one backup kept; each batch is one `O_APPEND` write so processes sharing the file
 do not interleave lines) and one short line per record on a stream (stderr for producers, stdout for
 the LogShipper, where Ray's log files and `docker logs` pick it up). Text is redacted here too.
+
+This is the last resort of the log handler and the LogShipper, so its own failures never go through
+`logging` (that would feed the handler): each is counted (`errors`, and `orchestrator_errors`
+with component `fallback`), and a file that cannot be written is said on the stream.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, TextIO
 
+from telemetry import metrics
 from telemetry import redact as redaction
 
 __all__ = ["FallbackWriter", "format_line"]
@@ -106,14 +111,19 @@ class FallbackWriter:
                 self.records_written += len(lines)
             except OSError as exc:
                 self.errors += 1
-                self.last_error = f"{type(exc).__name__}: {exc}"
+                metrics.record_error("fallback", "file_write")
+                error = f"{type(exc).__name__}: {exc}"
+                if error != self.last_error:  # said once per distinct failure, not once per batch
+                    console.insert(0, f"fallback file {self.path} cannot be written ({error}); the stream only")
+                self.last_error = error
             if console:
                 stream = self._stream or sys.stderr
                 try:
                     stream.write("\n".join(console) + "\n")
                     stream.flush()
-                except Exception:
+                except Exception:  # nowhere left to say it: counted
                     self.errors += 1
+                    metrics.record_error("fallback", "stream_write")
 
     def _rotate_if_needed(self, incoming: int) -> None:
         try:

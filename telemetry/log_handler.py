@@ -21,8 +21,6 @@ drop is counted by reason and level in `stats()` and summarised in the fallback.
 
 from __future__ import annotations
 
-import contextlib
-import contextvars
 import itertools
 import logging
 import os
@@ -31,7 +29,7 @@ import time
 import traceback
 import uuid
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -45,12 +43,8 @@ from telemetry.fallback import FallbackWriter
 
 __all__ = [
     "ShippingLogHandler",
-    "bind_log_context",
-    "get_installed_handler",
     "install_log_handler",
-    "log_context",
     "pack_records",
-    "uninstall_log_handler",
 ]
 
 _POLL_S = 0.05  # how often the sender thread drains the buffer
@@ -63,25 +57,8 @@ _STANDARD_ATTRS = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "a
 # A record whose __dict__ has no more keys than a fresh LogRecord's carries no `extra=` fields (LogRecord
 # sets every standard attribute in __init__), so the set difference below is skipped for most records.
 _PLAIN_RECORD_LEN = len(logging.makeLogRecord({}).__dict__)
+# `extra=` fields that become columns of `system_logs` rather than attributes.
 _CONTEXT_FIELDS = ("cycle_number", "worker_id", "task_id")
-
-_context: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar("log_context", default=None)
-
-
-@contextlib.contextmanager
-def log_context(**fields: Any) -> Iterator[None]:
-    """Attach `cycle_number`, `worker_id`, `task_id` (or any field) to every record logged in the block."""
-    merged = {**(_context.get() or {}), **fields}
-    token = _context.set(merged)
-    try:
-        yield
-    finally:
-        _context.reset(token)
-
-
-def bind_log_context(**fields: Any) -> None:
-    """Attach fields for the rest of this context (e.g. a WorkerLifecycle's worker_id in __init__)."""
-    _context.set({**(_context.get() or {}), **fields})
 
 
 def pack_records(records: list[dict[str, Any]]) -> bytes:
@@ -191,7 +168,6 @@ class ShippingLogHandler(logging.Handler):
                 if not record.exc_text:
                     record.exc_text = "".join(traceback.format_exception(*record.exc_info))
                 message = f"{message}\n{record.exc_text}"
-            ctx = _context.get()
             item: dict[str, Any] = {
                 "id": f"{self._id_prefix}-{next(self._ids)}",
                 "at": record.created,
@@ -201,8 +177,6 @@ class ShippingLogHandler(logging.Handler):
                 "source_type": self.source_type,
                 "source_id": self.source_id,
             }
-            if ctx:
-                item.update(ctx)
             extras = d.keys() - _STANDARD_ATTRS if len(d) > _PLAIN_RECORD_LEN else None
             if extras:
                 attributes = {}
@@ -489,17 +463,3 @@ def install_log_handler(
             root.setLevel(wanted)
         _installed = handler
         return handler
-
-
-def get_installed_handler() -> ShippingLogHandler | None:
-    return _installed
-
-
-def uninstall_log_handler() -> None:
-    """Remove and close the installed handler (tests, shutdown)."""
-    global _installed
-    with _install_lock:
-        handler, _installed = _installed, None
-    if handler is not None:
-        logging.getLogger().removeHandler(handler)
-        handler.close()

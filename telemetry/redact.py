@@ -23,7 +23,6 @@ __all__ = [
     "register_secret",
     "register_secret_env",
     "register_secrets",
-    "registered_count",
 ]
 
 # The standard variables whose values are secrets (a pod gets some of them; see cloud/spec.py).
@@ -79,7 +78,7 @@ def _secret_values(obj: Any) -> Iterable[str]:
             parts = urlsplit(value)
             if parts.password:
                 yield parts.password
-        except ValueError:
+        except ValueError:  # not a URL: no password part (the `password=` form is found below)
             pass
         for match in re.finditer(r"password=([^\s]+)", value):
             yield match.group(1)
@@ -108,10 +107,6 @@ def register_secret_env(environ: Mapping[str, str]) -> int:
     for value in found:
         register_secret(value)
     return len(found)
-
-
-def registered_count() -> int:
-    return len(_secrets)
 
 
 def redact(text: str) -> str:

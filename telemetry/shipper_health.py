@@ -111,8 +111,9 @@ def probe_and_heal(
     health: Mapping[str, Any] | None
     try:
         health = ray.get(handle.health.remote(), timeout=settings.log_shipping.health_timeout_s)
-    except Exception as exc:
-        log.debug("LogShipper health probe failed: %s", exc)
+    except Exception as exc:  # no answer: the verdict below says so (and restarts it)
+        metrics.record_error("shipper_health", "no_answer")
+        log.warning("LogShipper health probe failed: %s: %s", type(exc).__name__, exc)
         health = None
     verdict = assess(health, now if now is not None else time.time(), settings)
     metrics.record_log_shipper_health(health, ok=verdict.ok)
@@ -129,6 +130,8 @@ def probe_and_heal(
     try:
         ray.kill(handle, no_restart=False)
     except Exception as exc:
+        metrics.record_error("shipper_health", "restart_failed")
+        log.error("LogShipper restart failed: %s: %s", type(exc).__name__, exc)
         _fallback(settings, fallback).alarm(f"LogShipper restart failed: {type(exc).__name__}: {exc}")
         return Verdict(False, f"{verdict.reason}; restart failed: {exc}", restart=True, health=health)
     return verdict

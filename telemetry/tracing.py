@@ -33,6 +33,7 @@ from opentelemetry.trace import Link, Span, SpanContext, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from config.settings import TelemetrySettings
+from telemetry import metrics
 from telemetry import redact as redaction
 
 __all__ = [
@@ -49,10 +50,8 @@ __all__ = [
     "link_lifecycle",
     "reset_tracing",
     "setup_tracing",
-    "span",
     "start_lifecycle_trace",
     "traceparent_of",
-    "use_traceparent",
 ]
 
 log = logging.getLogger(__name__)
@@ -200,11 +199,20 @@ def setup_tracing(settings: TelemetrySettings, *, component: str, identity: str)
                 exporter = _RedactingExporter(_make_exporter(endpoint, protocol))
                 provider.add_span_processor(BatchSpanProcessor(exporter, schedule_delay_millis=1_000))
             except Exception:
+                metrics.record_error("tracing", "exporter_setup")
                 log.exception("OTLP exporter for %s could not be set up; spans will not be exported", endpoint)
         _provider, _setup_key = provider, key
     if old is not None:
-        with contextlib.suppress(Exception):
-            old.shutdown()
+        _shutdown(old)
+
+
+def _shutdown(provider: TracerProvider) -> None:
+    """Flush and stop a provider being replaced; a failure loses its unexported spans, and says so."""
+    try:
+        provider.shutdown()
+    except Exception as exc:
+        metrics.record_error("tracing", "provider_shutdown")
+        log.warning("the previous tracer provider did not shut down cleanly: %s: %s", type(exc).__name__, exc)
 
 
 def reset_tracing() -> None:
@@ -213,8 +221,7 @@ def reset_tracing() -> None:
     with _lock:
         old, _provider, _setup_key = _provider, None, None
     if old is not None:
-        with contextlib.suppress(Exception):
-            old.shutdown()
+        _shutdown(old)
 
 
 def _ensure_provider() -> TracerProvider:
@@ -239,6 +246,7 @@ def flush(timeout_millis: int = _FLUSH_TIMEOUT_MS) -> bool:
     try:
         return bool(provider.force_flush(timeout_millis))
     except Exception:
+        metrics.record_error("tracing", "flush")
         log.warning("span flush failed", exc_info=True)
         return False
 
@@ -324,8 +332,9 @@ def link_lifecycle(span_obj: Span, traceparent: str, attributes: dict[str, Any] 
         return
     try:
         span_obj.add_link(target, _clean_attributes({"link.kind": "spawned", **(attributes or {})}))
-    except Exception:
-        log.debug("could not link span to lifecycle %s", traceparent, exc_info=True)
+    except Exception as exc:
+        metrics.record_error("tracing", "link_lifecycle")
+        log.warning("could not link span to lifecycle %s: %s: %s", traceparent, type(exc).__name__, exc)
 
 
 class LifecycleTrace:
@@ -395,29 +404,6 @@ class LifecycleTrace:
         if self._phase is not None:
             self._phase.end()
             self._phase = None
-
-
-@contextlib.contextmanager
-def use_traceparent(traceparent: str | None) -> Iterator[None]:
-    """Run the block with `traceparent` as the remote parent of new spans (no-op when invalid)."""
-    ctx = context_from_traceparent(traceparent)
-    if ctx is None:
-        yield
-        return
-    token = otel_context.attach(ctx)
-    try:
-        yield
-    finally:
-        otel_context.detach(token)
-
-
-@contextlib.contextmanager
-def span(name: str, attributes: dict[str, Any] | None = None, *, flush_after: bool = False) -> Iterator[Span]:
-    """A child span of the current one; exceptions are recorded and re-raised."""
-    with get_tracer().start_as_current_span(name, attributes=_clean_attributes(attributes)) as span_obj:
-        yield span_obj
-    if flush_after:
-        flush()
 
 
 @contextlib.contextmanager

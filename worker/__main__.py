@@ -77,6 +77,7 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
 
     from store.base import DatabaseUnavailable, StoreError
     from store.factory import open_store_from_env
+    from telemetry import metrics
     from worker import tracing
     from worker.handlers import parse_handler_specs
     from worker.logs import StoreLogHandler
@@ -103,6 +104,7 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
             store = open_store_from_env(environ)
             break
         except DatabaseUnavailable as exc:  # the database may be restarting: a few tries, then give up
+            metrics.record_error("worker", "open_store")
             log.warning("cannot reach the database (attempt %d/%d): %s", attempt, _OPEN_ATTEMPTS, exc)
             if attempt == _OPEN_ATTEMPTS:
                 return 2

@@ -10,7 +10,9 @@ What the replaced system got wrong, and what this does instead:
   env, and anything that looks like a credential) are masked in every message and attribute, on
   their way to the database, the fallback file and stderr.
 - Records emitted by the flusher thread itself (the store's own logging) are not shipped, so a
-  failing database cannot feed a loop of log records about failing to log.
+  failing database cannot feed a loop of log records about failing to log. For the same reason the
+  handler's own failures are counted (`counters`, `orchestrator_errors`) and said on stderr, never
+  logged.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from typing import Any
 from opentelemetry import trace
 
 from store.base import LogRecord, Store
+from telemetry import metrics
 from telemetry import redact as redaction
 
 __all__ = ["CURRENT_TASK_ID", "StoreLogHandler"]
@@ -63,7 +66,14 @@ class StoreLogHandler(logging.Handler):
         self._stop = threading.Event()
         self._file_lock = threading.Lock()
         self._outage = False
-        self.counters = {"shipped": 0, "duplicates": 0, "to_fallback": 0, "rejected": 0, "queue_full": 0}
+        self.counters = {
+            "shipped": 0,
+            "duplicates": 0,
+            "to_fallback": 0,
+            "rejected": 0,
+            "queue_full": 0,
+            "emit_errors": 0,
+        }
         redaction.register_secret_env(os.environ)
         self._thread = threading.Thread(target=self._run, name="worker-log-flusher", daemon=True)
         self._thread.start()
@@ -75,7 +85,8 @@ class StoreLogHandler(logging.Handler):
             return
         try:
             row = self._row(record)
-        except Exception:
+        except Exception:  # counted; logging's handleError says it on stderr with the traceback
+            self.counters["emit_errors"] += 1
             self.handleError(record)
             return
         try:
@@ -129,7 +140,8 @@ class StoreLogHandler(logging.Handler):
     def _ship(self, batch: list[dict[str, Any]]) -> None:
         try:
             result = self._store.insert_system_logs([LogRecord.model_validate(row) for row in batch])
-        except Exception as exc:
+        except Exception as exc:  # the batch goes to the fallback file; stderr says so once per outage
+            metrics.record_error("worker_logs", "insert")
             if not self._outage:
                 self._outage = True
                 print(
@@ -161,6 +173,7 @@ class StoreLogHandler(logging.Handler):
                     for row in rows:
                         out.write(json.dumps({**row, "fallback_reason": reason}) + "\n")
         except OSError as exc:  # the last resort is stderr
+            metrics.record_error("worker_logs", "fallback_file")
             print(f"worker {self._worker_id}: fallback log file failed ({exc}); {len(rows)} records:", file=sys.stderr)
             for row in rows:
                 print(json.dumps(row), file=sys.stderr)

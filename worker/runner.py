@@ -31,6 +31,7 @@ from typing import Any
 
 from fleet.models import WorkerState
 from store.base import Store, TaskRow
+from telemetry import metrics
 from worker import tracing
 from worker.handlers import Handler, HandlerRegistry, TaskContext
 from worker.logs import CURRENT_TASK_ID
@@ -63,6 +64,7 @@ def query_vram() -> dict[str, Any] | None:
         ).stdout
         rows = [[int(float(x)) for x in line.split(",")] for line in out.strip().splitlines() if line.strip()]
     except (OSError, subprocess.SubprocessError, ValueError):
+        metrics.record_error("worker", "vram_probe")
         logger.warning("nvidia-smi is present but its answer could not be read", exc_info=True)
         return None
     if not rows:
@@ -129,7 +131,8 @@ class WorkerRunner:
             metadata.update(vram)
         try:
             status = self.store.worker_heartbeat(self.worker_id, metadata or None)
-        except Exception as exc:
+        except Exception as exc:  # the next beat tries again; the orchestrator tolerates a few missed
+            metrics.record_error("worker", "heartbeat")
             logger.warning("heartbeat failed: %s: %s", type(exc).__name__, exc)
             return
         self._heartbeats += 1
@@ -195,7 +198,8 @@ class WorkerRunner:
     def _claim(self) -> TaskRow | None:
         try:
             return self.store.claim_next_task(self.worker_id, self.task_types)
-        except Exception as exc:
+        except Exception as exc:  # the next poll claims again
+            metrics.record_error("worker", "claim")
             logger.warning("claim failed: %s: %s", type(exc).__name__, exc)
             return None
 
@@ -258,6 +262,7 @@ class WorkerRunner:
         try:
             ok = self.store.complete_task(task.id, self.worker_id, result if isinstance(result, dict) else None)
         except Exception:
+            metrics.record_error("worker", "complete_task")
             logger.exception("complete_task(%s) failed; the orchestrator will requeue it", task.id)
             return "complete_failed"
         if ok:
@@ -273,6 +278,7 @@ class WorkerRunner:
                 logger.info("task %s failed back to the queue: now %s (%s)", task.id, status, error)
                 return
             except Exception as exc:
+                metrics.record_error("worker", "fail_task")
                 logger.warning("fail_task(%s) attempt %d: %s: %s", task.id, attempt + 1, type(exc).__name__, exc)
                 time.sleep(0.2 * (attempt + 1))
         logger.error("could not fail task %s; the orchestrator will requeue it when this worker is gone", task.id)

@@ -1,7 +1,7 @@
 """One lifecycle trace exported through the real OTLP HTTP exporter to a loopback receiver.
 
 The LifecycleTrace is recreated mid-way on a new TracerProvider (what a restarted WorkerLifecycle
-does), and a span made in another process from TRACEPARENT joins the same trace.
+does), and a worker's task span made in another process from TRACEPARENT joins the same trace.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from config.settings import OrchestratorSettings, TelemetrySettings
 from telemetry import tracing
 from telemetry.redact import register_secrets
 from tests.support.otlp_receiver import OtlpReceiver
+from worker.tracing import TASK_SPAN, task_span
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -58,11 +59,11 @@ def test_lifecycle_across_a_restart_and_a_worker_process(receiver: OtlpReceiver)
         import os
         from config.settings import TelemetrySettings
         from telemetry import tracing
+        from worker import tracing as worker_tracing
         tracing.setup_tracing(TelemetrySettings(otlp_endpoint=os.environ["ENDPOINT"]),
                               component="worker", identity="gpu-w1")
-        with tracing.use_traceparent(os.environ["TRACEPARENT"]):
-            with tracing.span("task.run", {"task.id": "t1"}):
-                pass
+        with worker_tracing.task_span(os.environ["TRACEPARENT"], {"task.id": "t1"}):
+            pass
         tracing.flush()
         """
     )
@@ -79,14 +80,14 @@ def test_lifecycle_across_a_restart_and_a_worker_process(receiver: OtlpReceiver)
     spans = receiver.wait_for(
         lambda got: (
             any(s.name == tracing.END_SPAN for s in got)
-            and any(s.name == "task.run" for s in got)
+            and any(s.name == TASK_SPAN for s in got)
             and any(s.name == tracing.DECISION_SPAN for s in got)
         ),
         timeout=20,
     )
     lifecycle = [s for s in spans if s.trace_id == trace_id]
     names = [s.name for s in lifecycle]
-    assert tracing.ANCHOR_SPAN in names and "task.run" in names and tracing.END_SPAN in names
+    assert tracing.ANCHOR_SPAN in names and TASK_SPAN in names and tracing.END_SPAN in names
 
     # Every parent id is a received span; the anchor is the root.
     ids = {s.span_id for s in lifecycle}
@@ -136,7 +137,7 @@ def test_no_endpoint_exports_nothing_and_fails_nothing(monkeypatch: pytest.Monke
     assert traceparent.startswith("00-") and len(traceparent.split("-")[1]) == 32
     life = tracing.LifecycleTrace(traceparent, "gpu-x")
     life.begin_phase("provision")
-    with tracing.use_traceparent(traceparent):
+    with task_span(traceparent, {}):
         assert tracing.current_trace_id() == life.trace_id
     life.end("error", "spawn failed")
     assert tracing.current_trace_id() is None

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from config.settings import OrchestratorSettings
 from telemetry import tracing
-from telemetry.log_handler import ShippingLogHandler, log_context
+from telemetry.log_handler import ShippingLogHandler
 
 
 def make(tmp_path: Path, **shipping: object) -> ShippingLogHandler:
@@ -29,9 +29,13 @@ def test_unreachable_shipper_goes_to_fallback_with_context(tmp_path: Path) -> No
     logger.setLevel(logging.INFO)
     logger.propagate = False  # pytest's capture handler raises on the bad format below; ours must not
     try:
-        with log_context(cycle_number=12, worker_id="gpu-1"), tracing.span("cycle"):
+        with tracing.decision_span(12):
             trace_id = tracing.current_trace_id()
-            logger.info("spawned %s with rpa_UNITTESTKEY000000001", "gpu-1", extra={"task_id": "t9", "gpu": "4090"})
+            logger.info(
+                "spawned %s with rpa_UNITTESTKEY000000001",
+                "gpu-1",
+                extra={"cycle_number": 12, "worker_id": "gpu-1", "task_id": "t9", "gpu": "4090"},
+            )
         logger.warning("bad format %d", "not a number")  # never raises into the caller
         assert handler.flush(timeout=5)
     finally:
