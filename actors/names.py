@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-NAMESPACE = "gpu-orchestrator"
 SCALER_NAME = "scaler"
 LOG_SHIPPER_NAME = "log-shipper"
 WORKER_ACTOR_PREFIX = "worker:"
