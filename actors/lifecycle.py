@@ -61,7 +61,11 @@ _TRACE_PHASE = {
 }
 
 # How the trace names the end of a lifecycle, by the code of the reason that ended it.
-_ERROR_CODES = frozenset({"spawn_error", "spawn_timeout", "heartbeat_lost", "pod_lost", "drain_lost"})
+_ERROR_CODES = frozenset(
+    {"spawn_error", "spawn_timeout", "heartbeat_lost", "pod_lost", "drain_lost", "worker_crashed"}
+)
+# The status a worker writes into its own row when it dies (reigh: Headless-Wan2GP's guardian).
+CRASHED_STATUS = "crashed"
 
 
 # A lifecycle does one thing at a time (its loop thread; status and health never touch the store),
@@ -261,6 +265,7 @@ class WorkerLifecycle:
             drain_requested=drain is not None,
             terminate_requested=self._terminate_requested,
             provider_error=self._provider_error,
+            worker_reported_crash=row.reported_status == CRASHED_STATUS,
         )
         transition = machine.next_transition(
             row.status,
@@ -440,7 +445,7 @@ def provision_pod(
         "ram_tier_gb": pod.ram_tier_gb,
         "ssh_endpoint": pod.ssh_endpoint,
         "cost_per_hour": pod.cost_per_hour,
-        "provider": getattr(provider, "name", None),
+        "provider": provider.name,
     }
     store.set_worker_pod(worker_id, pod.id, pod.gpu_type, {k: v for k, v in metadata.items() if v is not None})
     logger.info("pod %s created for %s (gpu %s)", pod.id, worker_id, pod.gpu_type)

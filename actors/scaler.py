@@ -61,7 +61,7 @@ from actors import _telemetry, names, provisioning
 from actors import lifecycle as lifecycle_mod
 from cloud import base as cloud
 from cloud import factory as providers
-from config.settings import OrchestratorSettings
+from config.settings import OrchestratorSettings, QueueProfile
 from fleet import policy, supervision
 from fleet.models import Decision, DemandSnapshot, FleetHistory, WorkerState, WorkerView
 from store import base as store_base
@@ -182,7 +182,7 @@ class Scaler:
             self.start()
 
     def __repr__(self) -> str:
-        return f"Scaler({self.name}, provider={getattr(self._provider, 'name', '?')}, db={self._store.describe()})"
+        return f"Scaler({self.name}, provider={self._provider.name}, db={self._store.describe()})"
 
     # --- methods called through Ray (short) --------------------------------------------------------
     def start(self) -> None:
@@ -324,6 +324,9 @@ class Scaler:
     def _become_leader(self) -> None:
         """Rebuild everything the policy remembers from the database (restart or takeover)."""
         self._store.configure_queue(self._config.per_user_concurrency_limit, self._config.max_task_attempts)
+        queue = self._settings.queue
+        if queue.profile is QueueProfile.REIGH:
+            self._store.configure_reigh(queue.run_type, queue.app_logs)
         now = self._store.now().timestamp()
         window_start = datetime.fromtimestamp(now - self._config.failure_window_s, tz=UTC)
         decisions = self._store.list_decisions(since=window_start)

@@ -60,6 +60,9 @@ class Observation:
     drain_requested: bool = False  # the Scaler asked this worker to drain (scale-down)
     terminate_requested: bool = False  # operator asked for termination (`orchestrator down --terminate-pods`)
     provider_error: str | None = None  # pod creation failed for good (after fallbacks/retries)
+    # The worker itself said it died (reigh: its guardian wrote status 'crashed'): no need to wait
+    # for its heartbeat to time out.
+    worker_reported_crash: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,6 +164,11 @@ def _spawning(obs: Observation, now: float, created_at: float, config: ScalingSe
             f"spawn_error: pod {obs.pod_phase.value} while booting, {_s(age)} after creation",
             SpawnOutcomeKind.SPAWN_ERROR,
         )
+    if obs.worker_reported_crash:
+        return Transition(
+            _S.ERROR, f"spawn_error: the worker reported a crash while booting, {_s(age)} after creation",
+            SpawnOutcomeKind.SPAWN_ERROR,
+        )
     deadline = created_at + config.spawn_timeout_s
     hb = obs.last_heartbeat_at
     # A heartbeat older than the worker itself is not real (a stale or defaulted column).
@@ -186,6 +194,12 @@ def _active(obs: Observation, now: float, state_since: float, config: ScalingSet
         return Transition(
             _S.ERROR,
             f"pod_lost: pod {obs.pod_phase.value} while active with {obs.tasks_in_progress} task(s) in progress",
+            SpawnOutcomeKind.HEARTBEAT_LOST,
+        )
+    if obs.worker_reported_crash:
+        return Transition(
+            _S.ERROR,
+            f"worker_crashed: the worker reported a crash with {obs.tasks_in_progress} task(s) in progress",
             SpawnOutcomeKind.HEARTBEAT_LOST,
         )
     last = obs.last_heartbeat_at if obs.last_heartbeat_at is not None else state_since
@@ -218,6 +232,10 @@ def _draining(obs: Observation, now: float, state_since: float, config: ScalingS
             _S.ERROR,
             f"drain_lost: no heartbeat for {_s(now - obs.last_heartbeat_at)} while draining "
             f"(limit {_s(config.heartbeat_timeout_s)})",
+        )
+    if obs.worker_reported_crash:
+        return Transition(
+            _S.ERROR, f"drain_lost: the worker reported a crash while draining {obs.tasks_in_progress} task(s)"
         )
     draining_for = now - state_since
     if obs.tasks_in_progress == 0:

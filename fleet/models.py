@@ -75,6 +75,9 @@ class DemandSnapshot:
     claimable: int  # Queued, dependency done, and within the per-user concurrency limit
     in_progress: int  # status In Progress
     taken_at: float = 0.0
+    # What the queue says of the rest, recorded with the decision (reigh: the app's own breakdown:
+    # blocked_by_capacity, blocked_by_deps, blocked_by_settings, eligible_with_active).
+    breakdown: tuple[tuple[str, int], ...] = ()
 
 
 class SpawnOutcomeKind(StrEnum):

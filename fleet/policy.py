@@ -68,6 +68,7 @@ FAILURE_CODES: dict[str, SpawnOutcomeKind] = {
     "spawn_timeout": SpawnOutcomeKind.SPAWN_TIMEOUT,
     "heartbeat_lost": SpawnOutcomeKind.HEARTBEAT_LOST,
     "pod_lost": SpawnOutcomeKind.HEARTBEAT_LOST,
+    "worker_crashed": SpawnOutcomeKind.HEARTBEAT_LOST,  # the worker said so itself (reigh's 'crashed')
 }
 
 # A half-open probe that left no trace (its worker vanished without an outcome) is re-issued after
@@ -388,6 +389,7 @@ def decide(ctx: PolicyContext) -> Decision:
         "last_scale_up_at": history.last_scale_up_at,
         "last_demand_at": last_demand_at,
         "spawning_ids": ",".join(w.id for w in spawning) or None,
+        **dict(snapshot.breakdown),
     }
     for state in WorkerState:
         if not state.is_terminal():

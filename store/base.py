@@ -112,6 +112,8 @@ class WorkerRow(_Row):
     metadata: dict[str, Any]
     tasks_in_progress: int = 0  # derived by list_workers/get_worker from tasks
     idle_since: datetime | None = None  # derived: last finished task or promotion when idle
+    # reigh: the status the worker itself last wrote into the app's row ('active', 'crashed', ...)
+    reported_status: str | None = None
 
 
 class WorkerEvent(_Row):
@@ -244,6 +246,11 @@ class Store(Protocol):
         Workers in any language call claim_next_task(worker_id, task_types) without knowing the
         limit, so it lives in the database (`queue_settings`); the Scaler writes it from config.
         """
+        ...
+
+    def configure_reigh(self, run_type: str, app_logs: bool) -> None:
+        """reigh profile: the run type the fleet serves and whether its logs also go to the app's
+        system_logs (an error on a database migrated for the native profile)."""
         ...
 
     def get_task(self, task_id: str) -> TaskRow | None: ...

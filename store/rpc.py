@@ -78,6 +78,9 @@ class RpcStore(ABC):
             safe=True,
         )
 
+    def configure_reigh(self, run_type: str, app_logs: bool) -> None:
+        self._call("configure_reigh", {"p_run_type": run_type, "p_app_logs": app_logs}, safe=True)
+
     # --- tasks -----------------------------------------------------------------------------------
     def insert_tasks(self, tasks: list[NewTask]) -> list[str]:
         if not tasks:
@@ -111,11 +114,15 @@ class RpcStore(ABC):
     def demand_snapshot(self, per_user_limit: int | None = None) -> DemandSnapshot:
         args: dict[str, Any] = {} if per_user_limit is None else {"p_per_user_limit": per_user_limit}
         data = self._call("demand_snapshot", args, safe=True)
+        core = ("queued", "claimable", "in_progress", "taken_at")
         return DemandSnapshot(
             queued=int(data["queued"]),
             claimable=int(data["claimable"]),
             in_progress=int(data["in_progress"]),
             taken_at=float(data["taken_at"]),
+            breakdown=tuple(
+                sorted((key, int(value)) for key, value in data.items() if key not in core and isinstance(value, int))
+            ),
         )
 
     def get_task(self, task_id: str) -> TaskRow | None:

@@ -84,6 +84,33 @@ def create_database(pg_server_url: str, pg_template: str) -> str:
     return _with_dbname(pg_server_url, name)
 
 
+REIGH_TEMPLATE_DB = "orchestrator_reigh_template"
+
+
+@pytest.fixture(scope="session")
+def reigh_template(pg_server_url: str) -> str:
+    """A Reigh-shaped app database (store/reigh/app_fixture.sql) migrated in the `reigh` profile."""
+    from store.migrate import apply_migrations
+    from store.reigh.fixture import apply_app_fixture
+
+    with psycopg.connect(pg_server_url, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{REIGH_TEMPLATE_DB}"')
+        conn.execute(f'CREATE DATABASE "{REIGH_TEMPLATE_DB}"')
+    url = _with_dbname(pg_server_url, REIGH_TEMPLATE_DB)
+    apply_app_fixture(url)
+    apply_migrations(url, profile="reigh")
+    return url
+
+
+@pytest.fixture
+def reigh_database_url(pg_server_url: str, reigh_template: str) -> str:
+    """Conninfo of a fresh Reigh app database of this test's own, migrated in the `reigh` profile."""
+    name = f"r_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(pg_server_url, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{REIGH_TEMPLATE_DB}"')
+    return _with_dbname(pg_server_url, name)
+
+
 @pytest.fixture
 def database_url(pg_server_url: str, pg_template: str) -> str:
     """Conninfo of a fresh, migrated database of this test's own."""

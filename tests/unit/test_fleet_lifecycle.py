@@ -83,6 +83,17 @@ def test_active_heartbeat_lost_and_pod_lost() -> None:
     assert tr is not None and tr.to is S.ERROR and tr.code == "pod_lost"
 
 
+def test_a_worker_that_reports_its_own_crash_is_lost_at_once() -> None:
+    crashed = Observation(PodPhase.RUNNING, 1_050, tasks_in_progress=1, worker_reported_crash=True)
+    tr = step(S.ACTIVE, crashed, 1_051)  # its heartbeat is fresh: no waiting for the timeout
+    assert tr is not None and tr.to is S.ERROR and tr.code == "worker_crashed"
+    assert tr.outcome is SpawnOutcomeKind.HEARTBEAT_LOST
+    tr = step(S.SPAWNING, Observation(PodPhase.RUNNING, None, worker_reported_crash=True), 1_010)
+    assert tr is not None and tr.to is S.ERROR and tr.outcome is SpawnOutcomeKind.SPAWN_ERROR
+    tr = step(S.DRAINING, crashed, 1_051)
+    assert tr is not None and tr.to is S.ERROR and tr.code == "drain_lost"
+
+
 def test_drain_waits_for_tasks_then_times_out() -> None:
     tr = step(S.ACTIVE, Observation(PodPhase.RUNNING, 1_000, tasks_in_progress=1, drain_requested=True), 1_001)
     assert tr is not None and tr.to is S.DRAINING and tr.outcome is None
@@ -129,6 +140,7 @@ observations = st.builds(
     drain_requested=st.booleans(),
     terminate_requested=st.booleans(),
     provider_error=st.none() | st.just("no capacity"),
+    worker_reported_crash=st.booleans(),
 )
 
 
