@@ -35,7 +35,7 @@ from telemetry import metrics
 from telemetry import redact as redaction
 from telemetry.fallback import FallbackWriter
 from telemetry.log_handler import pack_records
-from telemetry.spool import Spool, SpoolFull, count_records
+from telemetry.spool import Cursor, Spool, SpoolFull, count_records
 
 __all__ = ["LogShipper"]
 
@@ -86,7 +86,7 @@ class LogShipper:
         self._last_flush_at: float | None = None
         self._last_attempt_at: float | None = None
         self._flushing_since: float | None = None
-        self._fallback_pos: Any = None  # spool cursor up to which waiting records are in the fallback
+        self._fallback_pos: Cursor | None = None  # spool cursor up to which waiting records are in the fallback
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._flushed = threading.Condition()
