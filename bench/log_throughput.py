@@ -38,10 +38,11 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import psycopg
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import psycopg  # noqa: E402
 import ray  # noqa: E402
 
 from config.settings import OrchestratorSettings  # noqa: E402
@@ -291,6 +292,11 @@ def main() -> None:
     from store.migrate import apply_migrations
 
     apply_migrations(url)
+    with psycopg.connect(url, autocommit=True) as conn:  # the bench's raw SQL names our tables unqualified
+        conn.execute(
+            "DO $$ BEGIN EXECUTE format('ALTER DATABASE %I SET search_path = orchestrator, public', "
+            "current_database()); END $$"
+        )
     settings = OrchestratorSettings(
         database={"url": url, "pool_max_size": 2},
         log_shipping={

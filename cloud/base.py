@@ -100,6 +100,9 @@ class PodSpec(BaseModel):
     ports: str = ""
     env: dict[str, str] = Field(default_factory=dict, repr=False)
     secret_env_keys: frozenset[str] = frozenset()  # env keys whose values are secrets
+    # Shell command the pod runs instead of the image's (RunPod dockerArgs); `$VARS` are expanded in
+    # the pod from `env`, so a secret is referenced, never spelled out here.
+    start_command: str | None = None
 
 
 class Pod(BaseModel):

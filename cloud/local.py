@@ -35,6 +35,7 @@ import fnmatch
 import json
 import logging
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -238,9 +239,16 @@ class LocalProvider:
         env["WORKER_ID"] = name
         env["PYTHONUNBUFFERED"] = "1"
         env["PYTHONPATH"] = os.pathsep.join(p for p in (str(self._project_root), env.get("PYTHONPATH")) if p)
-        argv = [self._python, "-m", "worker", "--worker-id", name]
-        if self._handler and "WORKER_HANDLER" not in spec.env:
-            argv += ["--handler", self._handler]
+        if spec.start_command:
+            # The pod's own command, `python` being this interpreter; exec'd so the pid is the worker's.
+            command = spec.start_command
+            if command.startswith("python "):
+                command = shlex.quote(self._python) + command[len("python") :]
+            argv = ["/bin/sh", "-c", f"exec {command}"]
+        else:
+            argv = [self._python, "-m", "worker", "--worker-id", name]
+            if self._handler and "WORKER_HANDLER" not in spec.env:
+                argv += ["--handler", self._handler]
         log_path = self.pods_dir / f"{name}.log"
         pid = _start_detached(argv, log_path, cwd=self._project_root, env=env, name=name)
         stat = _proc_stat(pid)

@@ -23,6 +23,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import shlex
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -320,6 +321,7 @@ class RunPodProvider:
                 min_vcpu_count=spec.min_vcpu,
                 min_memory_in_gb=ram if ram is not None else 1,
                 ports=spec.ports or None,
+                docker_args=_gql_string(f"bash -c {shlex.quote(spec.start_command)}") if spec.start_command else "",
                 volume_mount_path=spec.volume_mount_path,
                 env=env,
                 network_volume_id=volume[1] if volume else None,

@@ -10,12 +10,21 @@ README's "pod contract" for what each variable means to the worker.
 from __future__ import annotations
 
 from cloud.base import InvalidSpec, PodSpec
-from config.settings import OrchestratorSettings
+from config.settings import OrchestratorSettings, ProviderKind, QueueProfile
 
-__all__ = ["SECRET_ENV_KEYS", "pod_env", "pod_spec_for_worker"]
+__all__ = ["REIGH_START_COMMAND", "SECRET_ENV_KEYS", "pod_env", "pod_spec_for_worker", "start_command"]
 
 # Env keys whose values are secrets: never logged, never in Pod.raw, never in an error message.
-SECRET_ENV_KEYS = frozenset({"DATABASE_URL", "SUPABASE_SERVICE_ROLE_KEY"})
+SECRET_ENV_KEYS = frozenset({"DATABASE_URL", "SUPABASE_SERVICE_ROLE_KEY", "SUPABASE_ANON_KEY", "REPLICATE_API_TOKEN"})
+
+# How the reigh profile starts the unchanged Headless-Wan2GP worker when the template names no
+# command (the replaced orchestrator ran the same over SSH once the pod was up).
+REIGH_START_COMMAND = (
+    'python worker.py --supabase-url "$SUPABASE_URL" --supabase-access-token "$SUPABASE_SERVICE_ROLE_KEY" '
+    '--worker "$WORKER_ID"'
+)
+# The same flags for the stand-in of that worker that local pods run (demo, tests).
+REIGH_LOCAL_START_COMMAND = REIGH_START_COMMAND.replace("python worker.py", "python -m worker.reigh_standin", 1)
 
 
 def pod_env(
@@ -33,16 +42,10 @@ def pod_env(
     orchestrator's own variables.
     """
     env: dict[str, str] = dict(settings.provider.template.extra_env)
-    db = settings.database
-    if database_url:
-        env["DATABASE_URL"] = database_url
-    elif db.supabase_url and db.supabase_service_role_key is not None:
-        env["SUPABASE_URL"] = db.supabase_url
-        env["SUPABASE_SERVICE_ROLE_KEY"] = db.supabase_service_role_key.get_secret_value()
+    if settings.queue.profile is QueueProfile.REIGH:
+        env.update(_reigh_env(settings, database_url))
     else:
-        raise InvalidSpec(
-            "the pod would have no database settings: set DATABASE_URL, or SUPABASE_URL and SUPABASE_SERVICE_ROLE_KEY"
-        )
+        env.update(_native_database_env(settings, database_url))
     env["WORKER_ID"] = worker_id
     env["HEARTBEAT_INTERVAL_S"] = repr(settings.scaling.heartbeat_interval_s)
     env["WORKER_POLL_INTERVAL_S"] = repr(settings.worker.poll_interval_s)
@@ -57,6 +60,56 @@ def pod_env(
         env["OTEL_EXPORTER_OTLP_PROTOCOL"] = telemetry.otlp_protocol
     env["OTEL_SERVICE_NAME"] = f"{telemetry.service_name}-worker"
     return env
+
+
+def _native_database_env(settings: OrchestratorSettings, database_url: str | None) -> dict[str, str]:
+    db = settings.database
+    if database_url:
+        return {"DATABASE_URL": database_url}
+    if db.supabase_url and db.supabase_service_role_key is not None:
+        return {
+            "SUPABASE_URL": db.supabase_url,
+            "SUPABASE_SERVICE_ROLE_KEY": db.supabase_service_role_key.get_secret_value(),
+        }
+    raise InvalidSpec(
+        "the pod would have no database settings: set DATABASE_URL, or SUPABASE_URL and SUPABASE_SERVICE_ROLE_KEY"
+    )
+
+
+def _reigh_env(settings: OrchestratorSettings, database_url: str | None) -> dict[str, str]:
+    """The Headless-Wan2GP worker's env (shared/reigh-contract.md): the app's Supabase URL and keys.
+
+    It needs the service-role key (it calls the app's edge functions with it). `DATABASE_URL` goes to
+    the pod only when there is no Supabase URL, i.e. a local pod running the stand-in worker against
+    the embedded or a direct Postgres (the demo, the tests): a real pod never gets it.
+    """
+    db, queue = settings.database, settings.queue
+    env: dict[str, str] = {}
+    if db.supabase_url and db.supabase_service_role_key is not None:
+        env["SUPABASE_URL"] = db.supabase_url
+        env["SUPABASE_SERVICE_ROLE_KEY"] = db.supabase_service_role_key.get_secret_value()
+    elif database_url:
+        env["DATABASE_URL"] = database_url
+    else:
+        raise InvalidSpec(
+            "queue profile reigh: the Headless-Wan2GP worker needs SUPABASE_URL and SUPABASE_SERVICE_ROLE_KEY"
+        )
+    if queue.supabase_anon_key is not None:
+        env["SUPABASE_ANON_KEY"] = queue.supabase_anon_key.get_secret_value()
+    if queue.replicate_api_token is not None:
+        env["REPLICATE_API_TOKEN"] = queue.replicate_api_token.get_secret_value()
+    return env
+
+
+def start_command(settings: OrchestratorSettings) -> str | None:
+    """The template's start command; in the reigh profile when it names none, Headless-Wan2GP's on
+    RunPod and its stand-in (worker/reigh_standin.py, the same flags) for local pods."""
+    command = settings.provider.template.start_command
+    if command:
+        return command
+    if settings.queue.profile is not QueueProfile.REIGH:
+        return None
+    return REIGH_LOCAL_START_COMMAND if settings.provider.kind is ProviderKind.LOCAL else REIGH_START_COMMAND
 
 
 def pod_spec_for_worker(
@@ -82,4 +135,5 @@ def pod_spec_for_worker(
         ports=template.ports,
         env=env,
         secret_env_keys=SECRET_ENV_KEYS & env.keys(),
+        start_command=start_command(settings),
     )

@@ -122,6 +122,12 @@ class PodTemplate(_Section):
     min_vcpu: int = Field(default=8, ge=1, le=256, description="Minimum vCPUs.")
     ports: str = Field(default="22/tcp", description="Exposed ports in RunPod's syntax, e.g. '8888/http,22/tcp'.")
     extra_env: dict[str, str] = Field(default_factory=dict, description="Extra environment for the worker.")
+    start_command: str | None = Field(
+        default=None,
+        description="Shell command the pod runs (RunPod dockerArgs), with $VARS of the pod env; empty for the "
+        "image's own. The reigh profile's default starts Headless-Wan2GP: python worker.py --supabase-url "
+        '"$SUPABASE_URL" --supabase-access-token "$SUPABASE_SERVICE_ROLE_KEY" --worker "$WORKER_ID".',
+    )
 
 
 class ProviderSettings(_Section):
@@ -301,6 +307,13 @@ class QueueSettings(_Section):
         description="reigh: also write the orchestrator's logs to the app's system_logs "
         "(func_insert_logs_batch, source_type orchestrator_gpu).",
     )
+    supabase_anon_key: SecretStr | None = Field(
+        default=None,
+        description="reigh: the app's anon key, handed to pods as SUPABASE_ANON_KEY (also SUPABASE_ANON_KEY).",
+    )
+    replicate_api_token: SecretStr | None = Field(
+        default=None, description="reigh: handed to pods as REPLICATE_API_TOKEN (also REPLICATE_API_TOKEN)."
+    )
 
 
 class RaySettings(_Section):
@@ -364,6 +377,8 @@ def standard_environment(environ: dict[str, str]) -> dict[str, Any]:
         ("OTEL_EXPORTER_OTLP_ENDPOINT", ("telemetry", "otlp_endpoint")),
         ("OTEL_EXPORTER_OTLP_PROTOCOL", ("telemetry", "otlp_protocol")),
         ("OTEL_SERVICE_NAME", ("telemetry", "service_name")),
+        ("SUPABASE_ANON_KEY", ("queue", "supabase_anon_key")),
+        ("REPLICATE_API_TOKEN", ("queue", "replicate_api_token")),
     ]
     out: dict[str, Any] = {}
     for var, (section, field) in mapping:

@@ -8,6 +8,7 @@ so neither can leave Ray, pods or Postgres behind. The exit code is 0 when every
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import threading
 from collections.abc import Iterator
@@ -55,6 +56,14 @@ def command(
     plain: Annotated[
         bool, typer.Option("--plain", help="One status line every few seconds instead of the live view.")
     ] = False,
+    profile: Annotated[
+        str,
+        typer.Option(
+            "--profile",
+            help="native: our own queue and worker. reigh: a Reigh app's queue (built from a fixture, or the "
+            "DATABASE_URL database) and a stand-in of its unchanged Headless-Wan2GP worker.",
+        ),
+    ] = "native",
 ) -> None:
     """Run the whole system locally on a replayed workload, show it live, then summarize (about 2 min)."""
     from rich.console import Console
@@ -72,9 +81,15 @@ def command(
         raise typer.Exit(2) from None
     from config import ConfigError, load_settings
 
+    if profile not in ("native", "reigh"):
+        typer.echo(f"orchestrator demo: --profile {profile!r} is not one of native, reigh", err=True)
+        raise typer.Exit(2)
     factor = speed or compression.fit_speed(rows, duration)
+    use_database_url = bool(os.environ.get("DATABASE_URL"))
     try:
-        settings = load_settings(overrides=compression.demo_overrides(state_dir, factor))
+        settings = load_settings(
+            overrides=compression.demo_overrides(state_dir, factor, profile=profile, use_database_url=use_database_url)
+        )
     except ConfigError as exc:
         typer.echo("orchestrator demo: " + "; ".join(exc.problems), err=True)
         raise typer.Exit(2) from None
@@ -90,6 +105,9 @@ def command(
     example_worker: str | None = None
     try:
         run.start(say)
+        if settings.queue.profile.value == "reigh":
+            assert run.conninfo is not None
+            workload.use(replay.ReighApp(run.conninfo, settings.queue.run_type))
         watcher.count_earlier_tasks()
         say(f"replaying {len(rows)} tasks of {trace.name} at {factor:g}x; Ctrl-C stops cleanly")
         replayer = threading.Thread(
@@ -127,6 +145,11 @@ def command(
             run.cleanup(say)
     state = Path(settings.state_dir)
     exe = _orchestrator_command()
+    if settings.queue.profile.value == "reigh" or use_database_url:
+        where = [f"ORCHESTRATOR_QUEUE__PROFILE={settings.queue.profile.value}"]
+        if not use_database_url:
+            where.append(f"ORCHESTRATOR_DATABASE__EMBEDDED_DIR={settings.database.embedded_dir}")
+        exe = " ".join([*where, exe])
     since = run.started_at.strftime("%H:%M")
     console.print(
         f"\nThe database stays in {state}. Ask it what happened (it works with everything stopped):\n"

@@ -41,22 +41,36 @@ def _compressed(production_s: float, speed: float, floor_s: float) -> float:
     return round(max(floor_s, production_s / speed), 1)
 
 
-def demo_overrides(state_dir: Path, speed: float = 30.0) -> dict[str, Any]:
+def demo_overrides(
+    state_dir: Path, speed: float = 30.0, *, profile: str = "native", use_database_url: bool = False
+) -> dict[str, Any]:
     """Settings for a fast, local demo: absolute paths under `state_dir`, quick cycles, and the
     policy's time knobs compressed by `speed` like the trace (see the package docstring).
+
+    `use_database_url` keeps DATABASE_URL (a copy of the user's own database) instead of the
+    embedded one. The `reigh` profile keeps its state (embedded database, spool) in
+    `state_dir/reigh`, apart from the native demo's, and its pods run the Headless-Wan2GP stand-in.
 
     The value is the nested mapping `config.load_settings(overrides=...)` takes (sections of
     str, float, int and None values), hence `Any`."""
     from config.settings import ScalingSettings
 
-    state = state_dir.resolve()
+    state = state_dir.resolve() / "reigh" if profile == "reigh" else state_dir.resolve()
     prod = ScalingSettings()
+    database: dict[str, Any] = {"supabase_url": None, "embedded_dir": str(state / "pgdata")}
+    if not use_database_url:
+        database["url"] = None
+    provider: dict[str, Any] = {"kind": "local", "local_boot_delay_s": 1.0}
+    if profile == "reigh":
+        # The stand-in heartbeats and polls as the real worker does (every 20 s and 10 s), faster.
+        provider["template"] = {"extra_env": {"REIGH_HEARTBEAT_INTERVAL_S": "1", "REIGH_POLL_INTERVAL_S": "0.3"}}
     return {
         "state_dir": str(state),
         "lease_ttl_s": 10.0,
-        "database": {"url": None, "supabase_url": None, "embedded_dir": str(state / "pgdata")},
+        "database": database,
+        "queue": {"profile": profile},
         # Pods are local processes: their boot (Python, imports, first heartbeat) is real, ~5 s.
-        "provider": {"kind": "local", "local_boot_delay_s": 1.0},
+        "provider": provider,
         "scaling": {
             "min_workers": 0,
             "max_workers": 4,

@@ -20,7 +20,7 @@ from sim.trace import TraceTask
 if TYPE_CHECKING:
     from store.base import Store
 
-__all__ = ["Replay"]
+__all__ = ["ReighApp", "Replay"]
 
 logger = logging.getLogger(__name__)
 
@@ -28,12 +28,18 @@ logger = logging.getLogger(__name__)
 class Replay:
     """Replays `rows` at `speed` times trace time; `submitted` counts the tasks inserted so far."""
 
-    def __init__(self, rows: Sequence[TraceTask], speed: float) -> None:
+    def __init__(self, rows: Sequence[TraceTask], speed: float, reigh: ReighApp | None = None) -> None:
+        """`reigh` puts the tasks into a Reigh app's tables; None, through the store's native queue."""
         self.rows = rows
         self.speed = speed
+        self._reigh = reigh
         self.submitted = 0
         self.error: str | None = None
         self._stop = threading.Event()
+
+    def use(self, reigh: ReighApp) -> None:
+        """Put the tasks into a Reigh app's tables (known once the run's database is)."""
+        self._reigh = reigh
 
     @property
     def total(self) -> int:
@@ -66,6 +72,14 @@ class Replay:
             self.error = f"{type(exc).__name__}: {exc}"
 
     def _insert(self, store: Store, indexes: list[int], ids: list[str]) -> None:
+        if self._reigh is not None:
+            self._reigh.insert(
+                [(ids[i], self.rows[i], self._params(self.rows[i])) for i in indexes],
+                {i: ids[p] for i in indexes if (p := self.rows[i].depends_on) is not None},
+                indexes,
+            )
+            self.submitted += len(indexes)
+            return
         from store.base import NewTask
 
         tasks = []
@@ -77,9 +91,50 @@ class Replay:
                     id=ids[i],
                     task_type=row.task_type,
                     user_id=row.user_id,
-                    params={"duration_s": compression.task_duration_s(row.duration_s, self.speed)},
+                    params=self._params(row),
                     depends_on=ids[parent] if parent is not None else None,
                 )
             )
         store.insert_tasks(tasks)
         self.submitted += len(tasks)
+
+    def _params(self, row: TraceTask) -> dict[str, float]:
+        return {"duration_s": compression.task_duration_s(row.duration_s, self.speed)}
+
+
+class ReighApp:
+    """Puts the trace's tasks into a Reigh app's own tables, as the app would: each trace user becomes
+    an app user with credits and a project (created once, named after the trace's user), each task
+    type a `gpu` task type, a dependency a `dependant_on` array."""
+
+    def __init__(self, conninfo: str, run_type: str) -> None:
+        self._conninfo = conninfo
+        self._run_type = run_type
+        self._projects: dict[str, uuid.UUID] = {}
+        self._task_types: set[str] = set()
+
+    def insert(
+        self, tasks: list[tuple[str, TraceTask, dict[str, float]]], parents: dict[int, str], indexes: list[int]
+    ) -> None:
+        import psycopg
+
+        from store.reigh import fixture
+
+        with psycopg.connect(self._conninfo) as conn, conn.transaction():
+            for index, (task_id, row, params) in zip(indexes, tasks, strict=True):
+                if row.task_type not in self._task_types:
+                    fixture.add_task_type(conn, row.task_type, self._run_type)
+                    self._task_types.add(row.task_type)
+                project = self._projects.get(row.user_id)
+                if project is None:
+                    user = fixture.add_user(conn, credits=1000, in_cloud=True, name=f"demo {row.user_id}")
+                    project = self._projects[row.user_id] = fixture.add_project(conn, user, f"demo {row.user_id}")
+                parent = parents.get(index)
+                fixture.add_task(
+                    conn,
+                    project_id=project,
+                    task_type=row.task_type,
+                    params=params,
+                    dependant_on=[parent] if parent else (),
+                    task_id=uuid.UUID(task_id),
+                )

@@ -14,6 +14,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from config.settings import QueueProfile
+
 if TYPE_CHECKING:
     from ray.actor import ActorHandle
 
@@ -33,6 +35,7 @@ class Runtime:
     def __init__(self, settings: OrchestratorSettings) -> None:
         self.settings = settings
         self.store: Store | None = None
+        self.conninfo: str | None = None  # the Postgres the demo runs on, once started
         self.ray_started = False
         self.dashboard_url: str | None = None
         self.scaler: ActorHandle[Scaler] | None = None
@@ -48,10 +51,26 @@ class Runtime:
 
     # --- start ---------------------------------------------------------------------------------
     def start(self, say: Say) -> None:
-        from store.factory import open_store
+        from store.errors import describe_conninfo
+        from store.factory import conninfo_for, open_store
 
-        say(f"starting the embedded Postgres in {self.settings.database.embedded_dir} ...")
-        self.store = open_store(self.settings)  # migrates the embedded database
+        database = self.settings.database
+        if database.backend == "embedded":
+            say(f"starting the embedded Postgres in {database.embedded_dir} ...")
+        conninfo = conninfo_for(database)
+        if conninfo is None:
+            raise RuntimeError(
+                "the demo needs a Postgres database (DATABASE_URL or the embedded one), not Supabase REST"
+            )
+        self.conninfo = conninfo
+        if database.backend != "embedded":
+            say(f"using DATABASE_URL ({describe_conninfo(conninfo)}): the demo's tasks go there, nothing else changes")
+        if self.settings.queue.profile is QueueProfile.REIGH and database.backend == "embedded":
+            from store.reigh.fixture import apply_app_fixture
+
+            say("building a Reigh-shaped app database (users, projects, task_types, tasks, workers) ...")
+            apply_app_fixture(conninfo)
+        self.store = open_store(self.settings, migrate=True)
         say("starting a local Ray head with the dashboard (about 7 s) ...")
         import ray
 
@@ -81,7 +100,12 @@ class Runtime:
             ("terminating pods", self._terminate_pods),
             ("flushing logs", self._flush_logs),
             ("stopping Ray", self._stop_ray),
-            ("stopping the embedded Postgres", self._stop_postgres),
+            (
+                "closing the database"
+                if self.settings.database.backend != "embedded"
+                else "stopping the embedded Postgres",
+                self._stop_postgres,
+            ),
         ]
         for label, step in steps:
             try:
@@ -168,6 +192,8 @@ class Runtime:
         if self.store is not None:
             with contextlib.suppress(Exception):
                 self.store.close()
+        if self.settings.database.backend != "embedded":
+            return  # the user's own database: not ours to stop
         from store.embedded import stop_embedded
 
         stop_embedded(Path(self.settings.database.embedded_dir))

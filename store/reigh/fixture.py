@@ -88,9 +88,10 @@ def add_task(
     params: Mapping[str, Any],
     dependant_on: Sequence[uuid.UUID | str] = (),
     status: str = "Queued",
+    task_id: uuid.UUID | None = None,
 ) -> uuid.UUID:
     """A task as the app inserts it (`dependant_on` empty: NULL); `status` lets a test seed other states."""
-    task_id = uuid.uuid4()
+    task_id = task_id or uuid.uuid4()
     parents = [uuid.UUID(str(p)) for p in dependant_on] or None
     conn.execute(
         "INSERT INTO public.tasks (id, task_type, params, status, dependant_on, project_id)"
