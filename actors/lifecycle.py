@@ -61,9 +61,7 @@ _TRACE_PHASE = {
 }
 
 # How the trace names the end of a lifecycle, by the code of the reason that ended it.
-_ERROR_CODES = frozenset(
-    {"spawn_error", "spawn_timeout", "heartbeat_lost", "pod_lost", "drain_lost", "worker_crashed"}
-)
+_ERROR_CODES = frozenset({"spawn_error", "spawn_timeout", "heartbeat_lost", "pod_lost", "drain_lost", "worker_crashed"})
 # The status a worker writes into its own row when it dies (reigh: Headless-Wan2GP's guardian).
 CRASHED_STATUS = "crashed"
 
@@ -106,6 +104,10 @@ def _exit_ray_actor() -> None:
 class _PodView:
     phase: machine.PodPhase
     pod: cloud.Pod | None = None
+
+
+# A side effect of one step (see `WorkerLifecycle._ACTIONS`): what the pod looks like afterwards.
+_PodAction = Callable[["WorkerLifecycle", store_base.WorkerRow, _PodView], _PodView]
 
 
 class WorkerLifecycle:
@@ -347,7 +349,7 @@ class WorkerLifecycle:
             self._provider.terminate(view.pod.id)
         return self._observe_pod(row)
 
-    _ACTIONS: dict[supervision.LifecycleAction, Callable[[WorkerLifecycle, Any, _PodView], _PodView]] = {
+    _ACTIONS: dict[supervision.LifecycleAction, _PodAction] = {
         supervision.LifecycleAction.OBSERVE: _observe_only,
         supervision.LifecycleAction.PROVISION: _provision,
         supervision.LifecycleAction.TERMINATE_POD: _terminate_pod,
