@@ -332,7 +332,10 @@ def test_database_outage_spools_shows_fallback_and_lands_once_back(
     assert assess(final, final["now"], settings).ok
     with psycopg.connect(database_url) as conn:
         in_db = [
-            row[0] for row in conn.execute("SELECT id FROM system_logs WHERE source_id LIKE 'outage-%'").fetchall()
+            row[0]
+            for row in conn.execute(
+                "SELECT id FROM orchestrator.system_logs WHERE source_id LIKE 'outage-%'"
+            ).fetchall()
         ]
     assert len(in_db) == len(set(in_db)), "a record landed twice"
     assert set(in_db) == set(acked), (len(set(acked) - set(in_db)), len(set(in_db) - set(acked)))
