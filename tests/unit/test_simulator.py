@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ast
 import json
 from pathlib import Path
 
@@ -104,25 +103,6 @@ def test_trace_errors_name_file_line_and_field(tmp_path: Path, rows: str, messag
     bad.write_text("arrival_s,task_type,duration_s\n0,a,10\n")
     with pytest.raises(sim_trace.TraceError, match=r"bad\.csv:1: missing column\(s\) user_id"):
         sim_trace.load_trace(bad)
-
-
-def _project_imports(package: Path) -> set[str]:
-    """Top-level project packages imported anywhere in `package` (at module level or inside functions)."""
-    roots = {"actors", "bench", "cloud", "config", "fleet", "orchestrator", "sim", "store", "telemetry", "worker"}
-    found: set[str] = set()
-    for source in package.glob("*.py"):
-        for node in ast.walk(ast.parse(source.read_text())):
-            if isinstance(node, ast.Import):
-                found.update(alias.name.split(".")[0] for alias in node.names)
-            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-                found.add(node.module.split(".")[0])
-    return found & roots
-
-
-def test_layering_sim_builds_on_fleet_and_config_only() -> None:
-    root = Path(__file__).parents[2]
-    assert _project_imports(root / "sim") <= {"sim", "fleet", "config"}
-    assert _project_imports(root / "fleet") <= {"fleet", "config"}
 
 
 def test_cli_json_and_plot(trace_file: Path, tmp_path: Path) -> None:
