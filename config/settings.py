@@ -307,6 +307,13 @@ class QueueSettings(_Section):
         description="reigh: also write the orchestrator's logs to the app's system_logs "
         "(func_insert_logs_batch, source_type orchestrator_gpu).",
     )
+    new_task_probe_s: float = Field(
+        default=0.25,
+        ge=0,
+        le=60,
+        description="reigh: between cycles, how often the Scaler looks for a newly queued task (one indexed "
+        "max(created_at)), since a trigger of ours on the app's tasks table is not allowed; 0: wait for the cycle.",
+    )
     supabase_anon_key: SecretStr | None = Field(
         default=None,
         description="reigh: the app's anon key, handed to pods as SUPABASE_ANON_KEY (also SUPABASE_ANON_KEY).",

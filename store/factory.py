@@ -12,7 +12,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
-from config.settings import DatabaseSettings, OrchestratorSettings
+from config.settings import DatabaseSettings, OrchestratorSettings, QueueProfile
 from store.base import Store, StoreError
 
 __all__ = ["conninfo_for", "one_shot_store", "open_store", "open_store_from_env"]
@@ -72,7 +72,15 @@ def open_store(
         max_size=max_size,
         connect_timeout_s=database.connect_timeout_s,
         retries=database.request_retries,
+        change_probe_s=_change_probe_s(settings),
     )
+
+
+def _change_probe_s(settings: OrchestratorSettings) -> float | None:
+    """The reigh profile has no NOTIFY (nothing of ours on the app's tables): poll for new tasks."""
+    if settings.queue.profile is QueueProfile.REIGH and settings.queue.new_task_probe_s > 0:
+        return settings.queue.new_task_probe_s
+    return None
 
 
 @contextmanager

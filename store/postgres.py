@@ -28,6 +28,8 @@ __all__ = ["NOTIFY_CHANNEL", "PostgresStore", "check_reachable"]
 
 _log = logging.getLogger(__name__)
 
+_UNSEEN = object()  # no queue_marker() read yet
+
 NOTIFY_CHANNEL = "task_changes"  # pg_notify'd by the tasks triggers of 0020_tasks.sql
 
 
@@ -43,7 +45,10 @@ class PostgresStore(RpcStore):
         connect_timeout_s: float = 5.0,
         retries: int = 2,
         application_name: str = "gpu-orchestrator",
+        change_probe_s: float | None = None,
     ) -> None:
+        """`change_probe_s` makes `wait_for_task_change` poll `queue_marker()` at that interval
+        instead of LISTENing (a queue whose table has no trigger of ours: the reigh profile)."""
         self._conninfo = conninfo
         self._where = describe_conninfo(conninfo)
         self._connect_timeout_s = connect_timeout_s
@@ -58,6 +63,8 @@ class PostgresStore(RpcStore):
             "prepare_threshold": None,
         }
         self._queries: dict[tuple[str, tuple[str, ...]], sql.Composed] = {}
+        self._change_probe_s = change_probe_s
+        self._marker: object = _UNSEEN  # the last queue_marker() seen (None: an empty queue)
         self._listen_lock = threading.Lock()
         self._listen_conn: psycopg.Connection[Any] | None = None
         self._listen_broken = False
@@ -151,6 +158,8 @@ class PostgresStore(RpcStore):
 
     # --- notifications ---------------------------------------------------------------------------
     def wait_for_task_change(self, timeout_s: float) -> bool:
+        if self._change_probe_s:
+            return self._probe_for_change(timeout_s, self._change_probe_s)
         with self._listen_lock:
             conn = self._listen_connection()
             if conn is None:
@@ -168,6 +177,21 @@ class PostgresStore(RpcStore):
                 conn.close()
                 self._listen_conn = None
                 return False
+
+    def _probe_for_change(self, timeout_s: float, every_s: float) -> bool:
+        """Poll the queue's marker until it moves (True) or `timeout_s` passes (False)."""
+        deadline = time.monotonic() + max(0.0, timeout_s)
+        while True:
+            marker = self._call("queue_marker", {}, safe=True)
+            if marker != self._marker:
+                first = self._marker is _UNSEEN
+                self._marker = marker
+                if not first:
+                    return True
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            time.sleep(min(every_s, left))
 
     def _listen_connection(self) -> psycopg.Connection[Any] | None:
         if self._listen_conn is not None and not self._listen_conn.closed:

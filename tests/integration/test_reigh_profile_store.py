@@ -244,3 +244,24 @@ def test_the_orchestrator_never_puts_tasks_into_the_apps_queue(reigh_store: Stor
 
     with pytest.raises(StoreError, match="tasks are put in by the app"):
         reigh_store.insert_tasks([NewTask(task_type="t", user_id="u")])
+
+
+def test_a_new_task_wakes_the_scaler_without_a_trigger(reigh_database_url: str, app: psycopg.Connection[Any]) -> None:
+    import threading
+    import time
+
+    fixture.add_task_type(app, "travel_segment", "gpu")
+    store = PostgresStore(reigh_database_url, min_size=1, max_size=1, change_probe_s=0.05)
+    try:
+        assert store.wait_for_task_change(0.2) is False  # nothing new: waits its time out
+        project = fixture.add_project(app, fixture.add_user(app, credits=1, in_cloud=True))
+        timer = threading.Timer(
+            0.3, lambda: fixture.add_task(app, project_id=project, task_type="travel_segment", params={})
+        )
+        timer.start()
+        started = time.monotonic()
+        assert store.wait_for_task_change(5.0) is True
+        assert time.monotonic() - started < 2.0
+        timer.join()
+    finally:
+        store.close()

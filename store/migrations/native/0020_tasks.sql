@@ -200,3 +200,10 @@ LANGUAGE sql STABLE AS $$
     FROM (SELECT * FROM tasks t WHERE t.worker_id = p_worker_id
           ORDER BY t.claimed_at NULLS LAST, t.id LIMIT p_limit) s
 $$;
+
+-- The newest Queued task's creation time: one index lookup ((status, created_at)), polled between
+-- cycles by a Scaler that has no NOTIFY to wake it, so a new task is seen within the poll interval.
+CREATE OR REPLACE FUNCTION queue_marker() RETURNS text
+LANGUAGE sql STABLE AS $$
+    SELECT max(created_at)::text FROM tasks WHERE status = 'Queued'
+$$;

@@ -123,3 +123,10 @@ BEGIN
         USING ERRCODE = '0A000';
 END
 $$;
+
+-- The newest Queued task's creation time: one index lookup ((status, created_at)), polled between
+-- cycles by a Scaler that has no NOTIFY to wake it, so a new task is seen within the poll interval.
+CREATE OR REPLACE FUNCTION queue_marker() RETURNS text
+LANGUAGE sql STABLE SET search_path = public, pg_temp AS $$
+    SELECT max(created_at)::text FROM public.tasks WHERE status = 'Queued'
+$$;
