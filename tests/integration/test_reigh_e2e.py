@@ -107,6 +107,21 @@ def test_five_users_thirty_tasks_each_with_dependencies(
             ), decision.inputs
         last = decisions[-1].inputs
         assert last["blocked_by_settings"] == 10 and last["claimable"] == 0
+
+        # status and explain read the same way in both profiles
+        from typer.testing import CliRunner
+
+        from orchestrator.cli import app as cli
+
+        env = {"DATABASE_URL": reigh_database_url, "ORCHESTRATOR_QUEUE__PROFILE": "reigh"}
+        shown = CliRunner().invoke(cli, ["explain", "--worker", workers[0].id, "--json"], env=env)
+        assert shown.exit_code == 0, shown.output
+        assert workers[0].id in shown.output and '"terminated"' in shown.output
+        at = decisions[-1].at
+        assert at is not None
+        around = CliRunner().invoke(cli, ["explain", "--at", f"{at:%H:%M:%S}", "--json"], env=env)
+        assert around.exit_code == 0, around.output
+        assert '"blocked_by_settings": 10' in around.output, around.output
     store.close()
 
 
