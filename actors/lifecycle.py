@@ -93,11 +93,10 @@ def _exit_ray_actor() -> None:
 
     if not ray.is_initialized():
         return
-    try:
-        handle = ray.get_runtime_context().current_actor
-    except Exception:  # not inside an actor (a plain instance in a Ray driver): nothing to end
+    context = ray.get_runtime_context()
+    if context.get_actor_id() is None:  # a plain instance in a Ray driver: nothing to end
         return
-    ray.kill(handle, no_restart=True)
+    ray.kill(context.current_actor, no_restart=True)
 
 
 @dataclass(frozen=True, slots=True)

@@ -52,8 +52,15 @@ _MAX_SEND_ATTEMPTS = 5  # sends of one batch before it goes to the fallback
 _LOOKUP_RETRY_S = 2.0  # how long to wait before looking the LogShipper up again after a miss
 _MAX_INFLIGHT_BATCHES = 64  # unacknowledged batches in flight; past it the buffer holds records
 
-# Attributes every logging.LogRecord has; anything else on a record came from `extra=`.
-_STANDARD_ATTRS = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "taskName"}
+# Attributes every logging.LogRecord has; anything else on a record came from `extra=`. Importing Ray
+# installs a record factory that adds `_ray_timestamp_ns`: named here, so a process that imports Ray
+# after this module does not ship it as an attribute of every record.
+_STANDARD_ATTRS = frozenset(logging.makeLogRecord({}).__dict__) | {
+    "message",
+    "asctime",
+    "taskName",
+    "_ray_timestamp_ns",
+}
 # A record whose __dict__ has no more keys than a fresh LogRecord's carries no `extra=` fields (LogRecord
 # sets every standard attribute in __init__), so the set difference below is skipped for most records.
 _PLAIN_RECORD_LEN = len(logging.makeLogRecord({}).__dict__)
