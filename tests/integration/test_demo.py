@@ -71,6 +71,7 @@ def workdir(tmp_path: Path) -> Iterator[Path]:
         from store.embedded import stop_embedded
 
         stop_embedded(tmp_path / ".orchestrator" / "pgdata")
+        stop_embedded(tmp_path / ".orchestrator" / "reigh" / "pgdata")
 
 
 def _run(workdir: Path, env: dict[str, str], *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
@@ -174,73 +175,45 @@ def test_ctrl_c_mid_run_stops_everything(workdir: Path) -> None:
 # ---- pure pieces (no Ray, no Postgres): fast
 
 
-def test_policy_time_knobs_are_compressed_like_the_trace(tmp_path: Path) -> None:
-    from config.settings import ScalingSettings
-    from orchestrator.demo.compression import demo_overrides
-
-    prod = ScalingSettings()
-    slow = demo_overrides(tmp_path, 30.0)["scaling"]
-    fast = demo_overrides(tmp_path, 240.0)["scaling"]
-    assert slow["idle_timeout_s"] == prod.idle_timeout_s / 30
-    assert slow["scale_down_stabilization_s"] == prod.scale_down_stabilization_s / 30
-    assert slow["failure_window_s"] == prod.failure_window_s / 30
-    # Never below a few Scaler cycles, however fast the replay.
-    assert fast["idle_timeout_s"] >= 3 * fast["cycle_interval_s"]
-    assert fast["scale_down_stabilization_s"] >= 2 * fast["cycle_interval_s"]
-
-
-def test_default_trace_has_quiet_gaps_long_enough_to_scale_down() -> None:
-    """Compressed into the default two minutes, the default trace's quiet gaps outlast two boots
-    (boot ~8 s, then one boot time kept idle), so the fleet visibly goes back to zero in between."""
-    from orchestrator.demo.compression import DEFAULT_TRACE, fit_speed
-    from sim.trace import load_trace
-
-    rows = load_trace(DEFAULT_TRACE)
-    speed = fit_speed(rows, 120.0)
-    busy_until = 0.0
-    gaps = []
-    for r in sorted(rows, key=lambda r: r.arrival_s):
-        start = r.arrival_s / speed
-        if busy_until and start - busy_until > 0:
-            gaps.append(start - busy_until)
-        busy_until = max(busy_until, start + r.duration_s / speed)
-    assert sum(1 for g in gaps if g >= 16) >= 2, gaps
-
-
-def test_live_view_keeps_the_decision_readable_at_120_columns() -> None:
-    from rich.console import Console
-
-    from orchestrator import live_view
-
-    reason = (
-        "no scale-down yet: surplus 4 but 4 idle worker(s) idle at most 1s; keep idle >= 8s = "
-        "max(idle_timeout 8s, boot estimate 8s) while work keeps arriving"
+def test_demo_in_the_reigh_profile_on_a_reigh_shaped_database(workdir: Path) -> None:
+    """`orchestrator demo --profile reigh`: the app's tables from the fixture, the trace's tasks put
+    in the way the app does, pods running the Headless-Wan2GP stand-in; then status and explain."""
+    marker = uuid.uuid4().hex
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ORCHESTRATOR_", "DATABASE_URL", "SUPABASE_"))}
+    env["DEMO_TEST_MARKER"] = marker
+    before = {p.pid for p in psutil.Process().children(recursive=True)}
+    demo = _run(
+        workdir,
+        env,
+        "demo",
+        "--profile",
+        "reigh",
+        "--trace",
+        "tiny.csv",
+        "--speed",
+        "40",
+        "--duration",
+        "20",
+        "--plain",
+        timeout=240,
     )
-    snap = live_view.Snapshot(
-        elapsed_s=42,
-        speed=30,
-        trace_name="demo.csv",
-        submitted=6,
-        total=14,
-        queued=0,
-        running=2,
-        done=4,
-        failed=0,
-        workers=[live_view.WorkerLine("gpu-20261128_093615-26e134b9", "active", 17, 0, in_state_s=10, idle_s=2)],
-        last_decision_at="09:36:30",
-        last_decision=reason,
-        last_decision_age_s=1,
-        fleet_history=(0, 2, 4, 4, 2, 0),
-        max_workers=4,
-        shipper={"healthy": True, "shipped": 52, "pending": 1},
-        dashboard_url="http://127.0.0.1:8265",
-    )
-    console = Console(width=120, record=True, color_system=None)
-    console.print(live_view.render(snap))
-    text = console.export_text()
-    for clause in live_view.decision_clauses(reason):
-        assert clause in text, text
-    assert "gpu-20261128_093615-26e134b9" in text and "healthy; shipped 52" in text
-    assert "http://127.0.0.1:8265" in text and "OTEL_EXPORTER_OTLP_ENDPOINT" in text
-    assert live_view.sparkline(snap.fleet_history, 4) == "_▄██▄_"
-    assert "at most 1s" in live_view.plain_line(snap) and "boot estimate" not in live_view.plain_line(snap)
+    output = demo.stdout + demo.stderr
+    assert demo.returncode == 0, output[-3000:]
+    assert "tasks:        6/6 done, 0 failed, 0 unfinished" in output, output[-3000:]
+    assert "Reigh-shaped app database" in output and "Traceback" not in output, output[-3000:]
+    assert "ORCHESTRATOR_QUEUE__PROFILE=reigh" in output, output[-3000:]
+    pgdata = workdir / ".orchestrator" / "reigh" / "pgdata"
+    assert (pgdata / "PG_VERSION").exists()
+    left = _wait_for_no_leftovers(marker, workdir, before)
+    assert not left, "processes left behind by the demo:\n" + "\n".join(left)
+
+    env |= {"ORCHESTRATOR_QUEUE__PROFILE": "reigh", "ORCHESTRATOR_DATABASE__EMBEDDED_DIR": str(pgdata)}
+    timeline = _run(workdir, env, "explain", "--since", "1h", "--json")
+    assert timeline.returncode == 0, timeline.stderr
+    entries = json.loads(timeline.stdout)["entries"]
+    worker_ids = sorted({e["transition"]["worker_id"] for e in entries if e["kind"] == "transition"})
+    assert worker_ids, "the demo recorded no worker transitions"
+    life = _run(workdir, env, "explain", "--worker", worker_ids[0])
+    assert life.returncode == 0 and f"Worker {worker_ids[0]}: terminated" in life.stdout, life.stdout + life.stderr
+    status = _run(workdir, env, "status")
+    assert status.returncode == 0, status.stdout + status.stderr
