@@ -12,7 +12,6 @@
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +28,7 @@ from orchestrator.app import state_api_address
 from store.base import DecisionRecord, NewTask, StaleEpoch, TaskStatus
 from store.postgres import PostgresStore
 from tests.support.fleet_harness import actor_pid, explain_fleet, fast_settings, fleet_cleanup, sigkill, unique_name
-from tests.support.polling import wait_for
+from tests.support.polling import stays_true, wait_for
 
 pytestmark = pytest.mark.ray
 
@@ -91,9 +90,12 @@ def test_1755_one_active_worker_demand_for_two_spawns_exactly_one(
             "two active workers",
             explain=lambda: explain_fleet(store),
         )
-        time.sleep(3 * settings.scaling.cycle_interval_s * 2)  # several more cycles: nothing more may spawn
-        workers = store.list_workers(include_terminated=True)
-        assert len(workers) == 2, explain_fleet(store)
+        stays_true(  # several more cycles: nothing more may spawn
+            lambda: len(store.list_workers(include_terminated=True)) == 2,
+            3 * settings.scaling.cycle_interval_s * 2,
+            "no third worker",
+            explain=lambda: explain_fleet(store),
+        )
         spawns = [d for d in store.list_decisions()[seen_decisions:] if d.spawn_count > 0]
         assert sum(len(d.spawned_worker_ids) for d in spawns) == 1
         if kill_after_decide:
@@ -176,8 +178,11 @@ def test_two_orchestrators_one_acts_standby_takes_over_with_higher_epoch(
                         reasons=["stale: a write from the old leader"],
                     )
                 )
-            time.sleep(2.0)  # B runs cycles as leader over A's fleet
-            assert len(store.list_workers(include_terminated=True)) == 1, "B re-attached; it spawned nothing twice"
+            stays_true(  # B runs cycles as leader over A's fleet
+                lambda: len(store.list_workers(include_terminated=True)) == 1,
+                2.0,
+                "B re-attached; it spawned nothing twice",
+            )
             assert b.status()["phase_errors"] == {}
         finally:
             b.stop()
@@ -230,8 +235,12 @@ def test_provider_that_keeps_failing_opens_the_breaker_and_status_says_why(
             explain=lambda: explain_fleet(store),
         )
         count = len(store.list_workers(include_terminated=True))
-        time.sleep(3.0)  # several cycles with the breaker open
-        assert len(store.list_workers(include_terminated=True)) == count, "no spawn while the breaker is open"
+        stays_true(  # several cycles with the breaker open
+            lambda: len(store.list_workers(include_terminated=True)) == count,
+            3.0,
+            "no spawn while the breaker is open",
+            explain=lambda: explain_fleet(store),
+        )
         data = control.collect_status(settings, scaler_name=name)
         scaler_status = data["ray"]["scaler"]
         assert scaler_status["breaker"]["status"] == "open"
