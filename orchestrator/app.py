@@ -100,12 +100,14 @@ def dashboard_url(context: Any) -> str | None:
     url = getattr(context, "dashboard_url", None)
     if url:
         return url if url.startswith("http") else f"http://{url}"
-    with contextlib.suppress(Exception):
+    try:
         import ray
 
         url = ray.worker.get_dashboard_url()
-        return f"http://{url}" if url else None
-    return None
+    except Exception as exc:  # no dashboard is not an error of ours: say so and show none
+        logging.getLogger(__name__).warning("no Ray dashboard URL: %s: %s", type(exc).__name__, exc)
+        return None
+    return f"http://{url}" if url else None
 
 
 def start_actors(settings: OrchestratorSettings, *, scaler_name: str = names.SCALER_NAME) -> dict[str, str]:

@@ -8,8 +8,9 @@ store and the providers are imported only when a step needs them: `orchestrator 
 from __future__ import annotations
 
 import contextlib
+import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -25,6 +26,8 @@ if TYPE_CHECKING:
     from store.base import Store
 
 __all__ = ["Runtime", "Say"]
+
+logger = logging.getLogger(__name__)
 
 Say = Callable[[str], None]  # one progress line for the user
 
@@ -118,7 +121,7 @@ class Runtime:
             return
         import ray
 
-        with contextlib.suppress(Exception):
+        with _best_effort("stopping the Scaler"):
             ray.get(self.scaler.stop.remote(), timeout=30)
 
     def _retire_workers(self) -> None:
@@ -132,7 +135,7 @@ class Runtime:
 
         live = self.store.list_workers(include_terminated=False)
         for worker in live:
-            with contextlib.suppress(Exception):
+            with _best_effort("asking a lifecycle to stop its pod"):
                 handle = ray.get_actor(names.worker_actor_name(worker.id), namespace=self.settings.ray.namespace)
                 ray.get(handle.request_terminate.remote("demo ended"), timeout=5)
         deadline = time.monotonic() + 20
@@ -153,7 +156,7 @@ class Runtime:
             for name, namespace in _named_actors():
                 if name == names.LOG_SHIPPER_NAME:  # it flushes the last logs next, then goes with Ray
                     continue
-                with contextlib.suppress(Exception):
+                with _best_effort("killing an actor"):
                     ray.kill(ray.get_actor(name, namespace=namespace), no_restart=True)
         provider = make_provider(self.settings)
         try:
@@ -164,7 +167,7 @@ class Runtime:
         if self.store is None:
             return
         for worker in self.store.list_workers(include_terminated=False):
-            with contextlib.suppress(Exception):
+            with _best_effort("marking a worker terminated"):
                 self.store.transition_worker(
                     worker.id, worker.status, WorkerState.TERMINATED, "demo ended: pod terminated by the demo"
                 )
@@ -174,7 +177,7 @@ class Runtime:
             return
         import ray
 
-        with contextlib.suppress(Exception):
+        with _best_effort("flushing the last logs"):
             ray.get(self.shipper.flush_now.remote(5.0), timeout=10)
 
     def _stop_ray(self) -> None:
@@ -183,14 +186,14 @@ class Runtime:
         import ray
 
         for name, namespace in _named_actors():
-            with contextlib.suppress(Exception):
+            with _best_effort("killing an actor"):
                 ray.kill(ray.get_actor(name, namespace=namespace), no_restart=True)
         ray.shutdown()
         self.ray_started = False
 
     def _stop_postgres(self) -> None:
         if self.store is not None:
-            with contextlib.suppress(Exception):
+            with _best_effort("closing the store"):
                 self.store.close()
         if self.settings.database.backend != "embedded":
             return  # the user's own database: not ours to stop
@@ -219,3 +222,17 @@ def _start_actors(
     app.start_actors(settings)
     namespace = settings.ray.namespace
     return remote.find_actor(names.LOG_SHIPPER_NAME, namespace), remote.find_actor(names.SCALER_NAME, namespace)
+
+
+@contextlib.contextmanager
+def _best_effort(what: str) -> Iterator[None]:
+    """A cleanup step that may fail because its object is already gone: the run goes on, but the
+    failure is said (WARNING, with the reason) and counted, never swallowed."""
+    try:
+        yield
+    except Exception as exc:
+        from actors._telemetry import record_error
+        from store.errors import redact
+
+        record_error("demo", what)
+        logger.warning("demo cleanup: %s failed: %s", what, redact(f"{type(exc).__name__}: {exc}"))

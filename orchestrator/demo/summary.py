@@ -6,6 +6,7 @@ the run from the store.
 
 from __future__ import annotations
 
+import logging
 import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -16,6 +17,8 @@ if TYPE_CHECKING:
     from store.base import Store, TaskRow, WorkerEvent, WorkerRow
 
 __all__ = ["DemoResult", "example_worker", "of_run", "summarize"]
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -107,7 +110,8 @@ def example_worker(store: Store | None, since: datetime) -> str | None:
         return None
     try:
         events = store.list_worker_events(since=since, limit=100_000)
-    except Exception:
+    except Exception as exc:  # only the closing hint needs it: said, and the run's result stands
+        logger.warning("demo: could not read the worker events for an example worker: %s", type(exc).__name__)
         return None
     drained = [e.worker_id for e in events if e.to_status == "draining"]
     created = [e.worker_id for e in events if e.from_status is None]
