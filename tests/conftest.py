@@ -60,28 +60,37 @@ def pg_server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         shutil.rmtree(pgdata, ignore_errors=True)
 
 
+def _fresh_template(pg_server_url: str, name: str) -> str:
+    with psycopg.connect(pg_server_url, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
+        conn.execute(f'CREATE DATABASE "{name}"')
+    return _with_dbname(pg_server_url, name)
+
+
+def _clone(pg_server_url: str, template: str, prefix: str) -> str:
+    """A fresh database of one test's own, cloned from `template`; returns its conninfo."""
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(pg_server_url, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
+        # Tests read the orchestrator's tables with plain SQL; the product itself always qualifies
+        # them (every function pins its own search_path), so this only spares the tests a prefix.
+        conn.execute(f'ALTER DATABASE "{name}" SET search_path = orchestrator, public')
+    return _with_dbname(pg_server_url, name)
+
+
 @pytest.fixture(scope="session")
 def pg_template(pg_server_url: str) -> str:
     """A database with every migration applied, used as the template of each test's database."""
     from store.migrate import apply_migrations
 
-    with psycopg.connect(pg_server_url, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{TEMPLATE_DB}"')
-        conn.execute(f'CREATE DATABASE "{TEMPLATE_DB}"')
-    template_url = _with_dbname(pg_server_url, TEMPLATE_DB)
+    template_url = _fresh_template(pg_server_url, TEMPLATE_DB)
     apply_migrations(template_url)
     return template_url
 
 
 def create_database(pg_server_url: str, pg_template: str) -> str:
     """A fresh migrated database; returns its conninfo."""
-    name = f"t_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(pg_server_url, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{TEMPLATE_DB}"')
-        # Tests read the orchestrator's tables with plain SQL; the product itself always qualifies
-        # them (every function pins its own search_path), so this only spares the tests a prefix.
-        conn.execute(f'ALTER DATABASE "{name}" SET search_path = orchestrator, public')
-    return _with_dbname(pg_server_url, name)
+    return _clone(pg_server_url, TEMPLATE_DB, "t")
 
 
 REIGH_TEMPLATE_DB = "orchestrator_reigh_template"
@@ -93,10 +102,7 @@ def reigh_template(pg_server_url: str) -> str:
     from store.migrate import apply_migrations
     from store.reigh.fixture import apply_app_fixture
 
-    with psycopg.connect(pg_server_url, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{REIGH_TEMPLATE_DB}"')
-        conn.execute(f'CREATE DATABASE "{REIGH_TEMPLATE_DB}"')
-    url = _with_dbname(pg_server_url, REIGH_TEMPLATE_DB)
+    url = _fresh_template(pg_server_url, REIGH_TEMPLATE_DB)
     apply_app_fixture(url)
     apply_migrations(url, profile="reigh")
     return url
@@ -105,10 +111,7 @@ def reigh_template(pg_server_url: str) -> str:
 @pytest.fixture
 def reigh_database_url(pg_server_url: str, reigh_template: str) -> str:
     """Conninfo of a fresh Reigh app database of this test's own, migrated in the `reigh` profile."""
-    name = f"r_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(pg_server_url, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{REIGH_TEMPLATE_DB}"')
-    return _with_dbname(pg_server_url, name)
+    return _clone(pg_server_url, REIGH_TEMPLATE_DB, "r")
 
 
 @pytest.fixture

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 
 import pytest
@@ -19,10 +20,10 @@ def pg_store(database_url: str) -> Iterator[PostgresStore]:
         store.close()
 
 
-@pytest.fixture(params=["postgres", "supabase"])
-def store(request: pytest.FixtureRequest, database_url: str) -> Iterator[RpcStore]:
-    """The same contract, once per implementation."""
-    if request.param == "postgres":
+@contextlib.contextmanager
+def store_of_kind(kind: str, database_url: str) -> Iterator[RpcStore]:
+    """A store over `database_url`: direct Postgres, or Supabase REST through the loopback PostgREST."""
+    if kind == "postgres":
         pg = PostgresStore(database_url, min_size=1, max_size=4)
         try:
             yield pg
@@ -38,3 +39,17 @@ def store(request: pytest.FixtureRequest, database_url: str) -> Iterator[RpcStor
             yield sb
         finally:
             sb.close()
+
+
+@pytest.fixture(params=["postgres", "supabase"])
+def store(request: pytest.FixtureRequest, database_url: str) -> Iterator[RpcStore]:
+    """The same contract, once per implementation."""
+    with store_of_kind(request.param, database_url) as opened:
+        yield opened
+
+
+@pytest.fixture(params=["postgres", "supabase"])
+def reigh_store(request: pytest.FixtureRequest, reigh_database_url: str) -> Iterator[RpcStore]:
+    """The same, over a Reigh app database migrated in the reigh profile."""
+    with store_of_kind(request.param, reigh_database_url) as opened:
+        yield opened

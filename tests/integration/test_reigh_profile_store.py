@@ -57,26 +57,6 @@ def test_reigh_without_the_app_schema_names_what_is_missing(pg_server_url: str) 
         apply_migrations(url, profile="reigh")
 
 
-@pytest.fixture(params=["postgres", "supabase"])
-def reigh_store(request: pytest.FixtureRequest, reigh_database_url: str) -> Iterator[Store]:
-    if request.param == "postgres":
-        pg = PostgresStore(reigh_database_url, min_size=1, max_size=2)
-        try:
-            yield pg
-        finally:
-            pg.close()
-        return
-    from store.supabase import SupabaseStore
-    from tests.support.postgrest_standin import PostgrestStandin
-
-    with PostgrestStandin(reigh_database_url) as standin:
-        sb = SupabaseStore(standin.url, standin.service_key, retries=2, backoff_base_s=0.01)
-        try:
-            yield sb
-        finally:
-            sb.close()
-
-
 @pytest.fixture
 def app(reigh_database_url: str) -> Iterator[psycopg.Connection[Any]]:
     with psycopg.connect(reigh_database_url, autocommit=True) as conn:
