@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from orchestrator import configcheck, control, demo, explain, migrate, simulate
+from orchestrator import configcheck, control, demo, explain, migrate, simulate, task
 
 app = typer.Typer(
     name="orchestrator",
@@ -25,6 +25,7 @@ app.command("down")(control.down)
 app.command("status")(control.status)
 app.command("demo")(demo.command)
 app.command("explain")(explain.command)
+app.add_typer(task.app, name="task")
 
 
 def main() -> None:
