@@ -168,6 +168,15 @@ def record_spawns(count: int) -> None:
     metrics.record_spawn("scale_up", count)
 
 
+def record_termination(reason: str) -> None:
+    """A pod the Scaler terminated itself (duplicate, ended worker's), by its reason's code."""
+    metrics.record_termination(machine.reason_code(reason))
+
+
+def record_seconds_since_cycle(seconds: float) -> None:
+    metrics.record_seconds_since_cycle(seconds)
+
+
 def record_transition(transition: machine.Transition) -> None:
     """Metrics of one recorded worker transition (in the WorkerLifecycle): terminations by reason.
 

@@ -11,6 +11,19 @@ worker id as its name; or ask the provider to stop it), then ask `fleet.lifecycl
 where to go and record that with `store.transition_worker` (compare-and-set: a lost race is
 re-read on the next step, never overwritten). The worker's In Progress tasks are requeued after
 the provider confirmed the pod gone and before `terminated` is recorded. Then the actor ends.
+
+A terminate the provider refuses is a recorded state, not a failed step: the reason goes on the
+worker's record (a `terminate_failed` note in `worker_events`, shown by `explain --worker`) and the
+call is tried again with exponential backoff (`fleet.supervision.after_failure`), observing the pod
+in between. `health()` returns facts (last completed step, its age, failures in a row, the last
+error) and a verdict (`fleet.supervision.loop_health`), never a bare True.
+
+Why transitions need no lease epoch (only a drain carries one): every transition is a
+compare-and-set on the row's status, chosen by the pure state machine from facts about this one pod
+(provider status, heartbeat, tasks), and legal whoever leads. One lifecycle per worker exists by
+name (`get_if_exists`); should a partitioned old incarnation still run, a write it computed from a
+stale read finds another status and is refused (False), and `terminated` is never left. A drain is
+different: it carries out a scaling decision, so it is fenced by the epoch of the Scaler that made it.
 """
 
 from __future__ import annotations
@@ -18,6 +31,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -61,9 +75,16 @@ _TRACE_PHASE = {
 }
 
 # How the trace names the end of a lifecycle, by the code of the reason that ended it.
-_ERROR_CODES = frozenset({"spawn_error", "spawn_timeout", "heartbeat_lost", "pod_lost", "drain_lost", "worker_crashed"})
+_ERROR_CODES = frozenset(
+    {"spawn_error", "spawn_timeout", "heartbeat_lost", "pod_lost", "drain_lost", "worker_crashed"}
+    | {machine.LOST_WITH_TASK}
+)
 # The status a worker writes into its own row when it dies (reigh: Headless-Wan2GP's guardian).
 CRASHED_STATUS = "crashed"
+
+
+# A failed pod terminate is tried again after poll_s, doubling per failure in a row up to this.
+_TERMINATE_RETRY_CAP_S = 300.0
 
 
 # A lifecycle does one thing at a time (its loop thread; status and health never touch the store),
@@ -148,7 +169,17 @@ class WorkerLifecycle:
         self._trace: _telemetry.SafeTrace | None = None
         self._steps = 0
         self._last_error: str | None = None
+        self._last_error_at: float | None = None
         self._last_step_at: float | None = None
+        # Health facts (wall clock of this process): see health().
+        self._started_at = time.time()
+        self._completed_steps = 0
+        self._last_completed_at: float | None = None
+        self._failed_steps_in_a_row = 0
+        self._step_started_at: float | None = None
+        # The pod terminate that failed, if any: attempts, last error, when to try again (DB clock).
+        self._terminate_retry: supervision.Retry | None = None
+        self._step_now = 0.0  # the database clock of the current step
         self._thread: threading.Thread | None = None
         if start:
             self.start()
@@ -208,11 +239,41 @@ class WorkerLifecycle:
             "finished": self._finished.is_set(),
             "loop_alive": self._thread is not None and self._thread.is_alive(),
             "pid": os.getpid(),
+            "health": self._health(),
         }
 
-    def health(self) -> bool:
-        self.start()  # a loop thread that died (it should not) is started again
-        return True
+    def health(self) -> dict[str, Any]:
+        """Facts and a verdict (see `fleet.supervision.loop_health`); a loop thread that died (it
+        should not) while the worker is not finished is started again."""
+        report = self._health()
+        if not self._finished.is_set() and not self._stop.is_set():
+            self.start()
+        return report
+
+    def _health(self) -> dict[str, Any]:
+        retry = self._terminate_retry
+        failures = {"step": self._failed_steps_in_a_row, "terminate": retry.attempts if retry is not None else 0}
+        running = self._step_started_at
+        facts = supervision.LoopFacts(
+            unit="step",
+            started_at=self._started_at,
+            completed=self._completed_steps,
+            last_completed_at=self._last_completed_at,
+            loop_alive=self._thread is not None and self._thread.is_alive(),
+            current_phase="step" if running is not None else None,
+            current_phase_since=running,
+            consecutive_failures=failures,
+            last_error=self._last_error,
+            last_error_at=self._last_error_at,
+        )
+        report = supervision.loop_health(facts, time.time(), interval_s=self._poll_s)
+        report["state"] = self._state.value if self._state else None
+        report["finished"] = self._finished.is_set()
+        if self._finished.is_set():  # the worker ended: nothing left to supervise, nothing stuck
+            report.update(ok=True, verdict="finished", summary=f"the worker ended; {report['summary']}")
+        if retry is not None:
+            report["terminate_retry"] = retry.as_dict(self._step_now or retry.failed_at)
+        return report
 
     def pid(self) -> int:
         return os.getpid()
@@ -227,12 +288,21 @@ class WorkerLifecycle:
     # --- the loop ---------------------------------------------------------------------------------
     def _run(self) -> None:
         while not self._stop.is_set() and not self._finished.is_set():
+            self._step_started_at = time.time()
             try:
                 self.step()
             except Exception as exc:  # never let one bad step end the supervision of a pod
-                self._last_error = f"{type(exc).__name__}: {exc}"
+                self._failed_steps_in_a_row += 1
+                self._last_error = f"step: {type(exc).__name__}: {exc}"
+                self._last_error_at = time.time()
                 _telemetry.record_error("worker_lifecycle", "step")
                 logger.exception("lifecycle step of %s failed", self.worker_id)
+            else:
+                self._failed_steps_in_a_row = 0
+                self._completed_steps += 1
+                self._last_completed_at = time.time()
+            finally:
+                self._step_started_at = None
             if self._finished.is_set():
                 break
             self._wake.wait(self._poll_s)
@@ -246,6 +316,7 @@ class WorkerLifecycle:
         self._steps += 1
         now = self._store.now().timestamp()
         self._last_step_at = now
+        self._step_now = now
         row = self._store.get_worker(self.worker_id)
         if row is None:
             logger.error("worker %s has no row: nothing to supervise", self.worker_id)
@@ -256,7 +327,12 @@ class WorkerLifecycle:
             self._finished.set()
             return
         view = self._observe_pod(row)
-        action = supervision.lifecycle_action(row.status, view.phase, self._provider_error)
+        action = supervision.lifecycle_action(
+            row.status,
+            view.phase,
+            self._provider_error,
+            terminate_due=supervision.retry_due(self._terminate_retry, now),
+        )
         view = self._ACTIONS[action](self, row, view)
         drain = self._drain_request
         obs = machine.Observation(
@@ -293,9 +369,12 @@ class WorkerLifecycle:
             self._trace.begin_phase(phase)
 
     def _entered_at(self, row: store_base.WorkerRow, now: float) -> float:
-        """When the row entered its current state: its newest worker_events row (after a restart too)."""
+        """When the row entered its current state: its newest worker_events row (after a restart too).
+        Notes (from = to: a failed terminate, an extra pod terminated) are not entries into a state."""
         events = self._store.list_worker_events(worker_id=self.worker_id)
-        matching = [e.at.timestamp() for e in events if e.to_status == row.status.value]
+        matching = [
+            e.at.timestamp() for e in events if e.to_status == row.status.value and e.from_status != e.to_status
+        ]
         return max(matching, default=now)
 
     def _observe_pod(self, row: store_base.WorkerRow) -> _PodView:
@@ -342,11 +421,41 @@ class WorkerLifecycle:
         return _PodView(_POD_PHASE[pod.status], pod)
 
     def _terminate_pod(self, row: store_base.WorkerRow, view: _PodView) -> _PodView:
-        """Ask the provider to stop the pod, then look again: only a confirmed GONE ends `terminating`."""
-        if view.pod is not None:
-            # Raises on a real failure: the step fails, is logged, and is retried next poll.
+        """Ask the provider to stop the pod, then look again: only a confirmed GONE ends `terminating`.
+
+        A refusal is recorded (a `terminate_failed` note with the reason, the attempt and when the next
+        one is) and tried again after a backoff; until then the step only observes the pod."""
+        if view.pod is None:
+            return self._observe_pod(row)
+        now = self._step_now
+        try:
             self._provider.terminate(view.pod.id)
+        except cloud.ProviderError as exc:
+            retry = supervision.after_failure(
+                self._terminate_retry,
+                now,
+                f"{type(exc).__name__}: {exc}",
+                base_s=self._poll_s,
+                cap_s=_TERMINATE_RETRY_CAP_S,
+            )
+            self._terminate_retry = retry
+            self._last_error = f"terminate: {retry.last_error}"
+            self._last_error_at = time.time()
+            _telemetry.record_error("worker_lifecycle", "pod_terminate")
+            reason = supervision.terminate_failed_reason(view.pod.id, retry, now)
+            logger.warning("%s: %s", self.worker_id, reason)
+            self._note(reason, {"terminate_failed": retry.as_dict(now)})
+            return view
+        self._terminate_retry = None
         return self._observe_pod(row)
+
+    def _note(self, reason: str, metadata: dict[str, Any] | None = None) -> None:
+        """A note on the worker's record; a database that fails here fails nothing else."""
+        try:
+            self._store.note_worker(self.worker_id, reason, metadata=metadata)
+        except Exception as exc:
+            _telemetry.record_error("worker_lifecycle", "note")
+            logger.warning("could not record on %s: %s (%s: %s)", self.worker_id, reason, type(exc).__name__, exc)
 
     _ACTIONS: dict[supervision.LifecycleAction, _PodAction] = {
         supervision.LifecycleAction.OBSERVE: _observe_only,
@@ -393,7 +502,9 @@ class WorkerLifecycle:
         """The pod is confirmed gone: whatever it held In Progress goes back to the queue."""
         count = self._store.requeue_worker_tasks(self.worker_id)
         if count:
-            logger.warning("requeued %d task(s) of %s", count, self.worker_id)
+            logger.warning(
+                "requeued %d task(s) of %s (those at max_task_attempts are Failed instead)", count, self.worker_id
+            )
 
     def _ended(self, transition: machine.Transition) -> None:
         code = machine.reason_code(transition.reason)

@@ -57,7 +57,7 @@ class Scaler(_scaler.Scaler):
         return super().status()
 
     @_in_group("health")
-    def health(self) -> bool:
+    def health(self) -> dict[str, Any]:
         return super().health()
 
     @_in_group("health")
@@ -73,7 +73,7 @@ class WorkerLifecycle(_lifecycle.WorkerLifecycle):
         return super().status()
 
     @_in_group("health")
-    def health(self) -> bool:
+    def health(self) -> dict[str, Any]:
         return super().health()
 
     @_in_group("health")
@@ -104,7 +104,8 @@ WorkerLifecycleActor: ActorClass[WorkerLifecycle] = ray.remote(**_LIFECYCLE_OPTI
 
 
 def scaler_holder(name: str = names.SCALER_NAME) -> str:
-    """The lease holder id of the Scaler `name` on this Ray cluster: stable across actor restarts."""
+    """The lease lineage of the Scaler `name` on this Ray cluster: stable across actor restarts (each
+    incarnation adds its own id to it, see actors/scaler.py, "Identity")."""
     return f"{socket.gethostname()}/{ray.get_runtime_context().gcs_address}/{name}"
 
 

@@ -8,19 +8,38 @@ One cycle is a step function of phases, each in its own `try` with `logger.excep
 so that no error halts the loop (Ray Serve's `run_control_loop_step`):
 
 1. lease   hold or renew the leader lease; a standby stops here (and says so in `status`). Every
-           write below carries the lease epoch, which the database checks (fencing).
-2. sync    passive: provider pods with our name prefix (read *before* the rows, see
-           `fleet.supervision.reconcile`), live worker rows, the demand snapshot in one query;
-           reconcile orphan pods; make sure every live row has its WorkerLifecycle (re-attached
-           with get_if_exists, never created twice).
-3. decide  `fleet.policy.decide`; persisted in `scaling_decisions` with inputs, reasons and cycle
-           number *before* anything is done about it.
-4. act     per spawn: a worker id, the lifecycle trace anchor, the worker row (`spawning`, epoch),
-           then (off the cycle thread, `provisioning.Provisioner`) the pod's create call and, once
-           it returned, its WorkerLifecycle, which owns the pod from then on. Per drain: that
+           write below carries the lease epoch, which the database checks (fencing: the check
+           locks the lease row, so a takeover cannot slip between a check and its write).
+2. pods    passive: the provider's pods with our name prefix, read *before* the rows (see
+           `fleet.supervision.reconcile`). A provider that cannot list costs this phase only.
+3. sync    passive (Ray autoscaler v2's `Reconciler._sync_from`: observe and record, change
+           nothing): live worker rows, the demand snapshot in one query, the database clock and,
+           when the pods are known, the reconcile plan (orphans, duplicates).
+4. decide  `fleet.policy.decide`; persisted in `scaling_decisions` with inputs, reasons and cycle
+           number *before* anything is done about it. Skipped (and said so) only when sync could
+           not read the rows or the demand.
+5. act     every act of the cycle, each item on its own `try` (one that fails is counted, logged
+           and reported; the others go on): the reconcile plan (an orphan pod adopted, or recorded
+           as a `terminating` worker whose lifecycle stops it; a duplicate pod or an ended
+           worker's pod terminated here, retried with backoff, noted on the worker's record); the
+           WorkerLifecycle of every live row (re-attached with get_if_exists, never two); then per
+           spawn: a worker id, the lifecycle trace anchor, the worker row (`spawning`, epoch), then
+           (off the cycle thread, `provisioning.Provisioner`) the pod's create call and, once it
+           returned, its WorkerLifecycle, which owns the pod from then on; per drain: that
            worker's lifecycle is asked to drain (a fenced active -> draining transition).
-5. probe   the injected `shipper_probe`: LogShipper health, restarted through Ray when stuck.
-6. metrics Ray metrics of the cycle.
+6. probe   the injected `shipper_probe`: LogShipper health, restarted through Ray when stuck.
+7. metrics Ray metrics of the cycle.
+
+`health()` returns facts, never a bare True: the last completed cycle and its age, failures in a
+row per phase (and per pod terminate being retried), the last error, the phase running now, and a
+verdict in words (`fleet.supervision.loop_health`: ok, failing, stuck, stopped). A watchdog thread
+exports the seconds since the last completed cycle every second, so a loop stuck in a phase shows
+as a rising gauge, not a frozen one.
+
+Identity: each incarnation holds the lease as `<lineage>#<random>`, where the lineage is the holder
+given (stable across Ray restarts of one actor). Its first lease call may take the lease at once
+from an earlier incarnation of the same lineage, always with a new epoch: a restarted Scaler does
+not wait out its own lease, and a partitioned predecessor never shares its epoch.
 
 Why the Scaler makes the create call (measured with bench/reaction.py): starting a WorkerLifecycle
 actor costs a Ray worker process (~1.6 s on this machine) before it could call the provider, so
@@ -53,7 +72,7 @@ import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from opentelemetry.trace import Span
 
@@ -75,6 +94,15 @@ LEASE_NAME = "scaler"
 _MIN_CYCLE_GAP_S = 0.05
 # How long `stop` waits for create calls in flight before giving the lease up.
 _PROVISION_DRAIN_TIMEOUT_S = 30.0
+# How often the watchdog exports the seconds since the last completed cycle.
+_WATCH_EVERY_S = 1.0
+# A pod terminate the Scaler makes (a duplicate, an ended worker's pod) that failed is tried again
+# after one cycle interval, doubling per failure in a row up to this.
+_POD_RETRY_CAP_S = 300.0
+# Why decide did nothing when sync could not give it its inputs.
+_NO_INPUT = "skipped: no worker rows or demand this cycle (the sync phase failed)"
+
+_T = TypeVar("_T")
 
 StoreFactory = lifecycle_mod.StoreFactory
 ProviderFactory = lifecycle_mod.ProviderFactory
@@ -127,6 +155,8 @@ class _Cycle:
     now: float | None = None
     rows: list[store_base.WorkerRow] | None = None
     snapshot: DemandSnapshot | None = None
+    pods: list[cloud.Pod] | None = None  # None: the pods phase failed this cycle
+    plan: supervision.ReconcilePlan | None = None  # None: pods or rows unknown this cycle
     decision: Decision | None = None
     decision_id: int | None = None
     span: Span | None = None  # the decision span, open from decide to the end of act
@@ -135,6 +165,7 @@ class _Cycle:
     drained: list[str] = dataclasses.field(default_factory=list)
     timings: dict[str, float] = dataclasses.field(default_factory=dict)
     errors: dict[str, str] = dataclasses.field(default_factory=dict)
+    skipped: dict[str, str] = dataclasses.field(default_factory=dict)
 
 
 class Scaler:
@@ -154,7 +185,10 @@ class Scaler:
         start: bool = True,
     ) -> None:
         self.name = name
-        self.holder = holder or f"{os.uname().nodename}/pid{os.getpid()}/{name}"
+        # See "Identity" in the module docstring: this incarnation's own holder id, in its lineage.
+        self.lineage = holder or f"{os.uname().nodename}/pid{os.getpid()}/{name}"
+        self.holder = f"{self.lineage}#{secrets.token_hex(4)}"
+        self._lease_asked = False  # the first lease call may succeed an earlier incarnation
         self._settings = settings
         self._config = settings.scaling
         _telemetry.setup_process(settings, component="scaler", identity=name)
@@ -178,6 +212,16 @@ class Scaler:
         self._last_decision: dict[str, Any] | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._watchdog: threading.Thread | None = None
+        # Health facts (wall clock of this process); see health().
+        self._started_at = time.time()
+        self._completed_cycles = 0
+        self._last_completed_at: float | None = None
+        self._phase_now: tuple[str, float] | None = None
+        self._phase_failures: dict[str, int] = {phase: 0 for phase, _, _ in self._PHASES}
+        self._last_error: tuple[str, float] | None = None
+        # Pod terminates made here that failed, by pod id: retried with backoff (DB clock).
+        self._pod_retries: dict[str, supervision.Retry] = {}
         if start:
             self.start()
 
@@ -192,9 +236,13 @@ class Scaler:
         self._stop.clear()
         self._thread = threading.Thread(target=self._run, name=f"scaler-{self.name}", daemon=True)
         self._thread.start()
+        if self._watchdog is None or not self._watchdog.is_alive():
+            self._watchdog = threading.Thread(target=self._watch, name=f"scaler-watch-{self.name}", daemon=True)
+            self._watchdog.start()
 
-    def stop(self) -> None:
-        """Stop the loop and give the lease up so a successor need not wait for it to expire."""
+    def stop(self, reason: str = "Scaler.stop() called") -> None:
+        """Stop the loop and give the lease up so a successor need not wait for it to expire. A leader
+        records the stop with `reason`, so `explain` says "stopped", not "silent", for the time after."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=self._config.cycle_interval_s + 30)
@@ -207,6 +255,15 @@ class Scaler:
             except Exception:
                 _telemetry.record_error("scaler", "lease_release")
                 logger.exception("releasing the leader lease failed; it expires in %.0fs", self._settings.lease_ttl_s)
+            self._record_run_event(store_base.OrchestratorEventKind.STOPPED, reason)
+
+    def _record_run_event(self, kind: store_base.OrchestratorEventKind, reason: str) -> None:
+        """A start or clean stop of the orchestrator, for `explain`; a failure is counted and logged, never raised."""
+        try:
+            self._store.record_orchestrator_event(kind, self.holder, reason)
+        except Exception:
+            _telemetry.record_error("scaler", f"record_{kind.value}")
+            logger.exception("recording the orchestrator's %s (%s) failed", kind.value, reason)
 
     def status(self) -> dict[str, Any]:
         """Leader or standby, epoch, the last cycle (time, phases, errors) and the last decision."""
@@ -226,11 +283,40 @@ class Scaler:
             "lifecycles": len(self._lifecycles),
             "loop_alive": self._thread is not None and self._thread.is_alive(),
             "pid": os.getpid(),
+            "health": self._health(),
+            "pod_retries": self._pod_retry_report(),
         }
 
-    def health(self) -> bool:
-        self.start()  # a loop that died (it should not) is started again
-        return True
+    def health(self) -> dict[str, Any]:
+        """Facts and a verdict (see `fleet.supervision.loop_health`). A loop that died (it should not)
+        is started again; the answer describes it as it was found."""
+        report = self._health()
+        self.start()
+        return report
+
+    def _health(self) -> dict[str, Any]:
+        phase = self._phase_now
+        error = self._last_error
+        retries = dict(self._pod_retries)
+        failures = {**self._phase_failures, **{f"terminate {pod}": r.attempts for pod, r in retries.items()}}
+        facts = supervision.LoopFacts(
+            unit="cycle",
+            started_at=self._started_at,
+            completed=self._completed_cycles,
+            last_completed_at=self._last_completed_at,
+            loop_alive=self._thread is not None and self._thread.is_alive(),
+            current_phase=phase[0] if phase is not None else None,
+            current_phase_since=phase[1] if phase is not None else None,
+            consecutive_failures=failures,
+            last_error=error[0] if error is not None else None,
+            last_error_at=error[1] if error is not None else None,
+        )
+        return supervision.loop_health(facts, time.time(), interval_s=self._config.cycle_interval_s)
+
+    def _pod_retry_report(self) -> dict[str, Any]:
+        retries = dict(self._pod_retries)
+        now = time.time()
+        return {pod: r.as_dict(now) for pod, r in retries.items()}
 
     def pid(self) -> int:
         return os.getpid()
@@ -246,6 +332,12 @@ class Scaler:
                 logger.exception("scaler cycle failed")
             remaining = self._config.cycle_interval_s - (time.monotonic() - started)
             self._wait(max(remaining, _MIN_CYCLE_GAP_S))
+
+    def _watch(self) -> None:
+        """Export the seconds since the last completed cycle, also (above all) while a cycle hangs."""
+        while not self._stop.wait(_WATCH_EVERY_S):
+            since = self._last_completed_at if self._last_completed_at is not None else self._started_at
+            _telemetry.record_seconds_since_cycle(time.time() - since)
 
     def _wait(self, timeout_s: float) -> None:
         """Until a task changes (leader only) or the interval passes."""
@@ -265,12 +357,15 @@ class Scaler:
         cycle = _Cycle(number=self._cycle, started_at=time.time())
         with cycle.scope:
             self._run_phases(cycle)
+        self._completed_cycles += 1
+        self._last_completed_at = time.time()
         self._report = {
             "cycle": cycle.number,
             "last_cycle_at": cycle.started_at,
             "last_cycle_s": sum(cycle.timings.values()),
             "phase_s": {k: round(v, 6) for k, v in cycle.timings.items()},
             "phase_errors": cycle.errors,
+            "phase_skipped": cycle.skipped,
             "spawned": cycle.spawned,
             "drained": cycle.drained,
         }
@@ -298,6 +393,7 @@ class Scaler:
             if leader_only and self._lease is None:
                 continue
             t0 = time.perf_counter()
+            self._phase_now = (phase_name, time.time())
             try:
                 phase(self, cycle)
             except store_base.StaleEpoch as exc:
@@ -310,15 +406,29 @@ class Scaler:
                 logger.exception("scaler phase %s failed (cycle %d)", phase_name, cycle.number)
                 cycle.errors[phase_name] = f"{type(exc).__name__}: {exc}"
             cycle.timings[phase_name] = time.perf_counter() - t0
+            # A phase that failed for some of its items (act) counts as failed this cycle too.
+            if phase_name in cycle.errors:
+                self._phase_failures[phase_name] = self._phase_failures.get(phase_name, 0) + 1
+                self._last_error = (f"{phase_name}: {cycle.errors[phase_name]}", time.time())
+            else:
+                self._phase_failures[phase_name] = 0
+        self._phase_now = None
 
     # --- phases ------------------------------------------------------------------------------------
     def _phase_lease(self, cycle: _Cycle) -> None:
-        lease = self._store.acquire_leader_lease(LEASE_NAME, self.holder, self._settings.lease_ttl_s)
+        lease = self._store.acquire_leader_lease(
+            LEASE_NAME,
+            self.holder,
+            self._settings.lease_ttl_s,
+            successor_of=None if self._lease_asked else self.lineage,
+        )
+        self._lease_asked = True
         self._seen_lease = lease
         previous = self._lease
         self._lease = lease if lease.acquired else None
         if self._lease is not None and (previous is None or previous.epoch != lease.epoch):
             logger.info("%s leads with epoch %d", self.holder, lease.epoch)
+            self._record_run_event(store_base.OrchestratorEventKind.STARTED, f"leads with epoch {lease.epoch}")
             self._become_leader()
 
     def _become_leader(self) -> None:
@@ -341,53 +451,35 @@ class Scaler:
             "view rebuilt: %d decisions and %d worker events in the failure window", len(decisions), len(events)
         )
 
+    def _phase_pods(self, cycle: _Cycle) -> None:
+        """Passive: the provider's pods with our prefix, read before the rows (see reconcile)."""
+        cycle.pods = self._provider.list(self._settings.provider.name_prefix)
+
     def _phase_sync(self, cycle: _Cycle) -> None:
-        # Pods first, then rows: see fleet.supervision.reconcile.
-        pods = self._provider.list(self._settings.provider.name_prefix)
+        """Passive: rows, demand, the database clock, and the reconcile plan when the pods are known.
+        Changes nothing: every act is in the act phase."""
         rows = self._store.list_workers()
-        cycle.snapshot = self._store.demand_snapshot(self._config.per_user_concurrency_limit)
+        # Demand for the task types this fleet's workers claim (worker.task_types; empty: all). The
+        # reigh worker claims by the app's run type (queue.run_type), which its demand already uses.
+        served = self._settings.worker.task_types if self._settings.queue.profile is QueueProfile.NATIVE else None
+        cycle.snapshot = self._store.demand_snapshot(self._config.per_user_concurrency_limit, served or None)
         cycle.now = self._store.now().timestamp()
+        cycle.rows = rows
+        if cycle.pods is None:
+            cycle.skipped["reconcile"] = "skipped: the provider's pods are unknown this cycle (the pods phase failed)"
+            return
         live = {r.id: r.pod_id for r in rows}
-        candidates = [p for p in pods if p.name not in live]
-        known = {p.name for p in candidates if self._store.get_worker(p.name) is not None}
-        plan = supervision.reconcile(
-            [(p.id, p.name) for p in pods], live.items(), known, self._settings.provider.orphan_pod_policy
+        known = {p.name for p in cycle.pods if p.name not in live and self._store.get_worker(p.name) is not None}
+        cycle.plan = supervision.reconcile(
+            [(p.id, p.name) for p in cycle.pods], live.items(), known, self._settings.provider.orphan_pod_policy
         )
-        by_id = {p.id: p for p in pods}
-        for orphan in plan.orphans:
-            self._ORPHAN_ACTIONS[orphan.adopt](self, orphan, by_id[orphan.pod_id], cycle)
-        if plan.pods_missing:
-            logger.info("pods not listed by the provider for %s; their lifecycles confirm", plan.pods_missing)
-        cycle.rows = self._store.list_workers() if plan.orphans else rows
-        live_ids = {r.id for r in cycle.rows}
-        for worker_id in supervision.lifecycles_to_ensure(live_ids, self._provisioner.in_flight()):
-            try:
-                self._lifecycles.ensure(worker_id)
-            except Exception:
-                _telemetry.record_error("scaler", "lifecycle_ensure")
-                logger.exception("could not create or re-attach the lifecycle of %s", worker_id)
-        self._lifecycles.keep_only(live_ids)
-
-    def _terminate_orphan(self, orphan: supervision.OrphanAction, pod: cloud.Pod, cycle: _Cycle) -> None:
-        logger.warning("%s", orphan.reason)
-        self._provider.terminate(orphan.pod_id)
-
-    def _adopt_orphan(self, orphan: supervision.OrphanAction, pod: cloud.Pod, cycle: _Cycle) -> None:
-        logger.warning("%s", orphan.reason)
-        assert self._lease is not None
-        self._store.create_worker(
-            orphan.pod_name, reason=orphan.reason, epoch=self._lease.epoch, metadata={"adopted": True}
-        )
-        self._store.set_worker_pod(orphan.pod_name, orphan.pod_id, pod.gpu_type)
-
-    _ORPHAN_ACTIONS: dict[bool, Callable[[Scaler, supervision.OrphanAction, cloud.Pod, _Cycle], None]] = {
-        False: _terminate_orphan,
-        True: _adopt_orphan,
-    }
+        if cycle.plan.pods_missing:
+            logger.info("pods not listed by the provider for %s; their lifecycles confirm", cycle.plan.pods_missing)
 
     def _phase_decide(self, cycle: _Cycle) -> None:
-        assert cycle.rows is not None and cycle.snapshot is not None and cycle.now is not None
-        assert self._lease is not None
+        if cycle.rows is None or cycle.snapshot is None or cycle.now is None or self._lease is None:
+            cycle.skipped["decide"] = _NO_INPUT
+            return
         now = cycle.now
         events = self._events.refresh(self._store, now, self._config.failure_window_s)
         history = policy.record_outcomes(self._history, policy.outcomes_from_events(events), now, self._config)
@@ -412,6 +504,7 @@ class Scaler:
                     reasons=list(decision.reasons),
                     breaker=_breaker_dict(decision.history),
                     trace_id=_telemetry.current_trace_id(),
+                    kind=decision.kind,
                 )
             )
             self._last_record_key = supervision.decision_record_key(decision)
@@ -441,21 +534,137 @@ class Scaler:
             self._stop.wait(self._pause_after_decide_s)
 
     def _phase_act(self, cycle: _Cycle) -> None:
+        lease = self._lease
+        if lease is None:  # deposed earlier in this cycle
+            return
+        epoch = lease.epoch
+        failures: list[str] = []
+        recorded: set[str] = set()
+        if cycle.plan is not None and cycle.pods is not None and cycle.now is not None:
+            recorded = self._act_on_pods(cycle.plan, cycle.pods, epoch, cycle.now, failures)
+        if cycle.rows is not None:
+            live_ids = {r.id for r in cycle.rows} | recorded
+            for worker_id in supervision.lifecycles_to_ensure(live_ids, self._provisioner.in_flight()):
+                what = f"lifecycle of {worker_id}"
+                self._item(failures, what, "lifecycle_ensure", self._lifecycles.ensure, worker_id)
+            self._lifecycles.keep_only(live_ids)
         decision = cycle.decision
-        assert decision is not None and self._lease is not None and cycle.now is not None
-        epoch = self._lease.epoch
-        for _ in range(decision.spawn):
-            cycle.spawned.append(self._spawn(cycle, epoch))
-        if cycle.spawned and cycle.decision_id is not None:
-            self._store.set_decision_spawned(cycle.decision_id, cycle.spawned)
-        for worker_id in decision.drain:
-            reason = f"scale_down: decision {cycle.decision_id} (cycle {cycle.number})"
-            try:
-                self._lifecycles.drain(worker_id, reason, epoch)
-                cycle.drained.append(worker_id)
-            except Exception:
-                _telemetry.record_error("scaler", "drain_request")
-                logger.exception("could not ask %s to drain", worker_id)
+        if decision is not None:
+            for _ in range(decision.spawn):
+                spawned = self._item(failures, "spawn", "spawn", self._spawn, cycle, epoch)
+                if spawned is not None:
+                    cycle.spawned.append(spawned)
+            if cycle.spawned and cycle.decision_id is not None:
+                self._item(
+                    failures,
+                    f"decision {cycle.decision_id} spawned",
+                    "decision_spawned",
+                    self._store.set_decision_spawned,
+                    cycle.decision_id,
+                    cycle.spawned,
+                )
+            for worker_id in decision.drain:
+                reason = f"scale_down: decision {cycle.decision_id} (cycle {cycle.number})"
+                what = f"drain of {worker_id}"
+                if self._item(failures, what, "drain_request", self._drain, worker_id, reason, epoch):
+                    cycle.drained.append(worker_id)
+        if failures:
+            cycle.errors["act"] = "; ".join(failures)
+
+    def _item(self, failures: list[str], what: str, code: str, fn: Callable[..., _T], *args: Any) -> _T | None:
+        """One item of the act phase: its failure is counted, logged and reported; the rest go on.
+        A stale epoch ends the phase (this Scaler no longer leads)."""
+        try:
+            return fn(*args)
+        except store_base.StaleEpoch:
+            raise
+        except Exception as exc:
+            _telemetry.record_error("scaler", code)
+            logger.warning("%s failed: %s: %s", what, type(exc).__name__, exc, exc_info=True)
+            failures.append(f"{what}: {type(exc).__name__}: {exc}")
+            return None
+
+    def _drain(self, worker_id: str, reason: str, epoch: int) -> bool:
+        self._lifecycles.drain(worker_id, reason, epoch)
+        return True
+
+    def _act_on_pods(
+        self, plan: supervision.ReconcilePlan, pods: list[cloud.Pod], epoch: int, now: float, failures: list[str]
+    ) -> set[str]:
+        """The reconcile plan, pod by pod; returns the names of the worker rows it wrote."""
+        by_id = {p.id: p for p in pods}
+        recorded: set[str] = set()
+        for orphan in plan.orphans:
+            if orphan.ended:
+                self._terminate_extra(orphan.pod_id, orphan.pod_name, orphan.reason, epoch, now, failures)
+            elif self._item(
+                failures,
+                f"orphan pod {orphan.pod_id}",
+                "orphan_pod",
+                self._record_orphan,
+                orphan,
+                by_id[orphan.pod_id],
+                epoch,
+            ):
+                recorded.add(orphan.pod_name)
+        for duplicate in plan.duplicates:
+            self._terminate_extra(duplicate.pod_id, duplicate.worker_id, duplicate.reason, epoch, now, failures)
+        self._pod_retries = {pod: r for pod, r in self._pod_retries.items() if pod in by_id}
+        return recorded
+
+    def _record_orphan(self, orphan: supervision.OrphanAction, pod: cloud.Pod, epoch: int) -> bool:
+        """A worker row for an orphan pod: adopted (supervised like any other), or `terminating` so its
+        lifecycle stops the pod, retried and recorded, visible to `explain --worker`. False when a row
+        of that name appeared meanwhile (it is not ours to touch)."""
+        logger.warning("%s", orphan.reason)
+        row = self._store.create_worker(
+            orphan.pod_name,
+            reason=orphan.reason,
+            epoch=epoch,
+            metadata={"orphan_pod": orphan.pod_id, "adopted": orphan.adopt},
+        )
+        if row.metadata.get("orphan_pod") != orphan.pod_id:
+            return False
+        if not orphan.adopt and row.status is WorkerState.SPAWNING:
+            # The row says "terminating" before it names the pod: a crash in between leaves a lifecycle
+            # that finds the pod by its name and stops it, never one that boots it.
+            self._store.transition_worker(
+                orphan.pod_name, WorkerState.SPAWNING, WorkerState.TERMINATING, orphan.reason, epoch=epoch
+            )
+        self._store.set_worker_pod(orphan.pod_name, orphan.pod_id, pod.gpu_type)
+        return True
+
+    def _terminate_extra(
+        self, pod_id: str, worker_id: str, reason: str, epoch: int, now: float, failures: list[str]
+    ) -> None:
+        """Terminate a pod no lifecycle owns (a duplicate, an ended worker's): retried with backoff,
+        each outcome noted on the worker's record."""
+        retry = self._pod_retries.get(pod_id)
+        if not supervision.retry_due(retry, now):
+            return
+        logger.warning("%s", reason)
+        try:
+            self._provider.terminate(pod_id)
+        except cloud.ProviderError as exc:
+            failed = supervision.after_failure(
+                retry,
+                now,
+                f"{type(exc).__name__}: {exc}",
+                base_s=self._config.cycle_interval_s,
+                cap_s=_POD_RETRY_CAP_S,
+            )
+            self._pod_retries[pod_id] = failed
+            _telemetry.record_error("scaler", "pod_terminate")
+            note = supervision.terminate_failed_reason(pod_id, failed, now)
+            logger.warning("%s: %s", worker_id, note)
+            self._item(failures, f"note on {worker_id}", "worker_note", self._note, worker_id, note, epoch)
+            return
+        self._pod_retries.pop(pod_id, None)
+        _telemetry.record_termination(reason)
+        self._item(failures, f"note on {worker_id}", "worker_note", self._note, worker_id, reason, epoch)
+
+    def _note(self, worker_id: str, reason: str, epoch: int) -> None:
+        self._store.note_worker(worker_id, reason, epoch=epoch)
 
     def _spawn(self, cycle: _Cycle, epoch: int) -> str:
         """Intent first: the row (with the trace anchor and the epoch), then the pod's create call
@@ -490,6 +699,7 @@ class Scaler:
     # (name, phase, leader only)
     _PHASES: tuple[tuple[str, Callable[[Scaler, _Cycle], None], bool], ...] = (
         ("lease", _phase_lease, False),
+        ("pods", _phase_pods, True),
         ("sync", _phase_sync, True),
         ("decide", _phase_decide, True),
         ("act", _phase_act, True),

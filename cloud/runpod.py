@@ -171,7 +171,15 @@ class RunPodProvider:
             raise InvalidSpec("the pod spec lists no GPU type")
         redactor = self._redactor.child(*(spec.env.get(key) for key in spec.secret_env_keys))
 
-        existing = self._find_by_name(name, redactor)
+        try:
+            existing = self._find_by_name(name, redactor)
+        except (RateLimited, Transient) as exc:
+            # Create is idempotent by name only as far as the list answers. When it cannot be asked
+            # (past its retry budget), the pod is created anyway: a second pod with this name is
+            # found by the Scaler's reconcile once the list answers again, and terminated.
+            metrics.record_error("cloud", "create_lookup_failed")
+            logger.warning("create pod %s: could not look for an existing one (%s); creating it", name, exc)
+            existing = None
         if existing is not None:
             logger.info("pod %s already exists as %s (%s): returning it", name, existing.id, existing.status)
             return existing

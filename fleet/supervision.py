@@ -1,42 +1,59 @@
-"""Pure rules the Scaler's sync and act phases follow, so the actor only dispatches.
+"""Pure rules the Scaler's sync and act phases and the WorkerLifecycle follow, so the actors only dispatch.
 
-- `reconcile`: which provider pods have no live worker row (orphans) and what to do with each,
-  and which live rows point at a pod the provider no longer lists.
+- `reconcile`: which provider pods have no live worker row (orphans) and what to do with each, which
+  pods carry a live worker's name but are not its recorded pod (duplicates), and which live rows
+  point at a pod the provider no longer lists.
 - `decision_record_key` / `should_record`: a cycle writes a `scaling_decisions` row when it changes
   something, or when what it wants changes (a breaker that holds back a spawn is recorded once, not
   every cycle).
 - `new_worker_id`: the worker id format `gpu-YYYYMMDD_HHMMSS-<8 hex>`; the pod gets the same name.
 - `lifecycle_action`: what a WorkerLifecycle must do to the outside world in a state, besides
   recording the transitions `fleet.lifecycle.next_transition` returns (create the pod while
-  spawning without one, stop it while terminating).
+  spawning without one, stop it while terminating, unless a failed stop is waiting out its backoff).
 - `lifecycles_to_ensure`: the live workers whose WorkerLifecycle the Scaler starts or re-attaches
   this cycle: all but those whose pod the Scaler is still creating itself (the lifecycle of such a
   worker is started when that create returns, so two `create` calls for one name never overlap).
+- `Retry`, `retry_due`, `after_failure`: a pod terminate that failed is a recorded state (attempts,
+  last error, when to try again) retried with exponential backoff, never in a tight loop and never
+  blocking anything else (Ray autoscaler v2's TERMINATION_FAILED).
+- `LoopFacts` / `loop_health`: what `health()` of the Scaler and of a WorkerLifecycle returns: facts
+  (last completed cycle or step, its age, consecutive failures per phase, the last error) and a
+  verdict in words, `ok`, `failing`, `stuck` or `stopped`, never a bare True.
 
 No I/O, no clock reads: times are POSIX seconds passed in.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
+from typing import Any
 
 from config.settings import OrphanPodPolicy
 from fleet.lifecycle import PodPhase
 from fleet.models import Decision, WorkerState
 
 __all__ = [
+    "DuplicatePod",
     "LifecycleAction",
+    "LoopFacts",
+    "LoopVerdict",
     "OrphanAction",
     "ReconcilePlan",
+    "Retry",
+    "after_failure",
     "decision_record_key",
     "lifecycle_action",
     "lifecycles_to_ensure",
+    "loop_health",
     "new_worker_id",
     "reconcile",
+    "retry_due",
     "should_record",
+    "stuck_after_s",
+    "terminate_failed_reason",
 ]
 
 
@@ -46,11 +63,26 @@ class OrphanAction:
     pod_name: str
     adopt: bool  # True: write a worker row named after the pod and supervise it; False: terminate it
     reason: str
+    # True: the name is a worker that already ended (its row is `terminated`, never left), so the
+    # Scaler terminates the pod itself and notes it on that row. False (and not adopted): the pod is
+    # recorded as a `terminating` worker row and its WorkerLifecycle stops it, retried and recorded.
+    ended: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class DuplicatePod:
+    """A pod named after a live worker whose recorded pod is another one: an extra, to terminate."""
+
+    pod_id: str
+    worker_id: str
+    recorded_pod_id: str
+    reason: str
 
 
 @dataclass(frozen=True, slots=True)
 class ReconcilePlan:
     orphans: tuple[OrphanAction, ...] = ()
+    duplicates: tuple[DuplicatePod, ...] = ()
     # Live rows whose recorded pod the provider does not list. Listing is eventually consistent,
     # so this is a hint for the log; the worker's lifecycle confirms with `get` and acts.
     pods_missing: tuple[str, ...] = ()
@@ -68,13 +100,32 @@ def reconcile(
     first always has its row visible afterwards, and a pod being created right now is never taken
     for an orphan. A pod whose name belongs to a worker that already ended (`known_worker_ids` minus
     the live ones) is terminated whatever the policy: that worker is over, its id is never reused.
+
+    Create is idempotent by name only as far as the provider's list is consistent, so one name can
+    end up with two pods. A pod named after a live worker whose recorded pod id is another one is a
+    duplicate: nothing supervises it, so it is terminated. A row with no pod id yet (its create is in
+    flight) has no duplicate: the pod listed may be the one being recorded.
     """
     live = dict(live_rows)
     known = set(known_worker_ids)
     pod_list = list(pods)
     orphans: list[OrphanAction] = []
+    duplicates: list[DuplicatePod] = []
     for pod_id, name in pod_list:
         if name in live:
+            recorded = live[name]
+            if recorded is not None and recorded != pod_id:
+                duplicates.append(
+                    DuplicatePod(
+                        pod_id=pod_id,
+                        worker_id=name,
+                        recorded_pod_id=recorded,
+                        reason=(
+                            f"duplicate_pod: pod {pod_id} is also named {name}, whose recorded pod is "
+                            f"{recorded}; the extra one is terminated"
+                        ),
+                    )
+                )
             continue
         ended = name in known
         adopt = policy is OrphanPodPolicy.ADOPT and not ended
@@ -86,10 +137,10 @@ def reconcile(
             reason = (
                 f"orphan_pod: pod {pod_id} named {name} has no worker row; terminated (orphan_pod_policy=terminate)"
             )
-        orphans.append(OrphanAction(pod_id=pod_id, pod_name=name, adopt=adopt, reason=reason))
+        orphans.append(OrphanAction(pod_id=pod_id, pod_name=name, adopt=adopt, reason=reason, ended=ended))
     listed = {pod_id for pod_id, _ in pod_list}
     missing = tuple(worker_id for worker_id, pod_id in live.items() if pod_id is not None and pod_id not in listed)
-    return ReconcilePlan(orphans=tuple(orphans), pods_missing=missing)
+    return ReconcilePlan(orphans=tuple(orphans), duplicates=tuple(duplicates), pods_missing=missing)
 
 
 def decision_record_key(decision: Decision) -> tuple[object, ...]:
@@ -122,16 +173,20 @@ class LifecycleAction(StrEnum):
     TERMINATE_POD = "terminate_pod"  # terminating: ask the provider to stop the pod until it confirms GONE
 
 
-def lifecycle_action(state: WorkerState, pod_phase: PodPhase, provider_error: str | None) -> LifecycleAction:
+def lifecycle_action(
+    state: WorkerState, pod_phase: PodPhase, provider_error: str | None, *, terminate_due: bool = True
+) -> LifecycleAction:
     """The side effect a lifecycle performs before observing again.
 
     A spawning worker whose pod id is not recorded (phase NONE) gets `create` called, also after a
     crash between the row and the pod: `create` is idempotent by name, so the pod is found, never
-    made twice. A provider error ends provisioning: the state machine turns it into `error`.
+    made twice. A provider error ends provisioning: the state machine turns it into `error`. A
+    terminate that failed is not asked again before its backoff is over (`terminate_due` False):
+    the pod is only observed, so a provider that refuses stops nothing else.
     """
     if state is WorkerState.SPAWNING and pod_phase is PodPhase.NONE and provider_error is None:
         return LifecycleAction.PROVISION
-    if state is WorkerState.TERMINATING and pod_phase is not PodPhase.GONE:
+    if state is WorkerState.TERMINATING and pod_phase is not PodPhase.GONE and terminate_due:
         return LifecycleAction.TERMINATE_POD
     return LifecycleAction.OBSERVE
 
@@ -140,3 +195,120 @@ def lifecycles_to_ensure(live_ids: Iterable[str], provisioning: Iterable[str]) -
     """Live workers that must have a WorkerLifecycle now, in a stable order: every live one except
     those whose pod create is still in flight in the Scaler (their lifecycle starts after it)."""
     return sorted(set(live_ids) - set(provisioning))
+
+
+# --- retries of pod terminates -------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Retry:
+    """A side effect that failed: how often in a row, the last error, and not before when again."""
+
+    attempts: int  # failed attempts in a row
+    last_error: str
+    failed_at: float
+    next_at: float
+
+    def as_dict(self, now: float) -> dict[str, Any]:
+        return {
+            "attempts": self.attempts,
+            "last_error": self.last_error,
+            "failed_at": self.failed_at,
+            "next_in_s": round(max(0.0, self.next_at - now), 1),
+        }
+
+
+def retry_due(retry: Retry | None, now: float) -> bool:
+    """Whether to try (again) now: never failed, or its backoff is over."""
+    return retry is None or now >= retry.next_at
+
+
+def after_failure(retry: Retry | None, now: float, error: str, *, base_s: float, cap_s: float) -> Retry:
+    """The state after one more failure: backoff doubles from `base_s` per failure in a row, up to `cap_s`."""
+    attempts = (retry.attempts if retry is not None else 0) + 1
+    delay = min(cap_s, base_s * (2 ** min(attempts - 1, 30)))
+    return Retry(attempts=attempts, last_error=error, failed_at=now, next_at=now + delay)
+
+
+def terminate_failed_reason(pod_id: str, retry: Retry, now: float) -> str:
+    """The worker_events reason that records a failed terminate (code `terminate_failed`)."""
+    return (
+        f"terminate_failed: the provider did not stop pod {pod_id} ({retry.last_error}); "
+        f"attempt {retry.attempts}, next try in {max(0.0, retry.next_at - now):.0f}s"
+    )
+
+
+# --- health of a control loop ----------------------------------------------------------------------
+
+
+class LoopVerdict(StrEnum):
+    OK = "ok"  # the last cycle/step completed recently and no phase is failing
+    FAILING = "failing"  # the loop runs, but a phase failed in its last attempts
+    STUCK = "stuck"  # nothing completed for longer than `stuck_after_s`: the loop hangs somewhere
+    STOPPED = "stopped"  # the loop thread is not running
+
+
+@dataclass(frozen=True, slots=True)
+class LoopFacts:
+    """What a control loop knows about itself; `loop_health` turns it into the health answer."""
+
+    unit: str  # "cycle" or "step"
+    started_at: float  # when this loop (this process) started
+    completed: int  # cycles/steps completed so far
+    last_completed_at: float | None
+    loop_alive: bool
+    current_phase: str | None = None  # the phase running now, if any
+    current_phase_since: float | None = None
+    consecutive_failures: Mapping[str, int] = field(default_factory=dict)  # phase -> failures in a row
+    last_error: str | None = None  # "<phase>: <error>"
+    last_error_at: float | None = None
+
+
+def stuck_after_s(interval_s: float) -> float:
+    """How long without a completed cycle/step counts as stuck: three intervals, at least 30 s
+    (a provider call may retry for a while; that is slow, not stuck)."""
+    return max(3 * interval_s, 30.0)
+
+
+def loop_health(facts: LoopFacts, now: float, *, interval_s: float) -> dict[str, Any]:
+    """Facts plus a verdict and one plain sentence saying why (JSON-ready)."""
+    since = facts.last_completed_at if facts.last_completed_at is not None else facts.started_at
+    age = max(0.0, now - since)
+    failing = {phase: n for phase, n in facts.consecutive_failures.items() if n > 0}
+    in_phase = ""
+    if facts.current_phase is not None and facts.current_phase_since is not None:
+        in_phase = f"; in phase {facts.current_phase} for {now - facts.current_phase_since:.0f}s"
+    unit = facts.unit
+    if not facts.loop_alive:
+        verdict = LoopVerdict.STOPPED
+        summary = f"the {unit} loop is not running"
+    elif age > stuck_after_s(interval_s):
+        verdict = LoopVerdict.STUCK
+        done = (
+            f"no {unit} completed for {age:.0f}s"
+            if facts.completed
+            else f"no {unit} completed since start {age:.0f}s ago"
+        )
+        summary = f"STUCK: {done}{in_phase}"
+    elif failing:
+        verdict = LoopVerdict.FAILING
+        parts = [f"{phase} failed {n} {unit}(s) in a row" for phase, n in sorted(failing.items())]
+        summary = "failing: " + ", ".join(parts)
+    else:
+        verdict = LoopVerdict.OK
+        summary = f"{unit} {facts.completed} completed {age:.1f}s ago" if facts.completed else f"starting{in_phase}"
+    if facts.last_error and verdict is not LoopVerdict.OK:
+        summary += f"; last error: {facts.last_error}"
+    return {
+        "ok": verdict is LoopVerdict.OK,
+        "verdict": verdict.value,
+        "summary": summary,
+        f"last_{unit}": facts.completed,
+        f"last_{unit}_at": facts.last_completed_at,
+        f"seconds_since_{unit}": round(age, 3),
+        "current_phase": facts.current_phase,
+        "consecutive_failures": dict(sorted(failing.items())),
+        "last_error": facts.last_error,
+        "last_error_at": facts.last_error_at,
+        "loop_alive": facts.loop_alive,
+    }

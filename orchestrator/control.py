@@ -6,7 +6,9 @@
   still live, so the Scaler re-creates their lifecycles). `--terminate-pods` drains, then
   terminates every pod, and confirms with the provider that none is left.
 - `status` reads the database (leader, epoch, last decision, workers) and, when Ray answers, the
-  Scaler and every actor's Ray state and restart count. It works with Ray down.
+  Scaler and every actor's Ray state and restart count. It works with Ray down. The Scaler's and
+  each WorkerLifecycle's `health()` are facts with a verdict: `status` says plainly when the loop is
+  stuck (and in which phase) or which phase keeps failing and why.
 """
 
 from __future__ import annotations
@@ -107,7 +109,7 @@ def stop_fleet(
     scaler = remote.find_actor(scaler_name, namespace)
     if scaler is not None:
         try:
-            ray.get(scaler.stop.remote(), timeout=60)
+            ray.get(scaler.stop.remote("orchestrator down"), timeout=60)
         except Exception as exc:  # a dead or hung Scaler: its lease expires by itself
             echo(f"scaler did not stop cleanly ({type(exc).__name__}); killing it")
         ray.kill(scaler, no_restart=True)
@@ -217,6 +219,37 @@ def collect_status(
             for w in store.list_workers()
         ]
     out["ray"] = _ray_status(settings, address, scaler_name)
+    if out["ray"].get("reachable"):
+        out["ray"]["lifecycles"] = _lifecycle_health(settings, [w["id"] for w in out["workers"]])
+    return out
+
+
+def _lifecycle_health(settings: OrchestratorSettings, worker_ids: list[str]) -> dict[str, dict[str, Any]]:
+    """Each live worker's lifecycle `health()`, asked all at once, within one status timeout."""
+    import ray
+
+    from actors import remote
+
+    out: dict[str, dict[str, Any]] = {}
+    refs: dict[str, Any] = {}
+    for worker_id in worker_ids:
+        handle = remote.find_actor(names.worker_actor_name(worker_id), settings.ray.namespace)
+        if handle is None:
+            out[worker_id] = {"ok": False, "verdict": "absent", "summary": "no lifecycle actor"}
+        else:
+            refs[worker_id] = handle.health.remote()
+    if refs:
+        ready, _ = ray.wait(list(refs.values()), num_returns=len(refs), timeout=_STATUS_TIMEOUT_S)
+        done = set(ready)
+        for worker_id, ref in refs.items():
+            if ref not in done:
+                why = f"no answer in {_STATUS_TIMEOUT_S:g}s"
+                out[worker_id] = {"ok": False, "verdict": "no answer", "summary": why}
+                continue
+            try:
+                out[worker_id] = dict(ray.get(ref))
+            except Exception as exc:  # shown in the table: the operator sees which lifecycle and why
+                out[worker_id] = {"ok": False, "verdict": "error", "summary": f"{type(exc).__name__}: {exc}"}
     return out
 
 
@@ -263,6 +296,62 @@ def status(
     render_status(data)
 
 
+def _verdict(health: dict[str, Any]) -> str:
+    colour = {"ok": "green", "failing": "yellow"}.get(str(health.get("verdict")), "red")
+    return f"[{colour}]{health.get('verdict')}[/]"
+
+
+def lifecycle_cell(health: dict[str, Any] | None) -> str:
+    """A worker's lifecycle in the workers table: its verdict, and why when it is not ok."""
+    if health is None:
+        return "-"
+    if health.get("ok"):
+        return _verdict(health)
+    return f"{_verdict(health)}: {health.get('summary', '')}"
+
+
+def scaler_lines(scaler: dict[str, Any], now: float) -> list[str]:
+    """What `status` says about the Scaler (rich markup), from its `status()` answer: its role and last
+    cycle, its health in plain words (stuck and in which phase, or which phase keeps failing and its
+    error), pod terminates being retried, the breaker, and what it wants now."""
+    lines: list[str] = []
+    if not scaler.get("role"):
+        if scaler.get("error"):
+            lines.append(f"[red]scaler did not answer[/]: {scaler['error']}")
+        return lines
+    line = f"[bold]scaler[/] {scaler.get('name')}: {scaler['role']}"
+    if scaler["role"] != "leader":
+        line += f" (leader is {scaler.get('leader_holder')}, epoch {scaler.get('leader_epoch')})"
+    if scaler.get("last_cycle_at"):
+        ago = now - scaler["last_cycle_at"]
+        line += f"; cycle {scaler.get('cycle')} {ago:.1f}s ago took {1000 * scaler.get('last_cycle_s', 0):.0f} ms"
+    lines.append(line)
+    health = scaler.get("health") or {}
+    if health:
+        lines.append(f"[bold]loop[/] {_verdict(health)}: {health.get('summary')}")
+    if scaler.get("phase_errors"):
+        for phase, error in scaler["phase_errors"].items():
+            lines.append(f"[red]phase {phase} failed[/] in the last cycle: {error}")
+    for what, why in (scaler.get("phase_skipped") or {}).items():
+        lines.append(f"[yellow]{what}[/] {why}")
+    for pod, retry in (scaler.get("pod_retries") or {}).items():
+        lines.append(
+            f"[red]terminate of pod {pod} failing[/]: {retry.get('attempts')} attempt(s), "
+            f"last error {retry.get('last_error')}; next try in {retry.get('next_in_s')}s"
+        )
+    breaker = scaler.get("breaker") or {}
+    if breaker.get("status") and breaker["status"] != "closed":
+        lines.append(
+            f"[red]breaker {breaker['status']}[/]: {breaker.get('failures_in_window')} failed of "
+            f"{breaker.get('attempts_in_window')} spawns (rate {breaker.get('failure_rate', 0):.2f})"
+        )
+    last = scaler.get("last_decision")
+    if last:
+        lines.append(f"[bold]now[/] desired {last['desired']}, capacity {last['capacity']}")
+        lines.extend(f"  {reason}" for reason in last["reasons"])
+    return lines
+
+
 def render_status(data: dict[str, Any]) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -276,27 +365,8 @@ def render_status(data: dict[str, Any]) -> None:
     else:
         valid = "" if leader["valid"] else " [red](expired)[/]"
         console.print(f"[bold]leader[/] {leader['holder']} epoch {leader['epoch']}{valid}")
-    if scaler.get("role"):
-        line = f"[bold]scaler[/] {scaler.get('name')}: {scaler['role']}"
-        if scaler["role"] != "leader":
-            line += f" (leader is {scaler.get('leader_holder')}, epoch {scaler.get('leader_epoch')})"
-        if scaler.get("last_cycle_at"):
-            ago = time.time() - scaler["last_cycle_at"]
-            line += f"; cycle {scaler.get('cycle')} {ago:.1f}s ago took {1000 * scaler.get('last_cycle_s', 0):.0f} ms"
+    for line in scaler_lines(scaler, time.time()):
         console.print(line)
-        if scaler.get("phase_errors"):
-            console.print(f"[red]phase errors[/] {scaler['phase_errors']}")
-        breaker = scaler.get("breaker") or {}
-        if breaker.get("status") and breaker["status"] != "closed":
-            console.print(
-                f"[red]breaker {breaker['status']}[/]: {breaker.get('failures_in_window')} failed of "
-                f"{breaker.get('attempts_in_window')} spawns (rate {breaker.get('failure_rate', 0):.2f})"
-            )
-        last = scaler.get("last_decision")
-        if last:
-            console.print(f"[bold]now[/] desired {last['desired']}, capacity {last['capacity']}")
-            for reason in last["reasons"]:
-                console.print(f"  {reason}")
     decision = data.get("last_decision")
     if decision:
         console.print(
@@ -307,8 +377,9 @@ def render_status(data: dict[str, Any]) -> None:
             console.print(f"  {reason}")
     console.print(f"[bold]tasks[/] {data.get('tasks')}")
 
+    lifecycles: dict[str, dict[str, Any]] = ray_info.get("lifecycles") or {}
     table = Table(title="workers")
-    for column in ("worker", "state", "pod", "gpu", "age", "last heartbeat", "current task"):
+    for column in ("worker", "state", "pod", "gpu", "age", "last heartbeat", "current task", "lifecycle"):
         table.add_column(column)
     for w in data.get("workers", []):
         hb = "never" if w["last_heartbeat_s_ago"] is None else f"{w['last_heartbeat_s_ago']:.0f}s ago"
@@ -320,6 +391,7 @@ def render_status(data: dict[str, Any]) -> None:
             f"{w['age_s']:.0f}s",
             hb,
             ", ".join(t[:8] for t in w["current_tasks"]) or "-",
+            lifecycle_cell(lifecycles.get(w["id"])),
         )
     console.print(table)
 

@@ -13,11 +13,12 @@ lease and a fenced write needs no lease name.
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from enum import StrEnum
 from typing import Any, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from fleet.models import DemandSnapshot, WorkerState
+from fleet.models import DecisionKind, DemandSnapshot, WorkerState
 
 __all__ = [
     "DatabaseUnavailable",
@@ -26,6 +27,8 @@ __all__ = [
     "LogInsertResult",
     "LogRecord",
     "NewTask",
+    "OrchestratorEvent",
+    "OrchestratorEventKind",
     "OrchestratorSignals",
     "RejectedLog",
     "SignalGap",
@@ -139,6 +142,22 @@ class DecisionRecord(_Row):
     reasons: list[str]
     breaker: dict[str, Any] = Field(default_factory=dict)
     trace_id: str | None = None
+    kind: DecisionKind | None = None  # as the policy decided it; None on rows written before kinds
+
+
+class OrchestratorEventKind(StrEnum):
+    STARTED = "started"  # a Scaler took the leader lease: the orchestrator runs (again)
+    STOPPED = "stopped"  # a clean stop (`orchestrator down`, the demo's end, SIGTERM): quiet after it is no outage
+
+
+class OrchestratorEvent(_Row):
+    """A start or clean stop of the orchestrator, with who and why (`orchestrator_events`)."""
+
+    id: int
+    at: datetime
+    kind: OrchestratorEventKind
+    holder: str
+    reason: str
 
 
 class LogRecord(_Row):
@@ -228,15 +247,17 @@ class Store(Protocol):
     def requeue_worker_tasks(self, worker_id: str) -> int:
         """A dead worker's In Progress tasks go back to Queued (worker_id NULL); returns how many.
 
-        Attempts are not added (the claim counted it); a task past max attempts fails on its next
-        fail_task.
+        A task whose attempts reached max_task_attempts is Failed instead, with the reason (a task
+        that keeps killing its pod is poison). Native: the claim counted the attempt; reigh: the
+        app's semantics (attempts + 1 on the way back). Counted in the result either way.
         """
         ...
 
-    def demand_snapshot(self, per_user_limit: int | None = None) -> DemandSnapshot:
+    def demand_snapshot(self, per_user_limit: int | None = None, task_types: list[str] | None = None) -> DemandSnapshot:
         """Queued, claimable (after dependencies and per-user limits) and in-progress counts in one query.
 
-        `per_user_limit` None uses the database's queue setting (see configure_queue).
+        `per_user_limit` None uses the database's queue setting (see configure_queue). `task_types`:
+        count only tasks of these types (the ones the fleet's workers claim); None or empty: all.
         """
         ...
 
@@ -306,6 +327,14 @@ class Store(Protocol):
         """
         ...
 
+    def note_worker(
+        self, worker_id: str, reason: str, *, epoch: int | None = None, metadata: dict[str, Any] | None = None
+    ) -> bool:
+        """Record a note on the worker's record that changes no state (a failed pod terminate, an extra
+        pod terminated): a worker_events row with from = to = its status, metadata merged. Fenced by
+        `epoch` when given; False when there is no such worker."""
+        ...
+
     def worker_heartbeat(self, worker_id: str, metadata: dict[str, Any] | None = None) -> WorkerState | None:
         """Set last_heartbeat_at, merge metadata; returns the status the orchestrator set (or None)."""
         ...
@@ -335,6 +364,18 @@ class Store(Protocol):
         """Decisions with since <= at < until, the newest `limit` of them, oldest first (newest last)."""
         ...
 
+    def record_orchestrator_event(
+        self, kind: OrchestratorEventKind, holder: str, reason: str, *, at: datetime | None = None
+    ) -> int:
+        """Record a start or clean stop of the orchestrator (not fenced); returns its id. `at`: now when None."""
+        ...
+
+    def list_orchestrator_events(
+        self, since: datetime | None = None, until: datetime | None = None, limit: int = 1000
+    ) -> list[OrchestratorEvent]:
+        """Starts and stops with since <= at < until, the newest `limit` of them, oldest first."""
+        ...
+
     # --- logs --------------------------------------------------------------------------------
     def insert_system_logs(self, records: list[LogRecord]) -> LogInsertResult:
         """Insert a batch; reports rejected rows with why and never counts them as inserted."""
@@ -351,8 +392,12 @@ class Store(Protocol):
         ...
 
     # --- leader lease ------------------------------------------------------------------------
-    def acquire_leader_lease(self, name: str, holder: str, ttl_s: float) -> Lease:
-        """Take the lease if free or expired (epoch + 1) or renew it if already ours."""
+    def acquire_leader_lease(self, name: str, holder: str, ttl_s: float, *, successor_of: str | None = None) -> Lease:
+        """Take the lease if free or expired (a new epoch) or renew it if already ours (same epoch).
+
+        `successor_of`: the caller's lineage (its holder is `<lineage>#<incarnation>`); a lease held by
+        another incarnation of that lineage is taken over at once, with a new epoch (see
+        store/migrations/0010_leases.sql)."""
         ...
 
     def release_leader_lease(self, name: str, holder: str, epoch: int) -> None:

@@ -24,6 +24,8 @@ from store.base import (
     LogInsertResult,
     LogRecord,
     NewTask,
+    OrchestratorEvent,
+    OrchestratorEventKind,
     OrchestratorSignals,
     TaskRow,
     WorkerEvent,
@@ -37,6 +39,7 @@ _TASKS = TypeAdapter(list[TaskRow])
 _WORKERS = TypeAdapter(list[WorkerRow])
 _EVENTS = TypeAdapter(list[WorkerEvent])
 _DECISIONS = TypeAdapter(list[DecisionRecord])
+_RUN_EVENTS = TypeAdapter(list[OrchestratorEvent])
 _LOGS = TypeAdapter(list[LogRecord])
 
 
@@ -111,8 +114,10 @@ class RpcStore(ABC):
     def requeue_worker_tasks(self, worker_id: str) -> int:
         return int(self._call("requeue_worker_tasks", {"p_worker_id": worker_id}, safe=True))
 
-    def demand_snapshot(self, per_user_limit: int | None = None) -> DemandSnapshot:
+    def demand_snapshot(self, per_user_limit: int | None = None, task_types: list[str] | None = None) -> DemandSnapshot:
         args: dict[str, Any] = {} if per_user_limit is None else {"p_per_user_limit": per_user_limit}
+        if task_types:  # only when given: the reigh profile's demand_snapshot has no such argument
+            args["p_task_types"] = list(task_types)
         data = self._call("demand_snapshot", args, safe=True)
         core = ("queued", "claimable", "in_progress", "taken_at")
         return DemandSnapshot(
@@ -193,6 +198,13 @@ class RpcStore(ABC):
         # Compare-and-set: a repeat after a lost answer returns False and changes nothing.
         return bool(self._call("transition_worker", args, safe=True))
 
+    def note_worker(
+        self, worker_id: str, reason: str, *, epoch: int | None = None, metadata: dict[str, Any] | None = None
+    ) -> bool:
+        args = {"p_worker_id": worker_id, "p_reason": reason, "p_epoch": epoch, "p_metadata": JsonArg(metadata)}
+        # Not repeated: a lost answer would write the note twice (a note is not compare-and-set).
+        return bool(self._call("note_worker", args, safe=False))
+
     def worker_heartbeat(self, worker_id: str, metadata: dict[str, Any] | None = None) -> WorkerState | None:
         data = self._call("worker_heartbeat", {"p_worker_id": worker_id, "p_metadata": JsonArg(metadata)}, safe=True)
         return None if data is None else WorkerState(data)
@@ -222,6 +234,19 @@ class RpcStore(ABC):
         args = {"p_since": since, "p_until": until, "p_limit": limit}
         return _DECISIONS.validate_python(self._call("list_decisions", args, safe=True))
 
+    def record_orchestrator_event(
+        self, kind: OrchestratorEventKind, holder: str, reason: str, *, at: datetime | None = None
+    ) -> int:
+        # Not repeated: a lost answer would record the stop twice.
+        args = {"p_kind": str(kind), "p_holder": holder, "p_reason": reason, "p_at": at}
+        return int(self._call("record_orchestrator_event", args, safe=False))
+
+    def list_orchestrator_events(
+        self, since: datetime | None = None, until: datetime | None = None, limit: int = 1000
+    ) -> list[OrchestratorEvent]:
+        args = {"p_since": since, "p_until": until, "p_limit": limit}
+        return _RUN_EVENTS.validate_python(self._call("list_orchestrator_events", args, safe=True))
+
     # --- logs ------------------------------------------------------------------------------------
     def insert_system_logs(self, records: list[LogRecord]) -> LogInsertResult:
         rows = [record.model_dump(mode="json") for record in records]
@@ -249,8 +274,10 @@ class RpcStore(ABC):
         return _LOGS.validate_python(self._call("list_system_logs", args, safe=True))
 
     # --- leader lease ----------------------------------------------------------------------------
-    def acquire_leader_lease(self, name: str, holder: str, ttl_s: float) -> Lease:
-        args = {"p_name": name, "p_holder": holder, "p_ttl_s": float(ttl_s)}
+    def acquire_leader_lease(self, name: str, holder: str, ttl_s: float, *, successor_of: str | None = None) -> Lease:
+        args: dict[str, Any] = {"p_name": name, "p_holder": holder, "p_ttl_s": float(ttl_s)}
+        if successor_of is not None:
+            args["p_successor_of"] = successor_of
         # Safe: a repeat by the same holder renews with the same epoch.
         return Lease.model_validate(self._call("acquire_leader_lease", args, safe=True))
 

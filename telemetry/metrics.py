@@ -16,6 +16,7 @@ counters start again from zero: alert on rates and on `orchestrator_log_shipper_
 | orchestrator_terminations                    | counter   | reason                 |
 | orchestrator_breaker_state                   | gauge     | state (1 = current)    |
 | orchestrator_cycle_duration_seconds          | histogram |                        |
+| orchestrator_seconds_since_cycle             | gauge     | (set every second, also while a cycle hangs) |
 | orchestrator_boot_time_seconds               | histogram | gpu_type               |
 | orchestrator_log_records                     | counter   | outcome: shipped, spooled, rejected, dropped...|
 | orchestrator_log_records_pending             | gauge     |                        |
@@ -48,6 +49,7 @@ __all__ = [
     "record_log_shipper_health",
     "record_log_shipper_restart",
     "record_log_shipper_stats",
+    "record_seconds_since_cycle",
     "record_spawn",
     "record_termination",
 ]
@@ -70,6 +72,12 @@ _SPECS: dict[str, tuple[str, str, tuple[str, ...], list[float] | None]] = {
     "orchestrator_terminations": ("counter", "Workers terminated, by reason.", ("reason",), None),
     "orchestrator_breaker_state": ("gauge", "Failure-rate breaker: 1 for the current state.", ("state",), None),
     "orchestrator_cycle_duration_seconds": ("histogram", "Scaler cycle duration.", (), _CYCLE_BOUNDARIES),
+    "orchestrator_seconds_since_cycle": (
+        "gauge",
+        "Seconds since the Scaler last completed a cycle (rises while the loop is stuck).",
+        (),
+        None,
+    ),
     "orchestrator_boot_time_seconds": (
         "histogram",
         "Pod creation to first heartbeat.",
@@ -207,6 +215,14 @@ def record_cycle(
         current = str(getattr(breaker_status, "value", breaker_status))
         for state in sorted(set(BREAKER_STATES) | {current}):
             breaker.set(1.0 if state == current else 0.0, tags={"state": state})
+
+
+@_safe
+def record_seconds_since_cycle(seconds: float) -> None:
+    """The Scaler's watchdog, every second: how long ago the last cycle completed."""
+    gauge = _metric("orchestrator_seconds_since_cycle")
+    if gauge is not None:
+        gauge.set(max(0.0, float(seconds)))
 
 
 @_safe

@@ -16,10 +16,21 @@ CREATE OR REPLACE FUNCTION db_now() RETURNS timestamptz
 LANGUAGE sql STABLE AS $$ SELECT now() $$;
 
 -- Raises 'stale epoch' unless p_epoch is the epoch of a lease's current tenure (NULL: unfenced).
+--
+-- The check locks the lease row FOR SHARE until the caller's transaction ends, and every fenced
+-- write calls it in the same transaction (one SQL function call) as the write it guards. So the
+-- check and the write are never split by a takeover: a takeover (an UPDATE of that row) waits for
+-- a fenced write already past its check to commit, and a fenced write that meets a takeover in
+-- flight waits for it, then re-reads the row (READ COMMITTED re-checks a locked row), finds the new
+-- epoch and is refused.
 CREATE OR REPLACE FUNCTION check_epoch(p_epoch bigint) RETURNS void
 LANGUAGE plpgsql AS $$
 BEGIN
-    IF p_epoch IS NOT NULL AND NOT EXISTS (SELECT 1 FROM orchestrator_leases WHERE epoch = p_epoch) THEN
+    IF p_epoch IS NULL THEN
+        RETURN;
+    END IF;
+    PERFORM 1 FROM orchestrator_leases WHERE epoch = p_epoch FOR SHARE;
+    IF NOT FOUND THEN
         RAISE EXCEPTION 'stale epoch %: another holder has taken the lease', p_epoch
             USING ERRCODE = 'ORF01', HINT = 'this process is no longer the leader';
     END IF;
@@ -34,7 +45,17 @@ LANGUAGE sql STABLE AS $$
 $$;
 
 -- Takes the lease when free or expired (a new epoch), renews it when already ours (same epoch).
-CREATE OR REPLACE FUNCTION acquire_leader_lease(p_name text, p_holder text, p_ttl_s double precision)
+--
+-- Each incarnation of a Scaler holds the lease as `<lineage>#<its own id>`, the lineage being stable
+-- across Ray restarts of one actor. With p_successor_of = its lineage (its first call after it
+-- started), an unexpired lease held by another incarnation of that lineage is taken over at once,
+-- with a new epoch: a restarted Scaler need not wait out its predecessor's lease, and the predecessor
+-- (dead, or alive behind a partition) never shares its epoch. Any other holder's lease is taken only
+-- once it has expired.
+DROP FUNCTION IF EXISTS acquire_leader_lease(text, text, double precision);
+CREATE OR REPLACE FUNCTION acquire_leader_lease(
+    p_name text, p_holder text, p_ttl_s double precision, p_successor_of text DEFAULT NULL
+)
 RETURNS jsonb LANGUAGE plpgsql AS $$
 DECLARE
     v_ttl interval := make_interval(secs => p_ttl_s);
@@ -47,7 +68,8 @@ BEGIN
         holder = EXCLUDED.holder,
         renewed_at = now(),
         expires_at = now() + v_ttl
-    WHERE l.holder = EXCLUDED.holder OR l.expires_at <= now();
+    WHERE l.holder = EXCLUDED.holder OR l.expires_at <= now()
+       OR (p_successor_of IS NOT NULL AND left(l.holder, length(p_successor_of) + 1) = p_successor_of || '#');
     RETURN lease_json(p_name, FOUND);
 END
 $$;

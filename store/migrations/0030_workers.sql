@@ -88,6 +88,30 @@ BEGIN
 END
 $$;
 
+-- A note on a worker's record that does not change its state: a pod terminate the provider refused
+-- (retried with backoff), an extra pod with the worker's name that was terminated. It is a
+-- worker_events row with from_status = to_status = the current status, so `explain --worker` shows
+-- it in order among the transitions, and p_metadata is merged into the row (the latest facts, e.g.
+-- `terminate_failed`). Fenced when the Scaler writes it. False when there is no such row.
+CREATE OR REPLACE FUNCTION note_worker(
+    p_worker_id text, p_reason text, p_epoch bigint DEFAULT NULL, p_metadata jsonb DEFAULT NULL
+) RETURNS boolean LANGUAGE plpgsql AS $$
+DECLARE
+    v_status text;
+BEGIN
+    PERFORM check_epoch(p_epoch);
+    UPDATE workers SET metadata = metadata || coalesce(p_metadata, '{}'::jsonb)
+    WHERE id = p_worker_id
+    RETURNING status INTO v_status;
+    IF NOT FOUND THEN
+        RETURN false;
+    END IF;
+    INSERT INTO worker_events (worker_id, at, from_status, to_status, reason, epoch)
+    VALUES (p_worker_id, now(), v_status, v_status, coalesce(p_reason, ''), p_epoch);
+    RETURN true;
+END
+$$;
+
 -- Newest `p_limit` events of the window, oldest first.
 CREATE OR REPLACE FUNCTION list_worker_events(
     p_worker_id text DEFAULT NULL,

@@ -109,6 +109,8 @@ class FakeRunPodApi:
         self.bodies: list[str] = []  # every request body received
         self.deploy_inputs: list[dict[str, Any]] = []  # parsed input of every deploy attempt
         self._faults: list[Fault] = []
+        # (until monotonic, operation, pod id or None, kind): every matching request fails until then
+        self._windows: list[tuple[float, str, str | None, str]] = []
         self._unavailable: list[Callable[[dict[str, Any]], bool]] = []
         self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
@@ -118,6 +120,11 @@ class FakeRunPodApi:
     def fail_next(self, *kinds: str | Fault) -> None:
         with self._lock:
             self._faults.extend(k if isinstance(k, Fault) else Fault(kind=k) for k in kinds)
+
+    def fail_for(self, seconds: float, operation: str, *, pod_id: str | None = None, kind: str = "500") -> None:
+        """Every request of `operation` (about `pod_id` only, when given) answers `kind` for `seconds`."""
+        with self._lock:
+            self._windows.append((time.monotonic() + seconds, operation, pod_id, kind))
 
     def no_capacity(self, gpu: str | None = None, volume: str | None = None, ram: int | None = None) -> None:
         """Deploys matching every given field answer the capacity error."""
@@ -210,6 +217,8 @@ class FakeRunPodApi:
             )
             if fault is not None:
                 self._faults.remove(fault)
+            elif (window := self._window(operation, query)) is not None:
+                fault = Fault(kind=window)
         if path != "/graphql":
             return 404, {"errors": [{"message": f"no route {path}"}]}
         if fault is not None:
@@ -220,6 +229,13 @@ class FakeRunPodApi:
             return 401, {"errors": [{"message": "Unauthorized"}]}
         with self._lock:
             return self._answer(operation, query)
+
+    def _window(self, operation: str, query: str) -> str | None:
+        now = time.monotonic()
+        for until, op, pod_id, kind in self._windows:
+            if now < until and op == operation and (pod_id is None or f'"{pod_id}"' in query):
+                return kind
+        return None
 
     def _fault_answer(self, fault: Fault) -> tuple[int, Any] | None:
         if fault.kind == "slow":
