@@ -73,6 +73,7 @@ def settings_for(
     knobs = {"max_workers": 200, "heartbeat_timeout_s": 600.0, "spawn_timeout_s": 3600.0, **scaling}
     return OrchestratorSettings(
         database={
+            "backend": "postgres",
             "url": url,
             "pool_min_size": 1,
             "pool_max_size": pool_max_size,

@@ -298,7 +298,7 @@ def main() -> None:
             "current_database()); END $$"
         )
     settings = OrchestratorSettings(
-        database={"url": url, "pool_max_size": 2},
+        database={"backend": "postgres", "url": url, "pool_max_size": 2},
         log_shipping={
             "spool_dir": tmp / "spool",
             "fallback_file": tmp / "fallback.jsonl",

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 __all__ = [
+    "DatabaseBackend",
     "DatabaseSettings",
     "LogShippingSettings",
     "OrchestratorSettings",
@@ -38,18 +39,31 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
-class DatabaseSettings(_Section):
-    """Where the task queue and the orchestrator's records live."""
+class DatabaseBackend(StrEnum):
+    EMBEDDED = "embedded"  # a Postgres started on this machine in `embedded_dir`: reachable from this host only
+    POSTGRES = "postgres"  # the Postgres at `url` (DATABASE_URL); Supabase's direct and pooler strings work
+    SUPABASE = "supabase"  # Supabase's REST API at `supabase_url` with the service-role key
 
+
+class DatabaseSettings(_Section):
+    """Where the task queue and the orchestrator's records live. The backend is said, never guessed."""
+
+    backend: DatabaseBackend = Field(
+        default=DatabaseBackend.EMBEDDED,
+        description="`embedded` (a Postgres started on this machine in embedded_dir, for the demo and local "
+        "use), `postgres` (the one at `url`) or `supabase` (the REST API at `supabase_url`). Never guessed from "
+        "which variable is set: a `url` or `supabase_url` the backend would not use is refused, naming the "
+        "setting to change (ORCHESTRATOR_DATABASE__BACKEND).",
+    )
     url: SecretStr | None = Field(
         default=None,
-        description="Postgres connection string (also read from DATABASE_URL). Supabase's direct and "
-        "pooler strings work. Takes precedence over supabase_url.",
+        description="backend `postgres`: the Postgres connection string (also read from DATABASE_URL). "
+        "Supabase's direct and pooler strings work.",
     )
     supabase_url: str | None = Field(
         default=None,
-        description="Supabase project URL (also read from SUPABASE_URL); used through the REST API "
-        "when no `url` is set.",
+        description="backend `supabase`: the Supabase project URL (also read from SUPABASE_URL), used through "
+        "the REST API. With backend `postgres` it is only handed to pods (the reigh profile's worker uses it).",
     )
     supabase_service_role_key: SecretStr | None = Field(
         default=None,
@@ -57,7 +71,7 @@ class DatabaseSettings(_Section):
     )
     embedded_dir: Path = Field(
         default=Path(".orchestrator/pgdata"),
-        description="Data directory of the embedded Postgres used when neither url nor supabase_url is set.",
+        description="backend `embedded`: the data directory of the Postgres started on this machine.",
     )
     pool_min_size: int = Field(default=1, ge=1, le=100, description="Connections kept open per process.")
     pool_max_size: int = Field(default=8, ge=1, le=200, description="Most connections per process.")
@@ -76,14 +90,43 @@ class DatabaseSettings(_Section):
             )
         return self
 
-    @property
-    def backend(self) -> str:
-        """`postgres`, `supabase` or `embedded`: which store the settings select."""
-        if self.url is not None:
-            return "postgres"
-        if self.supabase_url:
-            return "supabase"
-        return "embedded"
+    @model_validator(mode="after")
+    def _backend_has_its_database(self) -> Self:
+        """The backend gets what it needs, and nothing names a database the backend would not use."""
+        backend = self.backend
+        choose = "set database.backend (ORCHESTRATOR_DATABASE__BACKEND)"
+        if backend is DatabaseBackend.POSTGRES and self.url is None:
+            raise ValueError("backend is postgres but database.url is not set: set DATABASE_URL (or database.url)")
+        if backend is DatabaseBackend.SUPABASE:
+            missing = [
+                name
+                for name, value in (
+                    ("supabase_url (SUPABASE_URL)", self.supabase_url),
+                    ("supabase_service_role_key (SUPABASE_SERVICE_ROLE_KEY)", self.supabase_service_role_key),
+                )
+                if not value
+            ]
+            if missing:
+                raise ValueError(f"backend is supabase but database.{' and database.'.join(missing)} not set")
+            if self.url is not None:
+                raise ValueError(
+                    "backend is supabase but database.url (DATABASE_URL) is set too, and would not be used: "
+                    f"unset it, or {choose} to postgres to use it"
+                )
+        if backend is DatabaseBackend.EMBEDDED:
+            if self.url is not None:
+                raise ValueError(
+                    "database.url (DATABASE_URL) is set but database.backend is embedded (the default), which "
+                    f"would not use it: {choose} to postgres to use that database, or unset it. The backend is "
+                    "never guessed from which variable is set"
+                )
+            if self.supabase_url:
+                raise ValueError(
+                    "database.supabase_url (SUPABASE_URL) is set but database.backend is embedded (the default), "
+                    f"which would not use it: {choose} to supabase (or to postgres with DATABASE_URL), or unset "
+                    "it. The backend is never guessed from which variable is set"
+                )
+        return self
 
 
 class ProviderKind(StrEnum):
@@ -350,6 +393,17 @@ class OrchestratorSettings(BaseSettings):
     ray: RaySettings = Field(default_factory=RaySettings, description="Ray.")
     lease_ttl_s: float = Field(default=30.0, gt=0, le=3600, description="Leader lease time to live.")
     state_dir: Path = Field(default=Path(".orchestrator"), description="Local state (pgdata, spool, logs).")
+
+    @model_validator(mode="after")
+    def _pods_reach_the_database(self) -> Self:
+        if self.provider.kind is ProviderKind.RUNPOD and self.database.backend is DatabaseBackend.EMBEDDED:
+            raise ValueError(
+                "provider.kind is runpod but database.backend is embedded: a RunPod pod cannot reach a Postgres "
+                "embedded on this machine (it listens on this host only), so no worker could heartbeat or claim "
+                "a task; set database.backend to postgres (with DATABASE_URL) or supabase (with SUPABASE_URL "
+                "and SUPABASE_SERVICE_ROLE_KEY)"
+            )
+        return self
 
     @model_validator(mode="after")
     def _lease_vs_cycle(self) -> Self:

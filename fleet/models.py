@@ -12,6 +12,7 @@ __all__ = [
     "BreakerState",
     "BreakerStatus",
     "Decision",
+    "DecisionKind",
     "DemandSnapshot",
     "FleetHistory",
     "SpawnOutcome",
@@ -136,9 +137,26 @@ class FleetHistory:
     boot_samples: tuple[float, ...] = ()
 
 
+class DecisionKind(StrEnum):
+    """What a decision amounts to, as the policy decided it: stored with the decision, so `explain`
+    never parses it back out of the reasons' words."""
+
+    SCALE_UP = "scale_up"  # spawn for demand (perhaps fewer than needed: the reasons say what limited it)
+    PROBE = "probe"  # breaker half-open: the one probe spawn
+    SCALE_DOWN = "scale_down"  # drain idle workers
+    STEADY = "steady"  # capacity matches what demand asks for: nothing wanted
+    CAPPED = "capped"  # demand asks for more workers, but max_workers (draining pods count) leaves no room
+    BREAKER_OPEN = "breaker_open"  # demand asks for more workers, but the breaker is open: no spawn
+    PROBE_PENDING = "probe_pending"  # demand asks for more, but the half-open breaker waits for its probe
+    SCALE_DOWN_HELD = "scale_down_held"  # a surplus, kept for now (stabilization, idle time, busy workers)
+
+    def changes_fleet(self) -> bool:
+        return self in (DecisionKind.SCALE_UP, DecisionKind.PROBE, DecisionKind.SCALE_DOWN)
+
+
 @dataclass(frozen=True, slots=True)
 class Decision:
-    """One cycle's verdict: spawn this many, drain these, and why, in words and numbers."""
+    """One cycle's verdict: spawn this many, drain these, what kind of decision that is, and why."""
 
     spawn: int
     drain: tuple[str, ...]
@@ -148,6 +166,12 @@ class Decision:
     capacity: int
     inputs: dict[str, float | int | str | None] = field(default_factory=dict)
     history: FleetHistory = field(default_factory=FleetHistory)
+    kind: DecisionKind = DecisionKind.STEADY
+
+    def __post_init__(self) -> None:
+        # A decision that spawns or drains is never "steady", whoever built it (the baselines too).
+        if self.kind is DecisionKind.STEADY and (self.spawn or self.drain):
+            object.__setattr__(self, "kind", DecisionKind.SCALE_UP if self.spawn else DecisionKind.SCALE_DOWN)
 
     @property
     def changes_something(self) -> bool:

@@ -38,6 +38,7 @@ from fleet.models import (
     BreakerState,
     BreakerStatus,
     Decision,
+    DecisionKind,
     DemandSnapshot,
     FleetHistory,
     SpawnOutcome,
@@ -62,7 +63,10 @@ __all__ = [
 BOOT_SAMPLES_KEPT = 20
 
 # Reason codes of a transition to `error` that are real spawn failures, and what they count as.
-# `pod_lost` (the pod exited under an active worker) is a lost worker like a silent heartbeat.
+# `pod_lost` (the pod exited under an idle active worker) is a lost worker like a silent heartbeat.
+# Deliberately absent: `lost_with_task` (fleet.lifecycle.LOST_WITH_TASK: the pod died under a task,
+# which is counted against that task's attempts; one user's poison task must not stop the fleet
+# from serving everyone else) and `drain_lost` (a scale-down in progress).
 FAILURE_CODES: dict[str, SpawnOutcomeKind] = {
     "spawn_error": SpawnOutcomeKind.SPAWN_ERROR,
     "spawn_timeout": SpawnOutcomeKind.SPAWN_TIMEOUT,
@@ -286,29 +290,52 @@ def decide(ctx: PolicyContext) -> Decision:
             else f"max_workers {config.max_workers} with {len(by_state[WorkerState.DRAINING])} draining"
         )
         clamps.append(f"spawn limited to {spawn} by {limit} (need {need})")
+    kind = DecisionKind.STEADY
     if need > 0:
+        no_room = (
+            f"capped: no spawn: need {need} but max_workers {config.max_workers} is reached (capacity {capacity} "
+            f"+ draining {len(by_state[WorkerState.DRAINING])}); {demand_words}"
+        )
         if breaker.status is BreakerStatus.OPEN:
             spawn = 0
+            kind = DecisionKind.BREAKER_OPEN
             opened = breaker.opened_at if breaker.opened_at is not None else now
             wait = max(0.0, config.breaker_cooldown_s - (now - opened))
             reasons.append(f"no spawn: need {need} but {_breaker_words(breaker, config)}; probe in {wait:.0f}s")
         elif breaker.status is BreakerStatus.HALF_OPEN:
-            if breaker.probe_issued_at is None:
+            if breaker.probe_issued_at is None and spawn == 0:
+                # The probe is a spawn like any other: with no room under max_workers it waits (not issued).
+                kind = DecisionKind.CAPPED
+                reasons.append(f"{no_room}; breaker half-open, its probe waits for room")
+            elif breaker.probe_issued_at is None:
                 spawn = 1
+                kind = DecisionKind.PROBE
                 breaker = replace(breaker, probe_issued_at=now, probe_worker_id=None)
                 reasons.append(f"scale_up: spawn 1 probe (need {need}) because {demand_words}; breaker half-open")
             else:
                 spawn = 0
+                kind = DecisionKind.PROBE_PENDING
                 reasons.append(
                     f"no spawn: need {need} but breaker half-open waiting for probe "
                     f"{breaker.probe_worker_id or '(not yet seen)'} issued at {breaker.probe_issued_at:.0f}"
                 )
+        elif spawn == 0:
+            kind = DecisionKind.CAPPED
+            reasons.append(no_room)
         if spawn > 0 and breaker.status is BreakerStatus.CLOSED:
+            kind = DecisionKind.SCALE_UP
             reasons.append(
                 f"scale_up: spawn {spawn} because {demand_words}"
                 + (f"; {clamps[-1]}" if need > spawn else "")
                 + f"; {_breaker_words(breaker, config)}"
             )
+    elif raw_desired > config.max_workers:
+        # Demand asks for more than max_workers and the fleet is at it: held back, not "steady".
+        kind = DecisionKind.CAPPED
+        reasons.append(
+            f"capped: no spawn: demand asks for {raw_desired} worker(s) but max_workers {config.max_workers} "
+            f"caps the fleet; {demand_words}"
+        )
 
     # ---- scale down
     drain: list[str] = []
@@ -352,6 +379,10 @@ def decide(ctx: PolicyContext) -> Decision:
             else:
                 reasons.append(f"no scale-down: surplus {surplus} but every capacity worker is busy or spawning")
 
+    if drain:
+        kind = DecisionKind.SCALE_DOWN
+    elif surplus > 0 and spawn == 0:
+        kind = DecisionKind.SCALE_DOWN_HELD
     if not reasons:
         reasons.append(f"steady: {demand_words}; {_breaker_words(breaker, config)}")
 
@@ -395,6 +426,7 @@ def decide(ctx: PolicyContext) -> Decision:
         if not state.is_terminal():
             inputs[f"workers_{state.value}"] = len(by_state[state])
     return Decision(
+        kind=kind,
         spawn=spawn,
         drain=tuple(drain),
         reasons=tuple(reasons),

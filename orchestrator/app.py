@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from actors import names
-from config.settings import OrchestratorSettings
+from config.settings import DatabaseBackend, OrchestratorSettings
 
 logger = logging.getLogger(__name__)
 
@@ -38,7 +38,8 @@ class UpReport:
 
 def resolve_settings(settings: OrchestratorSettings) -> OrchestratorSettings:
     """Settings every actor can use wherever it runs: absolute local paths, and the embedded
-    database (which has no URL in the settings) given as the URL of the server started for it."""
+    database (which has no URL in the settings) given as the URL of the server started for it
+    (backend `postgres` from then on: every process connects to that one server, none starts its own)."""
     state_dir = settings.state_dir.expanduser().resolve()
     shipping = settings.log_shipping
     log_shipping = shipping.model_copy(
@@ -49,7 +50,7 @@ def resolve_settings(settings: OrchestratorSettings) -> OrchestratorSettings:
         }
     )
     database = settings.database
-    if database.backend == "embedded":
+    if database.backend is DatabaseBackend.EMBEDDED:
         from store.factory import conninfo_for
 
         embedded_dir = _under(state_dir, database.embedded_dir, Path(".orchestrator"))
@@ -57,7 +58,7 @@ def resolve_settings(settings: OrchestratorSettings) -> OrchestratorSettings:
         conninfo = conninfo_for(database)
         from pydantic import SecretStr
 
-        database = database.model_copy(update={"url": SecretStr(conninfo or "")})
+        database = database.model_copy(update={"url": SecretStr(conninfo or ""), "backend": DatabaseBackend.POSTGRES})
     return settings.model_copy(update={"state_dir": state_dir, "log_shipping": log_shipping, "database": database})
 
 
@@ -75,7 +76,7 @@ def prepare_database(settings: OrchestratorSettings) -> str:
     """Apply pending migrations (Postgres and embedded); returns where the database is, with no secret."""
     from store import factory
 
-    store = factory.open_store(settings, migrate=settings.database.backend != "supabase")
+    store = factory.open_store(settings, migrate=settings.database.backend is not DatabaseBackend.SUPABASE)
     try:
         return store.describe()
     finally:

@@ -38,6 +38,7 @@ def _fail(message: str) -> typer.Exit:
 def _open(config: Path | None) -> tuple[OrchestratorSettings, Store, Callable[[], None]]:
     """(settings, store, close) for the configured database; the embedded one must already exist."""
     from config import ConfigError, load_settings
+    from config.settings import DatabaseBackend
 
     try:
         settings = load_settings(config)
@@ -46,7 +47,7 @@ def _open(config: Path | None) -> tuple[OrchestratorSettings, Store, Callable[[]
     from store.factory import one_shot_store
 
     database = settings.database
-    if database.backend == "embedded":
+    if database.backend is DatabaseBackend.EMBEDDED:
         pgdata = Path(database.embedded_dir).expanduser()
         if not (pgdata / "PG_VERSION").exists():
             raise ExplainError(
@@ -69,9 +70,7 @@ def command(
     ] = None,
     worker: Annotated[str | None, typer.Option("--worker", help="One worker's whole life, by id.")] = None,
     since: Annotated[str | None, typer.Option("--since", help="Timeline from this time.")] = None,
-    until: Annotated[
-        str | None, typer.Option("--until", help="Timeline to this time (default: an hour after --since).")
-    ] = None,
+    until: Annotated[str | None, typer.Option("--until", help="Timeline to this time (default: now).")] = None,
     window: Annotated[float, typer.Option("--window", min=0.1, max=1440, help="Minutes either side of --at.")] = 5.0,
     silence_threshold: Annotated[
         float | None,
@@ -115,9 +114,13 @@ def command(
         else:
             assert since is not None
             start = resolve_time(store, since, now=now, window=timedelta(hours=1))
-            end = resolve_time(store, until, now=now, window=span, near=start) if until else start + timedelta(hours=1)
+            end = resolve_time(store, until, now=now, window=span, near=start) if until else now
             if end <= start:
-                raise ExplainError(f"--until {until!r} is not after --since {since!r}")
+                raise ExplainError(
+                    f"--until {until!r} is not after --since {since!r}"
+                    if until
+                    else f"--since {since!r} is not before now ({now:%Y-%m-%d %H:%M:%S} UTC)"
+                )
             report = explain_timeline(
                 store, start, end, cycle_interval_s=cycle, threshold_s=threshold, now=now, all_decisions=all_decisions
             )

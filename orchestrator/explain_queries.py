@@ -13,7 +13,7 @@ from datetime import UTC, datetime, time, timedelta
 from typing import TypeVar
 
 from orchestrator import forensics
-from store.base import Store, StoreError, WorkerEvent
+from store.base import OrchestratorEvent, Store, StoreError, WorkerEvent
 
 __all__ = ["ExplainError", "explain_at", "explain_timeline", "explain_worker", "resolve_time"]
 
@@ -109,6 +109,19 @@ def _gaps(store: Store, since: datetime, until: datetime, threshold_s: float) ->
     return forensics.gaps_of(signals)
 
 
+def _runs(store: Store, since: datetime, until: datetime) -> list[OrchestratorEvent]:
+    """The orchestrator's recorded starts and stops in the window, and the last one before it (a stop
+    before the window may still hold at its start)."""
+
+    def read() -> list[OrchestratorEvent]:
+        return [
+            *store.list_orchestrator_events(until=since, limit=1),
+            *store.list_orchestrator_events(since=since, until=until, limit=10_000),
+        ]
+
+    return _migrated(store, "list_orchestrator_events", read)
+
+
 def _previous_history(store: Store, events: list[WorkerEvent], since: datetime) -> list[WorkerEvent]:
     """The transitions just before the window, so the first in-window phase of a worker is measured
     from its real start: one indexed query over a lookback, not one query per worker."""
@@ -137,6 +150,7 @@ def explain_at(
         threshold_s=threshold_s,
         last_decision_before=before[-1] if before else None,
         silence_until=now,
+        runs=_runs(store, since, until),
     )
 
 
@@ -163,6 +177,7 @@ def explain_timeline(
         threshold_s=threshold_s,
         decisions_without_change=all_decisions,
         silence_until=now,
+        runs=_runs(store, since, until),
     )
 
 

@@ -36,13 +36,14 @@ def command(
         return
     import psycopg
 
+    from config.settings import DatabaseBackend
     from store.base import DatabaseUnavailable
     from store.errors import describe_conninfo, redact, unavailable
     from store.factory import conninfo_for
     from store.migrate import ProfileMismatch, apply_migrations, load_migrations
 
     database = settings.database
-    if database.backend == "supabase":
+    if database.backend is DatabaseBackend.SUPABASE:
         typer.echo(
             f"migrate: {database.supabase_url} is a Supabase REST URL, which cannot change the schema. Either run "
             "`orchestrator migrate --sql` and paste the output into the Supabase SQL editor (or save it under "

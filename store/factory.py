@@ -1,7 +1,8 @@
 """Chooses and opens the store the settings select: direct Postgres, Supabase REST, or embedded.
 
-`database.url` (DATABASE_URL) wins, then `database.supabase_url` with the service-role key
-(SUPABASE_URL, SUPABASE_SERVICE_ROLE_KEY), else the embedded pgserver in `database.embedded_dir`.
+`database.backend` says which, never guessed: `postgres` (database.url, DATABASE_URL), `supabase`
+(database.supabase_url with the service-role key: SUPABASE_URL, SUPABASE_SERVICE_ROLE_KEY) or
+`embedded` (the pgserver in `database.embedded_dir`).
 The embedded database is migrated on open (it is ours alone); others are migrated by
 `orchestrator migrate` unless asked.
 """
@@ -12,7 +13,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
-from config.settings import DatabaseSettings, OrchestratorSettings, QueueProfile
+from config.settings import DatabaseBackend, DatabaseSettings, OrchestratorSettings, QueueProfile
 from store.base import Store, StoreError
 
 __all__ = ["conninfo_for", "one_shot_store", "open_store", "open_store_from_env"]
@@ -22,10 +23,11 @@ def conninfo_for(database: DatabaseSettings) -> str | None:
     """The Postgres conninfo the settings point at (starting the embedded server if it is the one),
     or None for Supabase REST, which has no conninfo."""
     backend = database.backend
-    if backend == "postgres":
-        assert database.url is not None
+    if backend is DatabaseBackend.POSTGRES:
+        if database.url is None:  # the settings refuse this; a hand-made copy could still do it
+            raise StoreError("database.backend is postgres but database.url is not set (DATABASE_URL)")
         return database.url.get_secret_value()
-    if backend == "supabase":
+    if backend is DatabaseBackend.SUPABASE:
         return None
     from store.embedded import ensure_embedded
 
@@ -45,13 +47,13 @@ def open_store(
     """
     database = settings.database
     backend = database.backend
-    if backend == "supabase":
+    if backend is DatabaseBackend.SUPABASE:
         from store.supabase import SupabaseStore
 
-        if database.supabase_service_role_key is None:
+        if database.supabase_service_role_key is None or not database.supabase_url:
             raise StoreError(
-                "database.supabase_url is set but database.supabase_service_role_key is not "
-                "(set SUPABASE_SERVICE_ROLE_KEY)"
+                "database.backend is supabase but database.supabase_url or database.supabase_service_role_key "
+                "is not set (SUPABASE_URL, SUPABASE_SERVICE_ROLE_KEY)"
             )
         return SupabaseStore(
             str(database.supabase_url),
@@ -61,7 +63,7 @@ def open_store(
         )
     conninfo = conninfo_for(database)
     assert conninfo is not None
-    if migrate if migrate is not None else backend == "embedded":
+    if migrate if migrate is not None else backend is DatabaseBackend.EMBEDDED:
         _migrate(conninfo, database.connect_timeout_s, settings.queue.profile.value)
     from store.postgres import PostgresStore
 
@@ -93,7 +95,7 @@ def one_shot_store(settings: OrchestratorSettings, *, migrate: bool | None = Non
     """
     database = settings.database
     pgdata = Path(database.embedded_dir).expanduser()
-    started_here = database.backend == "embedded" and not (pgdata / "postmaster.pid").exists()
+    started_here = database.backend is DatabaseBackend.EMBEDDED and not (pgdata / "postmaster.pid").exists()
     try:
         store = open_store(settings, migrate=migrate)
     except BaseException:

@@ -130,13 +130,15 @@ def command(
         example_worker = summary.example_worker(run.store, run.started_at)
         if result.tasks_unfinished or workload.error:
             code = 1
-    except (KeyboardInterrupt, _Stop):
+    except (KeyboardInterrupt, _Stop) as exc:
         say("interrupted: stopping everything ...")
+        run.stop_reason = "demo interrupted by " + ("SIGTERM" if isinstance(exc, _Stop) else "Ctrl-C")
         code = 130
     except Exception as exc:
         from store.errors import redact
 
         say(f"failed: {redact(f'{type(exc).__name__}: {exc}')}")
+        run.stop_reason = f"demo failed ({type(exc).__name__})"
         code = 1
     finally:
         signal.signal(signal.SIGTERM, previous)
@@ -147,7 +149,9 @@ def command(
     exe = _orchestrator_command()
     if settings.queue.profile.value == "reigh" or use_database_url:
         where = [f"ORCHESTRATOR_QUEUE__PROFILE={settings.queue.profile.value}"]
-        if not use_database_url:
+        if use_database_url:
+            where.append("ORCHESTRATOR_DATABASE__BACKEND=postgres")
+        else:
             where.append(f"ORCHESTRATOR_DATABASE__EMBEDDED_DIR={settings.database.embedded_dir}")
         exe = " ".join([*where, exe])
     since = run.started_at.strftime("%H:%M")

@@ -58,8 +58,10 @@ def demo_overrides(
     state = state_dir.resolve() / "reigh" if profile == "reigh" else state_dir.resolve()
     prod = ScalingSettings()
     database: dict[str, Any] = {"supabase_url": None, "embedded_dir": str(state / "pgdata")}
-    if not use_database_url:
-        database["url"] = None
+    if use_database_url:
+        database["backend"] = "postgres"  # said, not guessed: DATABASE_URL is the demo's database
+    else:
+        database |= {"backend": "embedded", "url": None}
     provider: dict[str, Any] = {"kind": "local", "local_boot_delay_s": 1.0}
     if profile == "reigh":
         # The stand-in heartbeats and polls as the real worker does (every 20 s and 10 s), faster.

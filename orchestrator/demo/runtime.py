@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from config.settings import QueueProfile
+from config.settings import DatabaseBackend, QueueProfile
 
 if TYPE_CHECKING:
     from ray.actor import ActorHandle
@@ -25,11 +26,25 @@ if TYPE_CHECKING:
     from config.settings import OrchestratorSettings
     from store.base import Store
 
-__all__ = ["Runtime", "Say"]
+__all__ = ["Runtime", "Say", "dashboard_lines"]
 
 logger = logging.getLogger(__name__)
 
 Say = Callable[[str], None]  # one progress line for the user
+
+
+def dashboard_lines(url: str | None, auth_mode: str | None) -> list[str]:
+    """Where the Ray dashboard is and how to sign in to it. Ray (2.60) turns token authentication on
+    by default for a cluster `ray.init()` starts (RAY_AUTH_MODE=token in this process then): the
+    dashboard asks for the token `ray get-auth-token` prints (it is kept in ~/.ray/auth_token)."""
+    if not url:
+        return ["the Ray dashboard is not available"]
+    lines = [f"Ray dashboard: {url}"]
+    if (auth_mode or "").lower() == "token":
+        lines.append(
+            "  it asks for Ray's auth token (token auth is on): run `ray get-auth-token` and paste what it prints"
+        )
+    return lines
 
 
 class Runtime:
@@ -45,6 +60,8 @@ class Runtime:
         self.shipper: ActorHandle[LogShipper] | None = None
         self.started_at = datetime.now(UTC)  # database time once started
         self.t0 = time.monotonic()
+        # Recorded with the Scaler's stop, so `explain` says "stopped (demo ended)", not "silent".
+        self.stop_reason = "demo ended"
 
     def require_store(self) -> Store:
         """The store, once `start` opened it."""
@@ -58,7 +75,7 @@ class Runtime:
         from store.factory import conninfo_for, open_store
 
         database = self.settings.database
-        if database.backend == "embedded":
+        if database.backend is DatabaseBackend.EMBEDDED:
             say(f"starting the embedded Postgres in {database.embedded_dir} ...")
         conninfo = conninfo_for(database)
         if conninfo is None:
@@ -66,9 +83,9 @@ class Runtime:
                 "the demo needs a Postgres database (DATABASE_URL or the embedded one), not Supabase REST"
             )
         self.conninfo = conninfo
-        if database.backend != "embedded":
+        if database.backend is not DatabaseBackend.EMBEDDED:
             say(f"using DATABASE_URL ({describe_conninfo(conninfo)}): the demo's tasks go there, nothing else changes")
-        if self.settings.queue.profile is QueueProfile.REIGH and database.backend == "embedded":
+        if self.settings.queue.profile is QueueProfile.REIGH and database.backend is DatabaseBackend.EMBEDDED:
             from store.reigh.fixture import apply_app_fixture
 
             say("building a Reigh-shaped app database (users, projects, task_types, tasks, workers) ...")
@@ -88,6 +105,8 @@ class Runtime:
         self.ray_started = True
         url = getattr(context, "dashboard_url", None)
         self.dashboard_url = f"http://{url}" if url and not url.startswith("http") else url
+        for line in dashboard_lines(self.dashboard_url, os.environ.get("RAY_AUTH_MODE")):
+            say(line)
         say("starting the LogShipper and Scaler actors ...")
         self.shipper, self.scaler = _start_actors(self.settings)
         self.started_at = self.store.now()
@@ -105,7 +124,7 @@ class Runtime:
             ("stopping Ray", self._stop_ray),
             (
                 "closing the database"
-                if self.settings.database.backend != "embedded"
+                if self.settings.database.backend is not DatabaseBackend.EMBEDDED
                 else "stopping the embedded Postgres",
                 self._stop_postgres,
             ),
@@ -122,7 +141,7 @@ class Runtime:
         import ray
 
         with _best_effort("stopping the Scaler"):
-            ray.get(self.scaler.stop.remote(), timeout=30)
+            ray.get(self.scaler.stop.remote(self.stop_reason), timeout=30)
 
     def _retire_workers(self) -> None:
         """Ask each worker's lifecycle to stop its pod, the way `orchestrator down --terminate-pods`
@@ -195,7 +214,7 @@ class Runtime:
         if self.store is not None:
             with _best_effort("closing the store"):
                 self.store.close()
-        if self.settings.database.backend != "embedded":
+        if self.settings.database.backend is not DatabaseBackend.EMBEDDED:
             return  # the user's own database: not ours to stop
         from store.embedded import stop_embedded
 

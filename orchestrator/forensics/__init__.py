@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from orchestrator.forensics.at_report import AtReport, build_at_report, render_at
 from orchestrator.forensics.formatting import format_duration, trace_id_of
-from orchestrator.forensics.silences import Gap, Silence, gaps_of, silences_from_gaps
+from orchestrator.forensics.silences import Gap, Silence, Stop, gaps_of, silences_from_gaps, stops_of
 from orchestrator.forensics.timeline import TimelineEntry, TimelineReport, build_timeline, render_timeline
 from orchestrator.forensics.timeparse import TimeParseError, parse_time
 from orchestrator.forensics.worker_report import WorkerReport, build_worker_report, render_worker
@@ -25,6 +25,7 @@ __all__ = [
     "Gap",
     "Report",
     "Silence",
+    "Stop",
     "TimeParseError",
     "TimelineEntry",
     "TimelineReport",
@@ -40,6 +41,7 @@ __all__ = [
     "render_timeline",
     "render_worker",
     "silences_from_gaps",
+    "stops_of",
     "trace_id_of",
 ]
 

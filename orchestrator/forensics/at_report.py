@@ -13,7 +13,17 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from orchestrator.forensics.formatting import clock, format_duration, iso, stamp
-from orchestrator.forensics.silences import Gap, Silence, silence_line, silences_from_gaps
+from orchestrator.forensics.silences import (
+    Gap,
+    Silence,
+    Stop,
+    silence_line,
+    silences_from_gaps,
+    stop_line,
+    stops_in,
+    stops_of,
+    without_stops,
+)
 from orchestrator.forensics.wording import (
     decision_json,
     decision_lines,
@@ -21,7 +31,7 @@ from orchestrator.forensics.wording import (
     previous_events,
     transition_text,
 )
-from store.base import DecisionRecord, WorkerEvent
+from store.base import DecisionRecord, OrchestratorEvent, WorkerEvent
 
 __all__ = ["AtReport", "build_at_report", "render_at"]
 
@@ -42,6 +52,7 @@ class AtReport:
     silences: list[Silence]
     previous: dict[int, WorkerEvent] = field(default_factory=dict)
     last_decision_before: DecisionRecord | None = None
+    stops: list[Stop] = field(default_factory=list)  # clean stops whose stopped time overlaps the window
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -49,6 +60,7 @@ class AtReport:
             "cycle_interval_s": self.cycle_interval_s,
             "silence_threshold_s": self.threshold_s,
             "silences": [s.to_json() for s in self.silences],
+            "stops": [s.to_json() for s in self.stops],
             "decisions": [
                 {
                     **decision_json(d),
@@ -83,12 +95,15 @@ def build_at_report(
     threshold_s: float | None = None,
     last_decision_before: DecisionRecord | None = None,
     silence_until: datetime | None = None,
+    runs: Sequence[OrchestratorEvent] = (),
 ) -> AtReport:
     """`decisions` and `events` are those of [since, until] (events may run a little past `until`,
     to show what a decision near the end caused); `history` holds earlier events of the same workers
     so durations are measured from the real previous state; `gaps` the intervals between the
     orchestrator's signals as the database computed them (`silences.gaps_of`). `silence_until` caps
-    an open-ended silence (the present, when the window reaches into the future)."""
+    an open-ended silence (the present, when the window reaches into the future). `runs` are the
+    orchestrator's recorded starts and stops in the window and the last one before it: a gap while
+    it was stopped is reported as the stop, not as a silence."""
     threshold = threshold_s if threshold_s is not None else 2 * cycle_interval_s
     in_window = [d for d in decisions if d.at is None or since <= d.at <= until]
     caused: dict[int, list[WorkerEvent]] = {}
@@ -103,8 +118,12 @@ def build_at_report(
     ]
     unexplained_ids = {e.id for e in unexplained}
     other = [e for e in window_events if e.id not in explained and e.id not in unexplained_ids]
-    silences = silences_from_gaps(
-        gaps, since=since, until=min(until, silence_until or until), threshold_s=threshold, events=events
+    stops = stops_of(runs, [d.at for d in decisions if d.at is not None])
+    silences = without_stops(
+        silences_from_gaps(
+            gaps, since=since, until=min(until, silence_until or until), threshold_s=threshold, events=events
+        ),
+        stops,
     )
     return AtReport(
         at=at,
@@ -119,6 +138,7 @@ def build_at_report(
         silences=silences,
         previous=previous_events([*history, *events]),
         last_decision_before=last_decision_before,
+        stops=stops_in(stops, since, until),
     )
 
 
@@ -127,7 +147,9 @@ def render_at(report: AtReport) -> str:
     lines = [f"Around {stamp(report.at)} (window {window} UTC)", ""]
     for silence in report.silences:
         lines.append(silence_line(silence, report.threshold_s, report.cycle_interval_s))
-    if report.silences:
+    for stop in report.stops:
+        lines.append(stop_line(stop))
+    if report.silences or report.stops:
         lines.append("")
     if not report.decisions:
         lines.append("No scaling decision was recorded in this window.")

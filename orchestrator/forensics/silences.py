@@ -5,6 +5,10 @@ The orchestrator counts as *silent* between two of its signals (a `scaling_decis
 threshold (by default twice its cycle interval: one late cycle is jitter, two is an outage).
 The gaps themselves are found in SQL (`Store.explain_silences`, one indexed query however long
 the history); this module only turns that answer into `Silence`s and words them.
+
+A clean stop is no silence: `orchestrator down`, the demo's end and a SIGTERM are recorded
+(`orchestrator_events`, with the reason), and from a stop until the next start (a recorded start,
+or a decision) a gap is reported as "stopped at ... (reason)", never as ORCHESTRATOR SILENT.
 """
 
 from __future__ import annotations
@@ -15,9 +19,20 @@ from datetime import datetime
 from typing import Any
 
 from orchestrator.forensics.formatting import clock, format_duration, iso
-from store.base import OrchestratorSignals, WorkerEvent
+from store.base import OrchestratorEvent, OrchestratorEventKind, OrchestratorSignals, WorkerEvent
 
-__all__ = ["Gap", "Silence", "gaps_of", "silence_line", "silences_from_gaps"]
+__all__ = [
+    "Gap",
+    "Silence",
+    "Stop",
+    "gaps_of",
+    "silence_line",
+    "silences_from_gaps",
+    "stop_line",
+    "stops_in",
+    "stops_of",
+    "without_stops",
+]
 
 Gap = tuple[datetime | None, datetime | None]  # (last signal before, first signal after); None: unknown
 
@@ -93,3 +108,51 @@ def silence_line(silence: Silence, threshold_s: float, cycle_interval_s: float) 
             "so something was acting while its decisions and logs went missing"
         )
     return line
+
+
+@dataclass(frozen=True)
+class Stop:
+    """The orchestrator was stopped cleanly at `at` (why: `reason`; recorded by `holder`) and did not
+    run again until `until` (its next start; None: not started again as far as was read)."""
+
+    at: datetime
+    reason: str
+    holder: str
+    until: datetime | None = None
+
+    def covers(self, moment: datetime) -> bool:
+        return self.at <= moment and (self.until is None or moment < self.until)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"at": iso(self.at), "reason": self.reason, "holder": self.holder, "started_again_at": iso(self.until)}
+
+
+def stops_of(events: Iterable[OrchestratorEvent], restarts: Iterable[datetime] = ()) -> list[Stop]:
+    """Each recorded stop, ended by the first start after it: a `started` event, or one of `restarts`
+    (the times of decisions, which only a running orchestrator writes)."""
+    ordered = sorted(events, key=lambda e: (e.at, e.id))
+    starts = sorted([*(e.at for e in ordered if e.kind is OrchestratorEventKind.STARTED), *restarts])
+    return [
+        Stop(at=e.at, reason=e.reason, holder=e.holder, until=next((s for s in starts if s > e.at), None))
+        for e in ordered
+        if e.kind is OrchestratorEventKind.STOPPED
+    ]
+
+
+def stops_in(stops: Iterable[Stop], since: datetime, until: datetime) -> list[Stop]:
+    """The stops whose stopped time overlaps [since, until]."""
+    return [s for s in stops if s.at <= until and (s.until is None or s.until >= since)]
+
+
+def without_stops(silences: Iterable[Silence], stops: Sequence[Stop]) -> list[Silence]:
+    """The silences that are not a stopped orchestrator: a gap that begins while it is stopped (at its
+    recorded stop, or at a straggling log line after it) is the stop, not an outage."""
+    return [s for s in silences if s.start is None or not any(stop.covers(s.start) for stop in stops)]
+
+
+def stop_line(stop: Stop) -> str:
+    """`stopped at 17:35:31 (orchestrator down); not started again since`, for the head of a report."""
+    line = f"Orchestrator stopped at {clock(stop.at)} ({stop.reason})"
+    if stop.until is not None:
+        return line + f"; started again at {clock(stop.until)}"
+    return line + "; not started again since, so its quiet after that is no outage"

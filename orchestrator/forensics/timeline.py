@@ -1,21 +1,33 @@
 """`explain --since/--until`: a merged, time-ordered story of a window, silences flagged.
 
-Decisions that changed something, every worker transition (with the time spent in the previous
-state) and the start and end of each silence, in one list; decisions that changed nothing are
-left out unless asked for (they are many and say "steady").
+Decisions that changed something (or that a limit held back: capped at max_workers, breaker
+open), every worker transition (with the time spent in the previous state), the orchestrator's
+recorded starts and stops, and the start and end of each silence, in one list; decisions that
+changed nothing are left out unless asked for (they are many and say "steady").
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any
 
 from orchestrator.forensics.formatting import clock, format_duration, iso, stamp
-from orchestrator.forensics.silences import Gap, Silence, silence_line, silences_from_gaps
+from orchestrator.forensics.silences import (
+    Gap,
+    Silence,
+    Stop,
+    silence_line,
+    silences_from_gaps,
+    stop_line,
+    stops_in,
+    stops_of,
+    without_stops,
+)
 from orchestrator.forensics.wording import (
     decision_changes,
+    decision_is_wish,
     decision_json,
     decision_kind,
     event_json,
@@ -23,18 +35,19 @@ from orchestrator.forensics.wording import (
     previous_events,
     transition_text,
 )
-from store.base import DecisionRecord, WorkerEvent
+from store.base import DecisionRecord, OrchestratorEvent, OrchestratorEventKind, WorkerEvent
 
 __all__ = ["TimelineEntry", "TimelineReport", "build_timeline", "render_timeline"]
 
 # Entries at the same second: a silence ends before the decision that ended it, and starts last.
-_ORDER = {"silence_end": 0, "decision": 1, "transition": 2, "silence_start": 3}
+# A start comes before what it started, a stop after what it ended.
+_ORDER = {"silence_end": 0, "started": 1, "decision": 2, "transition": 3, "stopped": 4, "silence_start": 5}
 
 
 @dataclass(frozen=True)
 class TimelineEntry:
     at: datetime
-    kind: str  # decision, transition, silence_start, silence_end
+    kind: str  # decision, transition, started, stopped, silence_start, silence_end
     text: str
     data: dict[str, Any]
 
@@ -51,6 +64,7 @@ class TimelineReport:
     entries: list[TimelineEntry]
     silences: list[Silence]
     counts: dict[str, int]
+    stops: list[Stop] = field(default_factory=list)  # clean stops whose stopped time overlaps the window
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -59,6 +73,7 @@ class TimelineReport:
             "silence_threshold_s": self.threshold_s,
             "counts": self.counts,
             "silences": [s.to_json() for s in self.silences],
+            "stops": [s.to_json() for s in self.stops],
             "entries": [e.to_json() for e in self.entries],
         }
 
@@ -76,6 +91,16 @@ def _decision_entry(decision: DecisionRecord, at: datetime) -> TimelineEntry:
     if reason:
         text += f" -- {reason}"
     return TimelineEntry(at, "decision", text, {"decision": decision_json(decision)})
+
+
+def _run_entry(event: OrchestratorEvent) -> TimelineEntry:
+    verb = "stopped" if event.kind is OrchestratorEventKind.STOPPED else "started"
+    return TimelineEntry(
+        event.at,
+        event.kind.value,
+        f"orchestrator {verb} ({event.reason}; {event.holder})",
+        {"orchestrator_event": {"kind": event.kind.value, "holder": event.holder, "reason": event.reason}},
+    )
 
 
 def _silence_entries(silence: Silence, since: datetime, until: datetime) -> list[TimelineEntry]:
@@ -118,20 +143,26 @@ def build_timeline(
     threshold_s: float | None = None,
     decisions_without_change: bool = False,
     silence_until: datetime | None = None,
+    runs: Sequence[OrchestratorEvent] = (),
 ) -> TimelineReport:
     """A merged, time-ordered story of the window. Decisions that changed nothing are left out
-    unless asked for (they are many and say "steady"). `gaps` and `silence_until` as for
-    `build_at_report`."""
+    unless asked for (they are many and say "steady"), except those a limit held back. `gaps`,
+    `silence_until` and `runs` (the orchestrator's recorded starts and stops in the window, and the
+    last one before it) as for `build_at_report`."""
     threshold = threshold_s if threshold_s is not None else 2 * cycle_interval_s
     window_decisions = [d for d in decisions if d.at is not None and since <= d.at <= until]
     window_events = [e for e in events if since <= e.at <= until]
     previous = previous_events([*history, *events])
-    silences = silences_from_gaps(
-        gaps, since=since, until=min(until, silence_until or until), threshold_s=threshold, events=window_events
+    stops = stops_of(runs, [d.at for d in decisions if d.at is not None])
+    silences = without_stops(
+        silences_from_gaps(
+            gaps, since=since, until=min(until, silence_until or until), threshold_s=threshold, events=window_events
+        ),
+        stops,
     )
-    entries: list[TimelineEntry] = []
+    entries: list[TimelineEntry] = [_run_entry(e) for e in runs if since <= e.at <= until]
     for decision in window_decisions:
-        if not decision_changes(decision) and not decisions_without_change:
+        if not decision_changes(decision) and not decision_is_wish(decision) and not decisions_without_change:
             continue
         assert decision.at is not None
         entries.append(_decision_entry(decision, decision.at))
@@ -156,6 +187,7 @@ def build_timeline(
         "terminated": sum(1 for e in window_events if e.to_status == "terminated"),
         "errors": sum(1 for e in window_events if e.to_status == "error"),
         "silences": len(silences),
+        "stops": sum(1 for e in runs if since <= e.at <= until and e.kind is OrchestratorEventKind.STOPPED),
     }
     return TimelineReport(
         since=since,
@@ -165,6 +197,7 @@ def build_timeline(
         entries=entries,
         silences=silences,
         counts=counts,
+        stops=stops_in(stops, since, until),
     )
 
 
@@ -172,7 +205,9 @@ def render_timeline(report: TimelineReport) -> str:
     lines = [f"Timeline {stamp(report.since)} to {stamp(report.until)}", ""]
     for silence in report.silences:
         lines.append(silence_line(silence, report.threshold_s, report.cycle_interval_s))
-    if report.silences:
+    for stop in report.stops:
+        lines.append(stop_line(stop))
+    if report.silences or report.stops:
         lines.append("")
     day: date | None = None
     multi_day = report.since.date() != report.until.date()

@@ -10,11 +10,13 @@ import itertools
 from collections.abc import Sequence
 from typing import Any
 
+from fleet.models import DecisionKind
 from orchestrator.forensics.formatting import clock, format_duration, iso
 from store.base import DecisionRecord, WorkerEvent
 
 __all__ = [
     "decision_changes",
+    "decision_is_wish",
     "decision_json",
     "decision_kind",
     "decision_lines",
@@ -65,7 +67,26 @@ def decision_changes(decision: DecisionRecord) -> bool:
     return bool(decision.spawn_count or decision.drain_worker_ids)
 
 
+# How each kind of decision (fleet.models.DecisionKind, stored with it) is called in a report.
+_KIND_WORDS = {
+    DecisionKind.SCALE_UP: "scale up",
+    DecisionKind.PROBE: "probe spawn (breaker half-open)",
+    DecisionKind.SCALE_DOWN: "scale down",
+    DecisionKind.STEADY: "no change",
+    DecisionKind.CAPPED: "capped at max_workers, no spawn",
+    DecisionKind.BREAKER_OPEN: "breaker open, no spawn",
+    DecisionKind.PROBE_PENDING: "waiting for the breaker's probe, no spawn",
+    DecisionKind.SCALE_DOWN_HELD: "surplus kept for now",
+}
+# Kinds that change nothing but say the fleet wanted more than it got: shown in a timeline by default.
+_WISHES = frozenset({DecisionKind.CAPPED, DecisionKind.BREAKER_OPEN})
+
+
 def decision_kind(decision: DecisionRecord) -> str:
+    """What the decision was, in words: its stored kind; for rows written before kinds were stored,
+    what it did (spawn and drain counts), never a guess from its reasons' words."""
+    if decision.kind is not None:
+        return _KIND_WORDS[decision.kind]
     if decision.spawn_count and decision.drain_worker_ids:
         return "scale up and down"
     if decision.spawn_count:
@@ -73,6 +94,11 @@ def decision_kind(decision: DecisionRecord) -> str:
     if decision.drain_worker_ids:
         return "scale down"
     return "no change"
+
+
+def decision_is_wish(decision: DecisionRecord) -> bool:
+    """A decision that changed nothing because a limit held the fleet back (max_workers, the breaker)."""
+    return decision.kind in _WISHES
 
 
 def inputs_line(inputs: dict[str, Any]) -> str:
@@ -87,7 +113,8 @@ def decision_json(decision: DecisionRecord) -> dict[str, Any]:
         "cycle_number": decision.cycle_number,
         "leader_epoch": decision.leader_epoch,
         "holder": decision.holder,
-        "kind": decision_kind(decision),
+        "kind": None if decision.kind is None else decision.kind.value,
+        "kind_words": decision_kind(decision),
         "spawn_count": decision.spawn_count,
         "spawned_worker_ids": list(decision.spawned_worker_ids),
         "drain_worker_ids": list(decision.drain_worker_ids),

@@ -49,9 +49,23 @@ CREATE TABLE IF NOT EXISTS scaling_decisions (
     spawned_worker_ids text[] NOT NULL DEFAULT '{}',
     reasons            text[] NOT NULL DEFAULT '{}',
     breaker            jsonb NOT NULL DEFAULT '{}'::jsonb,
-    trace_id           text
+    trace_id           text,
+    -- What the decision amounts to, as the policy decided it (fleet.models.DecisionKind): scale_up,
+    -- probe, scale_down, steady, capped, breaker_open, probe_pending, scale_down_held.
+    kind               text
 );
 CREATE INDEX IF NOT EXISTS scaling_decisions_at_idx ON scaling_decisions (at);
+
+-- Starts and clean stops of the orchestrator (the leading Scaler taking the lease; `orchestrator down`,
+-- the demo's end, SIGTERM), so `explain` tells a stopped orchestrator from a silent one.
+CREATE TABLE IF NOT EXISTS orchestrator_events (
+    id     bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    at     timestamptz NOT NULL DEFAULT now(),
+    kind   text NOT NULL CONSTRAINT orchestrator_events_kind_check CHECK (kind IN ('started', 'stopped')),
+    holder text NOT NULL,  -- the Scaler's lease holder id
+    reason text NOT NULL
+);
+CREATE INDEX IF NOT EXISTS orchestrator_events_at_idx ON orchestrator_events (at);
 
 -- Log records of every process, written in batches by insert_system_logs().
 CREATE TABLE IF NOT EXISTS system_logs (
@@ -101,6 +115,7 @@ ON CONFLICT (key) DO NOTHING;
 ALTER TABLE workers ENABLE ROW LEVEL SECURITY;
 ALTER TABLE worker_events ENABLE ROW LEVEL SECURITY;
 ALTER TABLE scaling_decisions ENABLE ROW LEVEL SECURITY;
+ALTER TABLE orchestrator_events ENABLE ROW LEVEL SECURITY;
 ALTER TABLE system_logs ENABLE ROW LEVEL SECURITY;
 ALTER TABLE orchestrator_leases ENABLE ROW LEVEL SECURITY;
 ALTER TABLE queue_settings ENABLE ROW LEVEL SECURITY;
@@ -114,7 +129,7 @@ BEGIN
     FOREACH r IN ARRAY ARRAY['anon', 'authenticated'] LOOP
         IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = r) THEN
             EXECUTE format(
-                'REVOKE ALL ON workers, worker_events, scaling_decisions, system_logs, '
+                'REVOKE ALL ON workers, worker_events, scaling_decisions, orchestrator_events, system_logs, '
                 'orchestrator_leases, queue_settings, schema_migrations FROM %I', r);
             EXECUTE format('REVOKE ALL ON SEQUENCE orchestrator_lease_epoch_seq FROM %I', r);
         END IF;

@@ -13,13 +13,13 @@ BEGIN
     PERFORM check_epoch((p_decision ->> 'leader_epoch')::bigint);
     INSERT INTO scaling_decisions (
         at, cycle_number, leader_epoch, holder, inputs, spawn_count, drain_worker_ids,
-        spawned_worker_ids, reasons, breaker, trace_id)
+        spawned_worker_ids, reasons, breaker, trace_id, kind)
     SELECT coalesce(r.at, now()), r.cycle_number, r.leader_epoch, r.holder, coalesce(r.inputs, '{}'::jsonb),
            coalesce(r.spawn_count, 0), coalesce(r.drain_worker_ids, '{}'), coalesce(r.spawned_worker_ids, '{}'),
-           coalesce(r.reasons, '{}'), coalesce(r.breaker, '{}'::jsonb), r.trace_id
+           coalesce(r.reasons, '{}'), coalesce(r.breaker, '{}'::jsonb), r.trace_id, r.kind
     FROM jsonb_to_record(p_decision) AS r (
         at timestamptz, cycle_number bigint, leader_epoch bigint, holder text, inputs jsonb, spawn_count integer,
-        drain_worker_ids text[], spawned_worker_ids text[], reasons text[], breaker jsonb, trace_id text)
+        drain_worker_ids text[], spawned_worker_ids text[], reasons text[], breaker jsonb, trace_id text, kind text)
     RETURNING id INTO v_id;
     RETURN v_id;
 END
@@ -42,4 +42,24 @@ CREATE OR REPLACE FUNCTION list_decisions(
     FROM (SELECT * FROM scaling_decisions d
           WHERE (p_since IS NULL OR d.at >= p_since) AND (p_until IS NULL OR d.at < p_until)
           ORDER BY d.at DESC, d.id DESC LIMIT p_limit) s
+$$;
+
+-- A start or clean stop of the orchestrator (see orchestrator_events). Not fenced: a stop is recorded
+-- by whoever stops it, after the lease is given up. `p_at` is for fixtures that replay history.
+CREATE OR REPLACE FUNCTION record_orchestrator_event(
+    p_kind text, p_holder text, p_reason text, p_at timestamptz DEFAULT NULL
+) RETURNS bigint LANGUAGE sql AS $$
+    INSERT INTO orchestrator_events (at, kind, holder, reason)
+    VALUES (coalesce(p_at, now()), p_kind, p_holder, p_reason)
+    RETURNING id
+$$;
+
+-- Newest `p_limit` starts and stops of the window, oldest first.
+CREATE OR REPLACE FUNCTION list_orchestrator_events(
+    p_since timestamptz DEFAULT NULL, p_until timestamptz DEFAULT NULL, p_limit integer DEFAULT 1000
+) RETURNS jsonb LANGUAGE sql STABLE AS $$
+    SELECT coalesce(jsonb_agg(to_jsonb(s) ORDER BY s.at, s.id), '[]'::jsonb)
+    FROM (SELECT * FROM orchestrator_events e
+          WHERE (p_since IS NULL OR e.at >= p_since) AND (p_until IS NULL OR e.at < p_until)
+          ORDER BY e.at DESC, e.id DESC LIMIT p_limit) s
 $$;

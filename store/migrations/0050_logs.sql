@@ -108,8 +108,8 @@ DROP FUNCTION IF EXISTS count_system_logs();
 -- The orchestrator's own log rows by time: the "was it alive?" question skips the (many) worker rows.
 CREATE INDEX IF NOT EXISTS system_logs_orchestrator_at_idx ON system_logs (at) WHERE source_type = 'orchestrator';
 
--- Gaps longer than p_threshold_s between the orchestrator's signals (a scaling_decisions row or
--- an orchestrator system_logs row) that touch [p_since, p_until], with the last signal before the
+-- Gaps longer than p_threshold_s between the orchestrator's signals (a scaling_decisions row, an
+-- orchestrator system_logs row, or a recorded start or stop) that touch [p_since, p_until], with the last signal before the
 -- window and the first after it, so a gap that began before the window is reported from its start.
 CREATE OR REPLACE FUNCTION explain_silences(
     p_since timestamptz, p_until timestamptz, p_threshold_s double precision
@@ -120,6 +120,8 @@ CREATE OR REPLACE FUNCTION explain_silences(
             UNION ALL
             (SELECT l.at FROM system_logs l
              WHERE l.source_type = 'orchestrator' AND l.at < p_since ORDER BY l.at DESC LIMIT 1)
+            UNION ALL
+            (SELECT e.at FROM orchestrator_events e WHERE e.at < p_since ORDER BY e.at DESC LIMIT 1)
         ) b
     ), after AS (
         SELECT min(a.at) AS at FROM (
@@ -127,11 +129,15 @@ CREATE OR REPLACE FUNCTION explain_silences(
             UNION ALL
             (SELECT l.at FROM system_logs l
              WHERE l.source_type = 'orchestrator' AND l.at > p_until ORDER BY l.at LIMIT 1)
+            UNION ALL
+            (SELECT e.at FROM orchestrator_events e WHERE e.at > p_until ORDER BY e.at LIMIT 1)
         ) a
     ), inside AS (
         SELECT d.at FROM scaling_decisions d WHERE d.at BETWEEN p_since AND p_until
         UNION
         SELECT l.at FROM system_logs l WHERE l.source_type = 'orchestrator' AND l.at BETWEEN p_since AND p_until
+        UNION
+        SELECT e.at FROM orchestrator_events e WHERE e.at BETWEEN p_since AND p_until
     ), signals AS (
         SELECT at FROM inside
         UNION SELECT at FROM before WHERE at IS NOT NULL

@@ -24,7 +24,8 @@ def incident_db(database_url: str) -> Iterator[str]:
 
 
 def explain(database_url: str, *args: str) -> tuple[int, str]:
-    result = CliRunner().invoke(app, ["explain", *args], env={"DATABASE_URL": database_url})
+    env = {"DATABASE_URL": database_url, "ORCHESTRATOR_DATABASE__BACKEND": "postgres"}
+    result = CliRunner().invoke(app, ["explain", *args], env=env)
     return result.exit_code, result.output
 
 
@@ -128,7 +129,13 @@ def test_unreachable_database_is_one_line_without_the_password() -> None:
 
     url = f"postgresql://orch:hunter2-secret@127.0.0.1:{free_port()}/app?connect_timeout=1"
     result = CliRunner().invoke(
-        app, ["explain", "--at", "17:55"], env={"DATABASE_URL": url, "ORCHESTRATOR_DATABASE__CONNECT_TIMEOUT_S": "1"}
+        app,
+        ["explain", "--at", "17:55"],
+        env={
+            "DATABASE_URL": url,
+            "ORCHESTRATOR_DATABASE__BACKEND": "postgres",
+            "ORCHESTRATOR_DATABASE__CONNECT_TIMEOUT_S": "1",
+        },
     )
     assert result.exit_code == 2
     assert "127.0.0.1" in result.output

@@ -33,8 +33,9 @@ SERVICE_KEY = "service-role-key-ABCDEF0123456789"
 def make_settings(database_url: str, tmp: Path, **shipping: Any) -> OrchestratorSettings:
     return OrchestratorSettings(
         database={
+            "backend": "postgres",
             "url": database_url,
-            "supabase_service_role_key": SERVICE_KEY,  # unused (url wins) but a secret to keep out of logs
+            "supabase_service_role_key": SERVICE_KEY,  # unused (backend postgres) but a secret to keep out of logs
             "connect_timeout_s": 1.0,
             "request_retries": 0,
             "pool_max_size": 2,

@@ -215,6 +215,7 @@ def run(
             )
             env = {
                 "DATABASE_URL": database_url,
+                "ORCHESTRATOR_DATABASE__BACKEND": "postgres",
                 "RUNPOD_API_KEY": secrets["runpod api key"],
                 "SUPABASE_SERVICE_ROLE_KEY": secrets["supabase service-role key"],
                 "ORCHESTRATOR_PROVIDER__KIND": "local",

@@ -113,7 +113,11 @@ def test_five_users_thirty_tasks_each_with_dependencies(
 
         from orchestrator.cli import app as cli
 
-        env = {"DATABASE_URL": reigh_database_url, "ORCHESTRATOR_QUEUE__PROFILE": "reigh"}
+        env = {
+            "DATABASE_URL": reigh_database_url,
+            "ORCHESTRATOR_DATABASE__BACKEND": "postgres",
+            "ORCHESTRATOR_QUEUE__PROFILE": "reigh",
+        }
         shown = CliRunner().invoke(cli, ["explain", "--worker", workers[0].id, "--json"], env=env)
         assert shown.exit_code == 0, shown.output
         assert workers[0].id in shown.output and '"terminated"' in shown.output

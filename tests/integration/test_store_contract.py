@@ -8,8 +8,18 @@ from datetime import UTC, datetime, timedelta
 import psycopg
 import pytest
 
-from fleet.models import WorkerState
-from store.base import DecisionRecord, LogRecord, NewTask, SignalGap, StaleEpoch, Store, TaskStatus
+from fleet.models import DecisionKind, WorkerState
+from store.base import (
+    DecisionRecord,
+    LogRecord,
+    NewTask,
+    OrchestratorEventKind,
+    SignalGap,
+    StaleEpoch,
+    Store,
+    StoreError,
+    TaskStatus,
+)
 from store.rpc import RpcStore
 
 
@@ -227,6 +237,7 @@ def test_decisions(store: RpcStore) -> None:
         reasons=["claimable 3 > capacity 1"],
         breaker={"status": "closed"},
         trace_id="abc",
+        kind=DecisionKind.SCALE_UP,  # stored as decided, read back as the enum
     )
     decision_id = store.record_decision(decision)
     store.set_decision_spawned(decision_id, ["w2", "w3"])
@@ -388,3 +399,28 @@ def test_worker_tasks(store: RpcStore) -> None:
     assert [t.status for t in store.worker_tasks(worker)] == [TaskStatus.COMPLETE, TaskStatus.IN_PROGRESS]
     assert [t.id for t in store.worker_tasks(worker, limit=1)] == [ids[0]]
     assert store.worker_tasks("nobody") == []
+
+
+def test_orchestrator_starts_and_stops(store: RpcStore) -> None:
+    t0 = datetime(2024, 1, 1, tzinfo=UTC)
+    store.record_orchestrator_event(OrchestratorEventKind.STARTED, "host-a/scaler", "leads with epoch 1", at=t0)
+    store.record_orchestrator_event(
+        OrchestratorEventKind.STOPPED, "host-a/scaler", "orchestrator down", at=t0 + timedelta(seconds=60)
+    )
+    now_id = store.record_orchestrator_event(OrchestratorEventKind.STARTED, "host-b/scaler", "leads with epoch 2")
+    got = store.list_orchestrator_events()
+    assert [(e.kind, e.holder, e.reason) for e in got] == [
+        (OrchestratorEventKind.STARTED, "host-a/scaler", "leads with epoch 1"),
+        (OrchestratorEventKind.STOPPED, "host-a/scaler", "orchestrator down"),
+        (OrchestratorEventKind.STARTED, "host-b/scaler", "leads with epoch 2"),
+    ]
+    assert got[-1].id == now_id and got[0].at == t0
+    assert [e.reason for e in store.list_orchestrator_events(until=t0 + timedelta(seconds=61), limit=1)] == [
+        "orchestrator down"
+    ]
+    # A recorded start or stop is a signal of the orchestrator: no silence around it.
+    signals = store.explain_silences(t0 - timedelta(seconds=1), t0 + timedelta(seconds=90), 30)
+    assert signals.signals_inside == 2 and signals.first_after == got[-1].at
+    assert signals.gaps[0] == SignalGap(start=t0, end=t0 + timedelta(seconds=60))
+    with pytest.raises(StoreError):
+        store.record_orchestrator_event("paused", "h", "no such kind")  # type: ignore[arg-type]

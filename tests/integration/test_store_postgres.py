@@ -89,12 +89,14 @@ def test_sql_errors_are_store_errors(pg_store: PostgresStore) -> None:
 
 
 def test_open_store_picks_the_backend(database_url: str, tmp_path: Path) -> None:
-    direct = open_store(OrchestratorSettings(database=DatabaseSettings(url=database_url)))
+    direct = open_store(OrchestratorSettings(database=DatabaseSettings(backend="postgres", url=database_url)))
     assert isinstance(direct, PostgresStore) and isinstance(direct, Store)
     direct.close()
     supabase = open_store(
         OrchestratorSettings(
-            database=DatabaseSettings(supabase_url="http://127.0.0.1:9", supabase_service_role_key="k-zzz")
+            database=DatabaseSettings(
+                backend="supabase", supabase_url="http://127.0.0.1:9", supabase_service_role_key="k-zzz"
+            )
         )
     )
     assert isinstance(supabase, SupabaseStore) and "k-zzz" not in repr(supabase)
@@ -134,6 +136,8 @@ def _cli_env(monkeypatch: pytest.MonkeyPatch, **env: str) -> None:
         monkeypatch.delenv(name, raising=False)
     for name, value in env.items():
         monkeypatch.setenv(name, value)
+    if "DATABASE_URL" in env:  # said, never guessed from DATABASE_URL
+        monkeypatch.setenv("ORCHESTRATOR_DATABASE__BACKEND", "postgres")
 
 
 def test_migrate_command(pg_server_url: str, monkeypatch: pytest.MonkeyPatch) -> None:

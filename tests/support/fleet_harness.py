@@ -43,7 +43,7 @@ def fast_settings(database_url: str, state_dir: Path, **scaling: Any) -> Orchest
     lease_ttl = knobs.pop("lease_ttl_s", 3.0)
     boot_delay = knobs.pop("local_boot_delay_s", 0.3)
     return OrchestratorSettings(
-        database={"url": database_url, "pool_min_size": 1, "pool_max_size": 3},
+        database={"backend": "postgres", "url": database_url, "pool_min_size": 1, "pool_max_size": 3},
         provider={"kind": "local", "local_boot_delay_s": boot_delay, "name_prefix": "gpu-"},
         scaling=knobs,
         worker={"poll_interval_s": 0.2, "shutdown_grace_s": 2.0},

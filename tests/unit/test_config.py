@@ -8,6 +8,7 @@ import pytest
 from typer.testing import CliRunner
 
 from config import ConfigError, load_settings, masked_dump
+from config.settings import DatabaseBackend
 from orchestrator.cli import app
 
 SECRET = "sk-live-VERY-SECRET-123"
@@ -15,7 +16,7 @@ SECRET = "sk-live-VERY-SECRET-123"
 
 def test_defaults_select_the_embedded_database() -> None:
     settings = load_settings(environ={})
-    assert settings.database.backend == "embedded"
+    assert settings.database.backend is DatabaseBackend.EMBEDDED
     assert settings.scaling.min_workers <= settings.scaling.max_workers
 
 
@@ -48,11 +49,13 @@ def test_standard_service_variables_are_honoured() -> None:
     settings = load_settings(
         environ={
             "DATABASE_URL": "postgresql://u:pw@db.example:5432/app",
+            "ORCHESTRATOR_DATABASE__BACKEND": "postgres",
             "RUNPOD_API_KEY": SECRET,
             "OTEL_EXPORTER_OTLP_ENDPOINT": "http://jaeger:4318",
         }
     )
-    assert settings.database.backend == "postgres"
+    assert settings.database.backend is DatabaseBackend.POSTGRES
+    assert settings.database.url is not None and "db.example" in settings.database.url.get_secret_value()
     assert settings.provider.runpod_api_key is not None
     assert settings.provider.runpod_api_key.get_secret_value() == SECRET
     assert settings.telemetry.otlp_endpoint == "http://jaeger:4318"
@@ -60,7 +63,12 @@ def test_standard_service_variables_are_honoured() -> None:
 
 def test_secrets_never_appear_in_repr_or_dump() -> None:
     settings = load_settings(
-        environ={"RUNPOD_API_KEY": SECRET, "SUPABASE_SERVICE_ROLE_KEY": SECRET, "SUPABASE_URL": "https://x.supabase.co"}
+        environ={
+            "RUNPOD_API_KEY": SECRET,
+            "SUPABASE_SERVICE_ROLE_KEY": SECRET,
+            "SUPABASE_URL": "https://x.supabase.co",
+            "ORCHESTRATOR_DATABASE__BACKEND": "supabase",
+        }
     )
     assert SECRET not in repr(settings)
     assert SECRET not in str(masked_dump(settings))
@@ -144,3 +152,83 @@ def test_config_check_command(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     result = runner.invoke(app, ["config", "check", str(bad)])
     assert result.exit_code == 2
     assert "scaling.max_workers: -1 is below the minimum 0" in result.output
+
+
+# ---- the database backend is said, never guessed
+
+
+def test_the_backend_is_a_field_and_a_database_url_alone_does_not_choose_it() -> None:
+    url = "postgresql://u:pw@db.example:5432/app"
+    with pytest.raises(ConfigError) as info:
+        load_settings(environ={"DATABASE_URL": url})
+    message = str(info.value)
+    assert message.startswith("database: ") and "ORCHESTRATOR_DATABASE__BACKEND" in message, message
+    assert "pw" not in message
+    settings = load_settings(environ={"DATABASE_URL": url, "ORCHESTRATOR_DATABASE__BACKEND": "postgres"})
+    assert settings.database.backend is DatabaseBackend.POSTGRES
+    # The reigh adoption: the orchestrator's own Postgres, and the Supabase URL its pods are handed.
+    both = load_settings(
+        environ={
+            "DATABASE_URL": url,
+            "SUPABASE_URL": "https://x.supabase.co",
+            "SUPABASE_SERVICE_ROLE_KEY": SECRET,
+            "ORCHESTRATOR_DATABASE__BACKEND": "postgres",
+        }
+    )
+    assert both.database.backend is DatabaseBackend.POSTGRES
+    with pytest.raises(ConfigError, match=r"backend is supabase but database\.url"):
+        load_settings(
+            environ={
+                "DATABASE_URL": url,
+                "SUPABASE_URL": "https://x.supabase.co",
+                "SUPABASE_SERVICE_ROLE_KEY": SECRET,
+                "ORCHESTRATOR_DATABASE__BACKEND": "supabase",
+            }
+        )
+
+
+@pytest.mark.parametrize(
+    ("environ", "fragment"),
+    [
+        ({"ORCHESTRATOR_DATABASE__BACKEND": "postgres"}, "backend is postgres but database.url is not set"),
+        (
+            {"ORCHESTRATOR_DATABASE__BACKEND": "supabase", "SUPABASE_URL": "https://x.supabase.co"},
+            "supabase_service_role_key (SUPABASE_SERVICE_ROLE_KEY)",
+        ),
+        ({"SUPABASE_URL": "https://x.supabase.co"}, "database.backend is embedded (the default)"),
+        ({"ORCHESTRATOR_DATABASE__BACKEND": "mysql"}, "database.backend: 'mysql'"),
+    ],
+)
+def test_a_backend_without_its_database_or_a_database_it_would_not_use_is_refused(
+    environ: dict[str, str], fragment: str
+) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_settings(environ=environ)
+    assert fragment in str(info.value), str(info.value)
+    assert SECRET not in str(info.value)
+
+
+def test_runpod_with_the_embedded_database_is_refused_at_load_and_by_config_check(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_settings(environ={"ORCHESTRATOR_PROVIDER__KIND": "runpod", "RUNPOD_API_KEY": SECRET})
+    message = str(info.value)
+    assert "provider.kind is runpod but database.backend is embedded" in message, message
+    assert "a RunPod pod cannot reach" in message and SECRET not in message
+    # With a database pods can reach it loads.
+    ok = load_settings(
+        environ={
+            "ORCHESTRATOR_PROVIDER__KIND": "runpod",
+            "DATABASE_URL": "postgresql://u@db.example/app",
+            "ORCHESTRATOR_DATABASE__BACKEND": "postgres",
+        }
+    )
+    assert ok.provider.kind.value == "runpod"
+    path = tmp_path / "runpod.yaml"
+    path.write_text("provider:\n  kind: runpod\ndatabase:\n  backend: embedded\n")
+    for name in ("DATABASE_URL", "SUPABASE_URL", "ORCHESTRATOR_CONFIG"):
+        monkeypatch.delenv(name, raising=False)
+    result = CliRunner().invoke(app, ["config", "check", str(path)])
+    assert result.exit_code == 2, result.output
+    assert "a RunPod pod cannot reach a Postgres embedded on this machine" in result.output

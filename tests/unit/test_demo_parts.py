@@ -83,8 +83,20 @@ def test_the_reigh_demo_keeps_its_state_apart_and_database_url_is_kept_when_aske
     native = demo_overrides(tmp_path, 30.0)
     reigh = demo_overrides(tmp_path, 30.0, profile="reigh", use_database_url=True)
     assert native["database"]["url"] is None  # the embedded database, whatever DATABASE_URL says
+    assert native["database"]["backend"] == "embedded"
     assert "url" not in reigh["database"]  # DATABASE_URL (a copy of the user's own) is used
+    assert reigh["database"]["backend"] == "postgres"  # said, not guessed from DATABASE_URL
     assert reigh["queue"] == {"profile": "reigh"} and native["queue"] == {"profile": "native"}
     assert reigh["state_dir"] == str(tmp_path.resolve() / "reigh")
     assert reigh["database"]["embedded_dir"] != native["database"]["embedded_dir"]
     assert "REIGH_HEARTBEAT_INTERVAL_S" in reigh["provider"]["template"]["extra_env"]
+
+
+def test_the_demo_says_where_the_dashboard_is_and_how_to_sign_in() -> None:
+    from orchestrator.demo.runtime import dashboard_lines
+
+    lines = dashboard_lines("http://127.0.0.1:8265", "token")
+    assert lines[0] == "Ray dashboard: http://127.0.0.1:8265"
+    assert "ray get-auth-token" in lines[1]
+    assert dashboard_lines("http://127.0.0.1:8265", None) == ["Ray dashboard: http://127.0.0.1:8265"]
+    assert dashboard_lines(None, "token") == ["the Ray dashboard is not available"]

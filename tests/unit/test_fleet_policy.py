@@ -12,6 +12,7 @@ from fleet import policy
 from fleet.models import (
     BreakerState,
     BreakerStatus,
+    DecisionKind,
     DemandSnapshot,
     FleetHistory,
     SpawnOutcome,
@@ -224,12 +225,17 @@ def test_invariants(fleet, snap, cfg, history) -> None:
     draining = sum(1 for w in workers if w.state is S.DRAINING)
     # clamps
     assert 0 <= d.spawn <= cfg.max_spawns_per_cycle
-    probe = d.breaker.status is BreakerStatus.HALF_OPEN and d.breaker.probe_issued_at == now and d.spawn == 1
-    if not (probe and capacity + draining >= cfg.max_workers):
-        # KNOWN POLICY BUG, reported and left as is by the refactor: a half-open probe is spawned even
-        # when draining pods leave no room under max_workers (decide() sets spawn = 1 after the room
-        # clamp). E.g. max_workers 2, one spawning, one draining, min_workers 2: a third pod.
-        assert capacity + d.spawn + draining <= max(cfg.max_workers, capacity + draining)
+    # max_workers bounds every spawn, the half-open probe's too (draining pods hold a GPU: they count).
+    assert capacity + d.spawn + draining <= max(cfg.max_workers, capacity + draining)
+    # The kind is what the policy did: a spawn is never "steady", nor is demand held back by a limit.
+    if d.spawn:
+        assert d.kind in (DecisionKind.SCALE_UP, DecisionKind.PROBE)
+    elif d.drain:
+        assert d.kind is DecisionKind.SCALE_DOWN
+    else:
+        assert d.kind is not DecisionKind.SCALE_UP and d.kind is not DecisionKind.SCALE_DOWN
+        if d.kind is DecisionKind.STEADY:
+            assert d.desired <= capacity and not d.reasons[-1].startswith("capped")
     assert cfg.min_workers <= d.desired <= cfg.max_workers
     # never drain a busy worker, never a spawning one, never below min (or below desired)
     for wid in d.drain:
@@ -293,3 +299,68 @@ def test_breaker_gates_spawns(fleet, snap, cfg, history) -> None:
         d2 = policy.decide(PolicyContext(snapshot, apply(d, workers, now), d.history, cfg, now + cfg.cycle_interval_s))
         assert d2.spawn == 0 and d2.breaker.status is BreakerStatus.HALF_OPEN
         assert d2.breaker.probe_worker_id == f"new-{now:.0f}-0"
+
+
+def test_each_decision_carries_its_kind() -> None:
+    up = policy.decide(PolicyContext(DemandSnapshot(2, 2, 0), [], FleetHistory(), CFG, 100.0))
+    assert up.kind is DecisionKind.SCALE_UP
+    steady = policy.decide(PolicyContext(DemandSnapshot(0, 0, 0), [], FleetHistory(), CFG, 100.0))
+    assert steady.kind is DecisionKind.STEADY and steady.reasons[0].startswith("steady")
+    idle = [active("a", idle_since=0.0)]
+    down = policy.decide(PolicyContext(DemandSnapshot(0, 0, 0), idle, FleetHistory(), CFG, 1000.0))
+    assert down.kind is DecisionKind.SCALE_DOWN and down.drain == ("a",)
+    held = policy.decide(
+        PolicyContext(DemandSnapshot(0, 0, 0), idle, FleetHistory(last_scale_up_at=990.0), CFG, 1000.0)
+    )
+    assert held.kind is DecisionKind.SCALE_DOWN_HELD and held.drain == ()
+    opened = BreakerState(status=BreakerStatus.OPEN, opened_at=900.0)
+    shut = policy.decide(PolicyContext(DemandSnapshot(2, 2, 0), [], FleetHistory(breaker=opened), CFG, 1000.0))
+    assert shut.kind is DecisionKind.BREAKER_OPEN and shut.spawn == 0
+
+
+def test_a_spawn_capped_at_max_workers_is_capped_not_steady() -> None:
+    cfg = CFG.model_copy(update=dict(max_workers=2))
+    busy = [active("a", tasks=1), active("b", tasks=1)]
+    d = policy.decide(PolicyContext(DemandSnapshot(5, 5, 2), busy, FleetHistory(), cfg, 100.0))
+    assert d.spawn == 0 and d.kind is DecisionKind.CAPPED
+    assert d.reasons[0].startswith("capped: no spawn: demand asks for 7") and "max_workers 2" in d.reasons[0]
+    assert not any(r.startswith("steady") for r in d.reasons)
+    # Draining pods hold a GPU too: one active, one draining and max_workers 2 leaves no room either.
+    d = policy.decide(
+        PolicyContext(
+            DemandSnapshot(3, 3, 1),
+            [active("a", tasks=1), WorkerView("b", S.DRAINING, 0.0)],
+            FleetHistory(),
+            cfg,
+            100.0,
+        )
+    )
+    assert d.spawn == 0 and d.kind is DecisionKind.CAPPED and "draining 1" in d.reasons[0]
+
+
+def test_the_half_open_probe_respects_max_workers() -> None:
+    """max_workers 2, min_workers 2, one spawning and one draining worker, breaker open with cooldown 0:
+    the probe would be a third pod. It waits for room (not issued), then goes."""
+    cfg = CFG.model_copy(update=dict(max_workers=2, min_workers=2, breaker_cooldown_s=0.0))
+    history = FleetHistory(breaker=BreakerState(status=BreakerStatus.OPEN, opened_at=50.0))
+    workers = [spawning("s", 90.0), WorkerView("d", S.DRAINING, 0.0)]
+    d = policy.decide(PolicyContext(DemandSnapshot(0, 0, 0), workers, history, cfg, 100.0))
+    assert d.spawn == 0 and d.kind is DecisionKind.CAPPED
+    assert d.breaker.status is BreakerStatus.HALF_OPEN and d.breaker.probe_issued_at is None
+    # The draining pod is gone: now there is room, and the one probe goes.
+    d2 = policy.decide(PolicyContext(DemandSnapshot(0, 0, 0), [spawning("s", 90.0)], d.history, cfg, 101.0))
+    assert d2.spawn == 1 and d2.kind is DecisionKind.PROBE and d2.breaker.probe_issued_at == 101.0
+    d3 = policy.decide(
+        PolicyContext(DemandSnapshot(0, 0, 0), apply(d2, [spawning("s", 90.0)], 101.0), d2.history, cfg, 102.0)
+    )
+    assert d3.spawn == 0 and d3.kind is DecisionKind.STEADY  # desired 2 = capacity 2: nothing wanted
+
+
+def test_a_decision_built_elsewhere_that_spawns_is_never_steady() -> None:
+    from fleet.models import Decision
+
+    d = Decision(spawn=1, drain=(), reasons=("x",), breaker=BreakerState(), desired=1, capacity=0)
+    assert d.kind is DecisionKind.SCALE_UP
+    assert Decision(spawn=0, drain=("a",), reasons=(), breaker=BreakerState(), desired=0, capacity=1).kind is (
+        DecisionKind.SCALE_DOWN
+    )

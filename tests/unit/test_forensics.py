@@ -6,8 +6,16 @@ from datetime import UTC, datetime, time, timedelta
 
 import pytest
 
+from fleet.models import DecisionKind
 from orchestrator import forensics
-from store.base import DecisionRecord, OrchestratorSignals, SignalGap, WorkerEvent
+from store.base import (
+    DecisionRecord,
+    OrchestratorEvent,
+    OrchestratorEventKind,
+    OrchestratorSignals,
+    SignalGap,
+    WorkerEvent,
+)
 
 T0 = datetime(2025, 10, 16, 17, 0, tzinfo=UTC)
 
@@ -155,3 +163,71 @@ def test_trace_id_of_traceparent() -> None:
     )
     assert forensics.trace_id_of(None) is None
     assert forensics.trace_id_of("garbage") is None
+
+
+def run_event(i: int, minutes: float, kind: str, reason: str) -> OrchestratorEvent:
+    return OrchestratorEvent(id=i, at=t(minutes), kind=OrchestratorEventKind(kind), holder="host/scaler", reason=reason)
+
+
+def test_a_clean_stop_is_reported_as_stopped_not_silent_until_the_next_start() -> None:
+    # Signals every cycle to 17:40, the stop at 17:40, a straggling log at 17:40:30, then nothing to 17:50,
+    # a start at 17:50 and signals again; a real outage from 17:52 to 17:58.
+    runs = [run_event(1, 40, "stopped", "orchestrator down"), run_event(2, 50, "started", "leads with epoch 2")]
+    gaps: list[forensics.Gap] = [(t(40.5), t(50)), (t(52), t(58))]
+    report = forensics.build_timeline(
+        since=t(30), until=t(60), decisions=[], events=[], gaps=gaps, cycle_interval_s=10, runs=runs
+    )
+    assert [(s.start, s.end) for s in report.silences] == [(t(52), t(58))]  # the outage, not the stop
+    text = forensics.render_timeline(report)
+    assert "Orchestrator stopped at 17:40:00 (orchestrator down); started again at 17:50:00" in text
+    assert "  17:40:00 orchestrator stopped (orchestrator down; host/scaler)" in text
+    assert "  17:50:00 orchestrator started (leads with epoch 2; host/scaler)" in text
+    assert "ORCHESTRATOR SILENT from 17:52:00 to 17:58:00" in text
+    assert report.to_json()["stops"][0]["started_again_at"] == "2025-10-16T17:50:00Z"
+    # Never started again: everything after the stop is the stop, to the end of the window.
+    report = forensics.build_at_report(
+        at=t(45),
+        since=t(35),
+        until=t(55),
+        decisions=[],
+        events=[],
+        gaps=[(t(40.5), None)],
+        cycle_interval_s=10,
+        runs=runs[:1],
+    )
+    text = forensics.render_at(report)
+    assert "SILENT" not in text, text
+    assert "Orchestrator stopped at 17:40:00 (orchestrator down); not started again since" in text
+
+
+def test_a_decision_after_a_stop_ends_it() -> None:
+    stops = forensics.stops_of([run_event(1, 40, "stopped", "demo ended")], [t(45)])
+    assert [(s.at, s.until) for s in stops] == [(t(40), t(45))]
+
+
+def test_decision_kind_is_read_from_the_row_not_from_its_reasons() -> None:
+    capped = DecisionRecord(
+        id=3,
+        at=t(50),
+        cycle_number=3,
+        leader_epoch=1,
+        holder="s",
+        inputs={"claimable": 9, "capacity": 4},
+        spawn_count=0,
+        drain_worker_ids=[],
+        reasons=["scale_up words that say nothing of the kind"],
+        kind=DecisionKind.CAPPED,
+    )
+    assert (
+        forensics.render_at(
+            forensics.build_at_report(
+                at=t(50), since=t(45), until=t(55), decisions=[capped], events=[], gaps=[], cycle_interval_s=10
+            )
+        ).count("capped at max_workers, no spawn")
+        == 1
+    )
+    timeline = forensics.build_timeline(
+        since=t(45), until=t(55), decisions=[capped], events=[], gaps=[], cycle_interval_s=10
+    )
+    assert timeline.entries[0].text.startswith("decision #3 capped at max_workers, no spawn")  # shown: a wish
+    assert timeline.entries[0].data["decision"]["kind"] == "capped"

@@ -29,7 +29,12 @@ def recorder(monkeypatch: pytest.MonkeyPatch) -> type[_Recorder]:
 
 def _settings(min_size: int, max_size: int) -> OrchestratorSettings:
     return OrchestratorSettings(
-        database={"url": "postgresql://u@127.0.0.1:1/db", "pool_min_size": min_size, "pool_max_size": max_size}
+        database={
+            "backend": "postgres",
+            "url": "postgresql://u@127.0.0.1:1/db",
+            "pool_min_size": min_size,
+            "pool_max_size": max_size,
+        }
     )
 
 

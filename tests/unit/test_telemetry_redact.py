@@ -11,7 +11,7 @@ from telemetry import redact
 
 def test_registered_settings_secrets_are_masked() -> None:
     settings = OrchestratorSettings(
-        database={"url": "postgresql://orch:S3cretPassw0rd@db.example:5432/app"},
+        database={"backend": "postgres", "url": "postgresql://orch:S3cretPassw0rd@db.example:5432/app"},
         provider={"runpod_api_key": SecretStr("runpod-key-0123456789")},
     )
     assert redact.register_secrets(settings) >= 3
