@@ -3,14 +3,21 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
 
 import pytest
 from typer.testing import CliRunner
 
 from orchestrator.cli import app
+from store.base import OrchestratorEventKind
 from store.postgres import PostgresStore
 from tests.support import incident_fixture as incident
+from tests.support.fleet_harness import fast_settings, fleet_cleanup
+from tests.support.polling import wait_for
 
 
 @pytest.fixture
@@ -142,3 +149,51 @@ def test_unreachable_database_is_one_line_without_the_password() -> None:
     assert "hunter2-secret" not in result.output
     assert "Traceback" not in result.output
     assert len(result.output.strip().splitlines()) == 1, result.output
+
+
+@pytest.mark.ray
+def test_explain_after_a_run_stopped_by_down_says_stopped_not_silent(
+    ray_session: dict[str, Any], database_url: str, tmp_path: Path
+) -> None:
+    """The real actors (LogShipper, Scaler) run for a few cycles and are stopped the way `orchestrator
+    down` (and the demo) stops them; the database then stays quiet, as after every demo. `explain
+    --since` (to now) reports the stop with its reason, and no silence."""
+    from actors import names
+    from orchestrator import app as wiring
+    from orchestrator import control
+
+    settings = fast_settings(database_url, tmp_path)  # cycle 0.5 s
+    store = PostgresStore(database_url, min_size=1, max_size=2)
+    try:
+        begin = store.now()
+        with fleet_cleanup(settings, [names.SCALER_NAME, names.LOG_SHIPPER_NAME]):
+            wiring.start_actors(settings)
+            (start,) = wait_for(
+                lambda: [
+                    e for e in store.list_orchestrator_events(since=begin) if e.kind is OrchestratorEventKind.STARTED
+                ],
+                60,
+                "the Scaler leads and records its start",
+            )
+            since = start.at.replace(microsecond=0)  # from its start: the actors' own start-up is no concern here
+            wait_for(lambda: len(store.list_system_logs(since=since)) >= 5, 60, "the actors' logs in system_logs")
+            control.stop_fleet(settings, terminate_pods=False, timeout_s=30)
+        (stop,) = [e for e in store.list_orchestrator_events(since=since) if e.kind is OrchestratorEventKind.STOPPED]
+        assert stop.reason == "orchestrator down"
+        time.sleep(6.0)  # quiet after the stop: twice the silence threshold below
+        # Without the stop record this quiet is a silence: the database finds the gap.
+        gaps = store.explain_silences(since, store.now(), 3.0)
+        assert gaps.first_after is None and (gaps.last_inside or since) < store.now() - timedelta(seconds=3)
+        code, out = explain(database_url, "--since", since.strftime("%Y-%m-%dT%H:%M:%SZ"), "--silence-threshold", "3")
+        assert code == 0, out
+        assert "SILENT" not in out, out
+        assert f"Orchestrator stopped at {stop.at:%H:%M:%S} (orchestrator down); not started again since" in out
+        assert "orchestrator started (leads with epoch" in out and "orchestrator stopped (orchestrator down" in out
+        code, out = explain(
+            database_url, "--since", since.strftime("%Y-%m-%dT%H:%M:%SZ"), "--silence-threshold", "3", "--json"
+        )
+        data = json.loads(out)
+        assert data["silences"] == [] and [s["reason"] for s in data["stops"]] == ["orchestrator down"]
+        assert data["query"]["until"] >= stop.at.isoformat()[:19]  # --since alone runs to now
+    finally:
+        store.close()
