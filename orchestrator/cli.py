@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+from typing import Annotated
+
 import typer
 
 from orchestrator import configcheck, control, demo, explain, migrate, simulate, task
@@ -13,6 +17,36 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+
+
+@app.callback()
+def _options(
+    ctx: typer.Context,
+    env_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--env-file",
+            help="Env file with the settings' variables (else $ORCHESTRATOR_ENV_FILE, else ~/.orchestrator.env "
+            "when it exists); the process environment wins over it.",
+        ),
+    ] = None,
+) -> None:
+    """Keeps the right number of GPU pods alive for a Postgres task queue, and says why."""
+    from config.loader import ENV_FILE_VAR
+
+    if env_file is None:
+        return
+    previous = os.environ.get(ENV_FILE_VAR)
+    os.environ[ENV_FILE_VAR] = str(env_file)  # every command's load_settings reads it from here
+
+    def restore() -> None:  # for callers in the same process (tests): the option lasts one command
+        if previous is None:
+            os.environ.pop(ENV_FILE_VAR, None)
+        else:
+            os.environ[ENV_FILE_VAR] = previous
+
+    ctx.call_on_close(restore)
+
 
 config_app = typer.Typer(help="Inspect and validate configuration.", no_args_is_help=True)
 config_app.command("check")(configcheck.check)
