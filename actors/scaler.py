@@ -65,6 +65,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import dataclasses
+import functools
 import logging
 import os
 import secrets
@@ -166,6 +167,7 @@ class _Cycle:
     timings: dict[str, float] = dataclasses.field(default_factory=dict)
     errors: dict[str, str] = dataclasses.field(default_factory=dict)
     skipped: dict[str, str] = dataclasses.field(default_factory=dict)
+    malformed: dict[str, str] = dataclasses.field(default_factory=dict)  # worker id -> what is wrong
 
 
 class Scaler:
@@ -366,6 +368,7 @@ class Scaler:
             "phase_s": {k: round(v, 6) for k, v in cycle.timings.items()},
             "phase_errors": cycle.errors,
             "phase_skipped": cycle.skipped,
+            "malformed_rows": cycle.malformed,
             "spawned": cycle.spawned,
             "drained": cycle.drained,
         }
@@ -458,7 +461,7 @@ class Scaler:
     def _phase_sync(self, cycle: _Cycle) -> None:
         """Passive: rows, demand, the database clock, and the reconcile plan when the pods are known.
         Changes nothing: every act is in the act phase."""
-        rows = self._store.list_workers()
+        rows = self._store.list_workers(on_malformed=functools.partial(self._malformed_row, cycle))
         # Demand for the task types this fleet's workers claim (worker.task_types; empty: all). The
         # reigh worker claims by the app's run type (queue.run_type), which its demand already uses.
         served = self._settings.worker.task_types if self._settings.queue.profile is QueueProfile.NATIVE else None
@@ -468,13 +471,20 @@ class Scaler:
         if cycle.pods is None:
             cycle.skipped["reconcile"] = "skipped: the provider's pods are unknown this cycle (the pods phase failed)"
             return
-        live = {r.id: r.pod_id for r in rows}
+        # A malformed row is still a live worker to the reconcile (its pod is no orphan), pod unknown.
+        live: dict[str, str | None] = {**dict.fromkeys(cycle.malformed), **{r.id: r.pod_id for r in rows}}
         known = {p.name for p in cycle.pods if p.name not in live and self._store.get_worker(p.name) is not None}
         cycle.plan = supervision.reconcile(
             [(p.id, p.name) for p in cycle.pods], live.items(), known, self._settings.provider.orphan_pod_policy
         )
         if cycle.plan.pods_missing:
             logger.info("pods not listed by the provider for %s; their lifecycles confirm", cycle.plan.pods_missing)
+
+    def _malformed_row(self, cycle: _Cycle, worker_id: str, error: str) -> None:
+        """One row that does not parse is left out of this cycle (and said so), never the whole list."""
+        _telemetry.record_error("scaler", "malformed_worker_row")
+        logger.warning("worker row %s is malformed (%s); left out of cycle %d", worker_id, error, cycle.number)
+        cycle.malformed[worker_id] = error
 
     def _phase_decide(self, cycle: _Cycle) -> None:
         if cycle.rows is None or cycle.snapshot is None or cycle.now is None or self._lease is None:

@@ -334,6 +334,8 @@ def scaler_lines(scaler: dict[str, Any], now: float) -> list[str]:
             lines.append(f"[red]phase {phase} failed[/] in the last cycle: {error}")
     for what, why in (scaler.get("phase_skipped") or {}).items():
         lines.append(f"[yellow]{what}[/] {why}")
+    for worker_id, error in (scaler.get("malformed_rows") or {}).items():
+        lines.append(f"[red]worker row {worker_id} is malformed[/] ({error}): left out of the last cycle")
     for pod, retry in (scaler.get("pod_retries") or {}).items():
         lines.append(
             f"[red]terminate of pod {pod} failing[/]: {retry.get('attempts')} attempt(s), "

@@ -12,6 +12,7 @@ lease and a fenced write needs no lease name.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, Protocol, runtime_checkable
@@ -301,7 +302,12 @@ class Store(Protocol):
 
     def get_worker(self, worker_id: str) -> WorkerRow | None: ...
 
-    def list_workers(self, include_terminated: bool = False) -> list[WorkerRow]: ...
+    def list_workers(
+        self, include_terminated: bool = False, *, on_malformed: Callable[[str, str], None] | None = None
+    ) -> list[WorkerRow]:
+        """Live worker rows (and terminated ones when asked). With `on_malformed`, a row that does not
+        parse is handed to it as (worker id, what is wrong) and left out, instead of failing the list."""
+        ...
 
     def set_worker_pod(
         self, worker_id: str, pod_id: str, gpu_type: str | None, metadata: dict[str, Any] | None = None

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import random
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from pydantic import TypeAdapter
+from pydantic import TypeAdapter, ValidationError
 
 from fleet.models import DemandSnapshot, WorkerState
 from store.base import (
@@ -167,9 +168,21 @@ class RpcStore(ABC):
         data = self._call("get_worker", {"p_worker_id": worker_id}, safe=True)
         return None if data is None else WorkerRow.model_validate(data)
 
-    def list_workers(self, include_terminated: bool = False) -> list[WorkerRow]:
+    def list_workers(
+        self, include_terminated: bool = False, *, on_malformed: Callable[[str, str], None] | None = None
+    ) -> list[WorkerRow]:
         data = self._call("list_workers", {"p_include_terminated": include_terminated}, safe=True)
-        return _WORKERS.validate_python(data)
+        if on_malformed is None:
+            return _WORKERS.validate_python(data)
+        rows: list[WorkerRow] = []
+        for item in data or []:
+            try:
+                rows.append(WorkerRow.model_validate(item))
+            except ValidationError as exc:
+                worker_id = str(item.get("id")) if isinstance(item, dict) else repr(item)[:80]
+                problems = [f"{'.'.join(str(x) for x in e['loc'])}: {e['msg']}" for e in exc.errors()]
+                on_malformed(worker_id, "; ".join(problems) or str(exc))
+        return rows
 
     def set_worker_pod(
         self, worker_id: str, pod_id: str, gpu_type: str | None, metadata: dict[str, Any] | None = None

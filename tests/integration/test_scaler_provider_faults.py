@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 from pydantic import SecretStr
 
@@ -188,6 +189,31 @@ def test_two_pods_with_one_workers_name_the_extra_one_is_terminated(
         assert api.pods[worker.pod_id or ""].desired != "TERMINATED", "the recorded pod stays"
         notes = _notes(store, worker.id, "duplicate_pod")
         assert len(notes) == 1 and extra in notes[0].reason and (worker.pod_id or "") in notes[0].reason
+    finally:
+        scaler.stop()
+        lifecycles.stop_all()
+
+
+def test_one_malformed_worker_row_leaves_the_cycle_its_input(
+    database_url: str, tmp_path: Path, api: FakeRunPodApi, store: PostgresStore
+) -> None:
+    settings = _runpod_settings(database_url, tmp_path, api)
+    bad = "gpu-20250101_000000-0badf00d"
+    store.create_worker(bad, reason="scale_up: a row a bug will break")
+    api.add_pod(bad)  # its pod: neither an orphan nor a duplicate while the row cannot be read
+    with psycopg.connect(database_url, autocommit=True) as conn:  # a bug elsewhere wrote an array
+        conn.execute("UPDATE orchestrator.workers SET metadata = '[1]'::jsonb WHERE id = %s", (bad,))
+    store.insert_tasks([NewTask(task_type="travel_segment", user_id="u1", params={"duration_s": 1})])
+    lifecycles = InProcessLifecycles(settings)
+    scaler = Scaler(settings, holder="test/malformed", lifecycles=lifecycles, start=False)
+    try:
+        report = scaler.step()
+        assert report["phase_errors"] == {}, report
+        assert bad in report["malformed_rows"] and "metadata" in report["malformed_rows"][bad]
+        assert len(report["spawned"]) == 1, report  # decide and act had their input
+        text = "\n".join(control.scaler_lines(scaler.status(), time.time()))
+        assert f"worker row {bad} is malformed" in text, text
+        assert api.pods and all(p.desired != "TERMINATED" for p in api.pods.values())
     finally:
         scaler.stop()
         lifecycles.stop_all()
