@@ -8,8 +8,12 @@ given: the Scaler's WorkerLifecycle directory (`lifecycle_directory`) and its Lo
 from __future__ import annotations
 
 import functools
+import logging
+import signal
 import socket
+import threading
 from collections.abc import Callable
+from types import FrameType
 from typing import Any, TypeVar, cast
 
 import ray
@@ -23,6 +27,8 @@ from config.settings import OrchestratorSettings
 from telemetry import shipper_health
 
 _F = TypeVar("_F", bound=Callable[..., Any])
+
+logger = logging.getLogger(__name__)
 
 
 def _in_group(group: str) -> Callable[[_F], _F]:
@@ -51,6 +57,7 @@ class Scaler(_scaler.Scaler):
             shipper_probe=functools.partial(probe_log_shipper_once, settings) if probe_log_shipper else None,
             **kwargs,
         )
+        _stop_cleanly_on_sigterm(self)
 
     @_in_group("health")
     def status(self) -> dict[str, Any]:
@@ -63,6 +70,28 @@ class Scaler(_scaler.Scaler):
     @_in_group("health")
     def pid(self) -> int:
         return super().pid()
+
+
+def _stop_cleanly_on_sigterm(scaler: _scaler.Scaler) -> None:
+    """SIGTERM of the Scaler's process (`ray stop`, a node shutting down, a `kill`) is a clean stop:
+    the Scaler stops (lease given up, the stop recorded for `explain`), then Ray's own handler exits.
+
+    Ray runs an actor's `__init__` on its process's main thread, where handlers are installed; Ray's
+    handler (SystemExit) is kept and called after ours.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        logger.warning("the Scaler is not on its process's main thread: a SIGTERM will not be recorded as a stop")
+        return
+    previous = signal.getsignal(signal.SIGTERM)
+
+    def on_sigterm(signum: int, frame: FrameType | None) -> None:
+        scaler.stop("SIGTERM: the Scaler's process was asked to exit")
+        if callable(previous):
+            previous(signum, frame)
+        else:
+            raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, on_sigterm)
 
 
 class WorkerLifecycle(_lifecycle.WorkerLifecycle):

@@ -197,3 +197,36 @@ def test_explain_after_a_run_stopped_by_down_says_stopped_not_silent(
         assert data["query"]["until"] >= stop.at.isoformat()[:19]  # --since alone runs to now
     finally:
         store.close()
+
+
+@pytest.mark.ray
+def test_sigterm_of_the_scalers_process_is_recorded_as_a_stop(
+    ray_session: dict[str, Any], database_url: str, tmp_path: Path
+) -> None:
+    """`ray stop`, a node going down or a `kill` sends SIGTERM: the Scaler stops cleanly and records it,
+    and Ray restarts it (max_restarts=-1), which records a start again."""
+    import os
+    import signal
+
+    from actors import remote
+    from tests.support.fleet_harness import actor_pid, unique_name
+
+    settings = fast_settings(database_url, tmp_path)
+    store = PostgresStore(database_url, min_size=1, max_size=2)
+    name = unique_name("scaler-sigterm")
+    try:
+        begin = store.now()
+        with fleet_cleanup(settings, [name]):
+            remote.get_or_create_scaler(settings, name=name, probe_log_shipper=False)
+
+            def runs(kind: OrchestratorEventKind) -> list[Any]:
+                return [e for e in store.list_orchestrator_events(since=begin) if e.kind is kind]
+
+            wait_for(lambda: runs(OrchestratorEventKind.STARTED), 60, "the Scaler leads and records its start")
+            pid = wait_for(lambda: actor_pid(name), 30, "the Scaler's pid")
+            os.kill(pid, signal.SIGTERM)
+            (stop,) = wait_for(lambda: runs(OrchestratorEventKind.STOPPED), 60, "the stop recorded")
+            assert stop.reason.startswith("SIGTERM")
+            wait_for(lambda: len(runs(OrchestratorEventKind.STARTED)) >= 2, 60, "restarted by Ray, it starts again")
+    finally:
+        store.close()
