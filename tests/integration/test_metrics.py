@@ -35,6 +35,7 @@ def test_orchestrator_series_are_exported(ray_session: dict[str, Any]) -> None:
             metrics.record_log_shipper_health(health, ok=True)
             metrics.record_log_shipper_stats({**health, "dropped_total": 1, "rejected": 2}, {})
             metrics.record_error("scaler", "phase_sync")
+            metrics.record_seconds_since_cycle(3.5)
 
     recorder = Recorder.remote()
     ray.get(recorder.record.remote())
@@ -52,6 +53,7 @@ def test_orchestrator_series_are_exported(ray_session: dict[str, Any]) -> None:
         "orchestrator_log_seconds_since_flush": {},
         "orchestrator_log_shipper_up": {},
         "orchestrator_errors": {"component": "scaler", "reason": "phase_sync"},
+        "orchestrator_seconds_since_cycle": {},
     }
 
     def missing(text: str) -> list[str]:
