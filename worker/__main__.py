@@ -8,6 +8,7 @@ SUPABASE_SERVICE_ROLE_KEY); everything else has a default. Environment (the pod 
   WORKER_POLL_INTERVAL_S    wait between empty claims (default 1)
   WORKER_SHUTDOWN_GRACE_S   on SIGTERM, time the held task gets (default 30)
   WORKER_TASK_TYPES         comma-separated task types to claim (default: all it has handlers for)
+  WORKER_CONCURRENCY        tasks run at once (default 1; the orchestrator sets scaling.tasks_per_worker)
   WORKER_HANDLER            handler specs, comma-separated, when no --handler is given
   WORKER_BOOT_DELAY_S       sleep before the first heartbeat (LocalProvider's simulated boot)
   WORKER_LOG_FALLBACK_FILE  JSON-lines file for logs the database refuses
@@ -92,6 +93,14 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         log.error("bad --handler: %s", exc)
         return 2
     task_types = [t.strip() for t in environ.get("WORKER_TASK_TYPES", "").split(",") if t.strip()] or None
+    try:
+        concurrency = int(environ.get("WORKER_CONCURRENCY", "").strip() or 1)
+    except ValueError:
+        log.error("WORKER_CONCURRENCY must be a whole number, got %r", environ.get("WORKER_CONCURRENCY"))
+        return 2
+    if concurrency < 1:
+        log.error("WORKER_CONCURRENCY must be at least 1, got %d", concurrency)
+        return 2
 
     boot_delay = _float(environ, "WORKER_BOOT_DELAY_S", 0.0) or 0.0
     if boot_delay > 0:
@@ -132,6 +141,7 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
             traceparent=environ.get("TRACEPARENT") or None,
             stop_heartbeat_after_s=_float(environ, "WORKER_FAULT_STOP_HEARTBEAT_AFTER_S", None),
             install_signal_handlers=True,
+            concurrency=concurrency,
         )
     except Exception:
         log.exception("worker %s failed", args.worker_id)

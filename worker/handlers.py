@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import importlib
 import logging
+import os
+import sys
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -21,6 +23,7 @@ from typing import Any
 from store.base import TaskRow
 
 __all__ = [
+    "OOM_KILLED_EXIT_CODE",
     "Handler",
     "HandlerRegistry",
     "TaskCancelled",
@@ -46,8 +49,26 @@ class TaskCancelled(Exception):
     """Raised by a handler that gave up because `ctx.cancelled` was set."""
 
 
+# The exit status of a process the kernel's OOM killer ended (128 + SIGKILL), as a shell reports it.
+OOM_KILLED_EXIT_CODE = 137
+
+
 def demo_handler(task: TaskRow, ctx: TaskContext) -> dict[str, Any]:
-    """The shipped demo: sleeps `params.duration_s` (default 1), fails when `params.fail` is true."""
+    """The shipped demo: sleeps `params.duration_s` (default 1), fails when `params.fail` is true.
+
+    `params.exit_pod: true` ends the whole worker process at once (`os._exit`, no cleanup, no
+    `fail_task`), as an out-of-memory kill or a segfault would: a poison task for demos and tests.
+    The pod's process is gone with the task In Progress; the orchestrator counts that loss against
+    the task (see `requeue_worker_tasks`), not against the fleet.
+    """
+    if task.params.get("exit_pod") is True:
+        print(
+            f"worker {ctx.worker_id}: task {task.id} has exit_pod: the process exits now "
+            f"(status {OOM_KILLED_EXIT_CODE}, as an OOM kill)",
+            file=sys.stderr,
+            flush=True,
+        )
+        os._exit(OOM_KILLED_EXIT_CODE)
     duration = float(task.params.get("duration_s", 1.0))
     ctx.logger.info("demo task %s (%s): working for %.2fs", task.id, task.task_type, duration)
     if ctx.cancelled.wait(duration):

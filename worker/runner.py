@@ -4,13 +4,19 @@ Rules (the pod contract; see the README):
 - Heartbeat every `heartbeat_interval_s` through `worker_heartbeat`, from its own thread, so a
   long task never makes the worker look dead. The answer is the status the orchestrator set.
 - Claim only through `claim_next_task` (the database decides: active workers, dependencies,
-  per-user limits, SKIP LOCKED). One task at a time.
+  per-user limits, SKIP LOCKED). At most `concurrency` tasks at once (`WORKER_CONCURRENCY`, which
+  the orchestrator sets to `scaling.tasks_per_worker`, the number its policy sizes the fleet by).
 - `draining`: claim nothing more, finish the task held (no time limit: the orchestrator's drain
   timeout governs), exit 0.
 - `terminating` / `terminated` / `error`, or no row at all: claim nothing more, give the task held
   `shutdown_grace_s`, fail it back to the queue if it is still running, exit 3.
 - SIGTERM (or `stop()`): the same, but exit 0. A task is never left In Progress by a worker that
   exits on its own: it is completed, or failed (requeued, or Failed past max attempts).
+- A `complete_task` / `fail_task` that fails is tried again, with exponential backoff and full
+  jitter, until it succeeds; only a worker that is stopping gives up, once its shutdown grace is
+  over (its pod is then about to go, and the orchestrator requeues what it held). One failed call
+  never strands a task In Progress on a live worker. A repeat whose first try did commit (its
+  answer was lost) finds the task already out of In Progress; the task row says what happened.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ import contextvars
 import enum
 import logging
 import os
+import random
 import shutil
 import signal
 import socket
@@ -30,7 +37,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fleet.models import WorkerState
-from store.base import Store, TaskRow
+from store.base import DatabaseUnavailable, Store, StoreError, TaskRow, TaskStatus
 from telemetry import metrics
 from worker import tracing
 from worker.handlers import Handler, HandlerRegistry, TaskContext
@@ -41,6 +48,19 @@ __all__ = ["ExitCode", "WorkerRunner", "query_vram", "run_worker"]
 logger = logging.getLogger("worker")
 
 _STOP_STATES = frozenset({WorkerState.TERMINATING, WorkerState.TERMINATED, WorkerState.ERROR})
+
+# Reporting a task's end (complete_task / fail_task) is retried with exponential backoff and full
+# jitter: waits uniform in [0, min(cap, base * 2^n)]. The cap keeps a worker that waited out a long
+# outage from sleeping long after the database is back; the jitter keeps a fleet of workers that
+# lost the database together from hammering it together when it returns.
+REPORT_BACKOFF_BASE_S = 0.2
+REPORT_BACKOFF_CAP_S = 10.0
+# A StoreError that is not DatabaseUnavailable is the database's own answer (it refused the call).
+# It may still be passing (a statement timeout), so it is tried this many times before the worker
+# changes what it reports: a refused result becomes a failed attempt, a refused error text a plain one.
+REPORT_REFUSALS_TOLERATED = 3
+# Postgres text cannot hold NUL, and an error message is for people: longer texts are cut.
+MAX_ERROR_CHARS = 4000
 
 
 class ExitCode(enum.IntEnum):
@@ -91,6 +111,7 @@ class WorkerRunner:
     traceparent: str | None = None
     stop_heartbeat_after_s: float | None = None  # failure injection: go silent after this long
     vram_probe: Callable[[], dict[str, Any] | None] = query_vram
+    concurrency: int = 1  # tasks run at once (WORKER_CONCURRENCY = scaling.tasks_per_worker)
     # --- state, shared between the main loop and the heartbeat thread ---
     status: WorkerState | None = field(default=None, init=False)
     tasks_done: int = field(default=0, init=False)
@@ -102,7 +123,10 @@ class WorkerRunner:
         self._stop_reason = ""
         self._started = time.monotonic()
         self._heartbeats = 0
-        self._current: TaskRow | None = None
+        self._done_lock = threading.Lock()  # tasks_done is counted by every task slot
+        self._fatal: BaseException | None = None  # an unexpected error in a task slot
+        if self.concurrency < 1:
+            raise ValueError(f"concurrency must be at least 1, got {self.concurrency}")
 
     # --- control -----------------------------------------------------------------------------
 
@@ -167,11 +191,12 @@ class WorkerRunner:
 
     def run(self) -> ExitCode:
         logger.info(
-            "worker %s starting (boot delay %.1fs, heartbeat every %.1fs, task types %s)",
+            "worker %s starting (boot delay %.1fs, heartbeat every %.1fs, task types %s, %d task(s) at once)",
             self.worker_id,
             self.boot_delay_s,
             self.heartbeat_interval_s,
             self.task_types or "all",
+            self.concurrency,
         )
         if self.boot_delay_s > 0 and self._stop.wait(self.boot_delay_s):
             logger.info("stopped while booting")
@@ -180,20 +205,40 @@ class WorkerRunner:
         done = threading.Event()
         beat = threading.Thread(target=self._heartbeat_loop, args=(done,), name="worker-heartbeat", daemon=True)
         beat.start()
+        slots: list[threading.Thread] = []
         try:
             while not self._should_stop_claiming():
-                task = self._claim()
+                slots = [slot for slot in slots if slot.is_alive()]
+                task = self._claim() if len(slots) < self.concurrency else None
                 if task is None:
-                    self._wake.wait(self.poll_interval_s)
+                    self._wake.wait(self.poll_interval_s)  # a finished task or a stop cuts it short
                     self._wake.clear()
                     continue
-                self._run_task(task)
+                slot = threading.Thread(target=self._slot, args=(task,), name=f"slot-{task.id[:8]}", daemon=True)
+                slots.append(slot)
+                slot.start()
+            for slot in slots:  # each held task finishes, or is failed back once its grace is over
+                slot.join()
         finally:
             done.set()
         logger.info("worker %s exits: %s (%d task(s) done)", self.worker_id, self._stop_reason, self.tasks_done)
+        if self._fatal is not None:
+            return ExitCode.FATAL
         if self._told is not None and self._told in _STOP_STATES:
             return ExitCode.TOLD_TO_STOP
         return ExitCode.OK
+
+    def _slot(self, task: TaskRow) -> None:
+        """Run one task in a slot of its own; a freed slot wakes the claim loop."""
+        try:
+            self._run_task(task)
+        except Exception as exc:  # a bug of the worker itself: stop claiming, exit FATAL
+            metrics.record_error("worker", "task_slot")
+            logger.exception("task slot of %s failed", task.id)
+            self._fatal = exc
+            self.stop(f"unexpected error running task {task.id}: {type(exc).__name__}")
+        finally:
+            self._wake.set()
 
     def _claim(self) -> TaskRow | None:
         try:
@@ -223,7 +268,8 @@ class WorkerRunner:
                 span.set_attribute("task.outcome", outcome)
         finally:
             CURRENT_TASK_ID.reset(token)
-            self.tasks_done += 1
+            with self._done_lock:
+                self.tasks_done += 1
 
     def _execute(self, task: TaskRow, handler: Handler) -> str:
         ctx = TaskContext(worker_id=self.worker_id, task_id=task.id)
@@ -259,29 +305,101 @@ class WorkerRunner:
             logger.warning("task %s failed: %s: %s", task.id, type(exc).__name__, exc)
             return "failed"
         result = box.get("result")
+        return self._complete(task, result if isinstance(result, dict) else None)
+
+    # --- reporting a task's end: never given up on a live worker ----------------------------
+
+    def _report_deadline(self, deadline: float | None) -> float | None:
+        """Retries go on while the worker lives; a stopping worker gets its shutdown grace, no more."""
+        if deadline is None and self._grace_applies():
+            return time.monotonic() + self.shutdown_grace_s
+        return deadline
+
+    def _backoff(self, attempt: int, deadline: float | None) -> bool:
+        """Wait before retry `attempt` (1, 2, ...); False when the stopping worker's grace is over."""
+        wait = random.uniform(0, min(REPORT_BACKOFF_CAP_S, REPORT_BACKOFF_BASE_S * 2 ** (attempt - 1)))
+        if deadline is not None:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            wait = min(wait, left)
+        time.sleep(wait)
+        return True
+
+    def _complete(self, task: TaskRow, result: dict[str, Any] | None) -> str:
+        """`complete_task` until it answers; a result the database keeps refusing fails the task instead."""
+        deadline: float | None = None
+        refusals = 0
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                ok = self.store.complete_task(task.id, self.worker_id, result)
+            except Exception as exc:
+                metrics.record_error("worker", "complete_task")
+                refused = isinstance(exc, StoreError) and not isinstance(exc, DatabaseUnavailable)
+                refusals += int(refused)
+                logger.warning("complete_task(%s) attempt %d failed: %s: %s", task.id, attempt, type(exc).__name__, exc)
+                if refusals >= REPORT_REFUSALS_TOLERATED:
+                    self._fail(task, f"the database refused the task's result: {type(exc).__name__}: {exc}")
+                    return "result_refused"
+                deadline = self._report_deadline(deadline)
+                if not self._backoff(attempt, deadline):
+                    logger.error(
+                        "gave up completing task %s: the worker is stopping; the orchestrator requeues it "
+                        "once this pod is gone",
+                        task.id,
+                    )
+                    return "complete_failed"
+                continue
+            if ok:
+                logger.info("completed task %s", task.id)
+                return "completed"
+            if attempt > 1 and self._is_done_by_me(task.id, TaskStatus.COMPLETE):
+                logger.info("completed task %s (an earlier try committed; its answer was lost)", task.id)
+                return "completed"
+            logger.warning("task %s was no longer ours to complete (requeued by the orchestrator?)", task.id)
+            return "lost"
+
+    def _is_done_by_me(self, task_id: str, status: str) -> bool:
         try:
-            ok = self.store.complete_task(task.id, self.worker_id, result if isinstance(result, dict) else None)
-        except Exception:
-            metrics.record_error("worker", "complete_task")
-            logger.exception("complete_task(%s) failed; the orchestrator will requeue it", task.id)
-            return "complete_failed"
-        if ok:
-            logger.info("completed task %s", task.id)
-            return "completed"
-        logger.warning("task %s was no longer ours to complete (requeued by the orchestrator?)", task.id)
-        return "lost"
+            row = self.store.get_task(task_id)
+        except Exception as exc:  # only for the log line: the task's fate is in its row either way
+            metrics.record_error("worker", "get_task")
+            logger.warning("get_task(%s) failed: %s: %s", task_id, type(exc).__name__, exc)
+            return False
+        return row is not None and row.status == status and row.worker_id == self.worker_id
 
     def _fail(self, task: TaskRow, error: str) -> None:
-        for attempt in range(3):
+        """`fail_task` until it answers (the task goes back to the queue, or Failed past max attempts)."""
+        error = error.replace("\x00", "")[:MAX_ERROR_CHARS]
+        deadline: float | None = None
+        refusals = 0
+        attempt = 0
+        while True:
+            attempt += 1
             try:
                 status = self.store.fail_task(task.id, self.worker_id, error)
-                logger.info("task %s failed back to the queue: now %s (%s)", task.id, status, error)
-                return
             except Exception as exc:
                 metrics.record_error("worker", "fail_task")
-                logger.warning("fail_task(%s) attempt %d: %s: %s", task.id, attempt + 1, type(exc).__name__, exc)
-                time.sleep(0.2 * (attempt + 1))
-        logger.error("could not fail task %s; the orchestrator will requeue it when this worker is gone", task.id)
+                refusals += int(isinstance(exc, StoreError) and not isinstance(exc, DatabaseUnavailable))
+                logger.warning("fail_task(%s) attempt %d failed: %s: %s", task.id, attempt, type(exc).__name__, exc)
+                if refusals == REPORT_REFUSALS_TOLERATED:
+                    error = f"the task failed; the database refused its error text ({type(exc).__name__})"
+                deadline = self._report_deadline(deadline)
+                if not self._backoff(attempt, deadline):
+                    logger.error(
+                        "could not fail task %s before the worker stopped; the orchestrator requeues it once "
+                        "this pod is gone",
+                        task.id,
+                    )
+                    return
+                continue
+            if status is None and attempt > 1:
+                logger.info("task %s was already out of In Progress (an earlier try committed?)", task.id)
+            else:
+                logger.info("task %s failed back to the queue: now %s (%s)", task.id, status, error)
+            return
 
 
 def run_worker(
@@ -299,6 +417,7 @@ def run_worker(
     install_signal_handlers: bool = False,
     vram_probe: Callable[[], dict[str, Any] | None] = query_vram,
     on_start: Callable[[WorkerRunner], None] | None = None,
+    concurrency: int = 1,
 ) -> ExitCode:
     """Run a worker until it drains, is told to stop, or gets SIGTERM; returns the exit code.
 
@@ -318,6 +437,7 @@ def run_worker(
         traceparent=traceparent,
         stop_heartbeat_after_s=stop_heartbeat_after_s,
         vram_probe=vram_probe,
+        concurrency=concurrency,
     )
     if install_signal_handlers:
         for sig in (signal.SIGTERM, signal.SIGINT):
