@@ -19,12 +19,13 @@ import pytest
 from actors.scaler import Scaler
 from store.base import DecisionRecord, StaleEpoch
 from store.postgres import PostgresStore
+from store.rpc import RpcStore
 from tests.support.fleet_harness import fast_settings
 from tests.support.polling import wait_for
 
 
 @pytest.fixture
-def store(database_url: str) -> Iterator[PostgresStore]:
+def pg(database_url: str) -> Iterator[PostgresStore]:
     s = PostgresStore(database_url, min_size=1, max_size=4, application_name="fenced-writer")
     yield s
     s.close()
@@ -59,7 +60,8 @@ def _decision(epoch: int) -> DecisionRecord:
     )
 
 
-def test_a_fenced_write_that_meets_a_takeover_in_flight_is_refused(store: PostgresStore, database_url: str) -> None:
+def test_a_fenced_write_that_meets_a_takeover_in_flight_is_refused(pg: PostgresStore, database_url: str) -> None:
+    store = pg
     a = store.acquire_leader_lease("scaler", "a", 30)
     store.release_leader_lease("scaler", "a", a.epoch)  # A's lease lapses; B may take it
     with psycopg.connect(database_url, application_name="taker") as taker:
@@ -77,7 +79,8 @@ def test_a_fenced_write_that_meets_a_takeover_in_flight_is_refused(store: Postgr
     assert b is not None and b.holder == "b" and b.epoch > a.epoch
 
 
-def test_a_takeover_waits_for_a_fenced_write_already_past_its_check(store: PostgresStore, database_url: str) -> None:
+def test_a_takeover_waits_for_a_fenced_write_already_past_its_check(pg: PostgresStore, database_url: str) -> None:
+    store = pg
     a = store.acquire_leader_lease("scaler", "a", 30)
     store.release_leader_lease("scaler", "a", a.epoch)
     b_store = PostgresStore(database_url, min_size=1, max_size=1, application_name="taker")
@@ -102,9 +105,8 @@ def test_a_takeover_waits_for_a_fenced_write_already_past_its_check(store: Postg
         b_store.close()
 
 
-def test_a_restarted_scaler_is_a_new_holder_with_a_new_epoch_and_fences_its_predecessor(
-    store: PostgresStore,
-) -> None:
+def test_a_restarted_scaler_is_a_new_holder_with_a_new_epoch_and_fences_its_predecessor(store: RpcStore) -> None:
+    # `store`: once over Postgres, once over the Supabase REST store (tests/integration/conftest.py).
     first = store.acquire_leader_lease("scaler", "host/gcs/scaler#0001", 30, successor_of="host/gcs/scaler")
     # The same actor restarted by Ray (its predecessor may live on, partitioned): it takes over at
     # once, under its own identity and a new epoch.
