@@ -184,6 +184,7 @@ class Scaler:
         provider_factory: ProviderFactory | None = None,
         shipper_probe: Callable[[], object] | None = None,
         pause_after_decide_s: float = 0.0,
+        stuck_after_s: float | None = None,
         start: bool = True,
     ) -> None:
         self.name = name
@@ -203,6 +204,8 @@ class Scaler:
         # Test knob: sleep this long after a decision that changes something is persisted and
         # before it is carried out, so a test can SIGKILL the Scaler "right after deciding".
         self._pause_after_decide_s = pause_after_decide_s
+        # No completed cycle for this long is "stuck" in health(); None: supervision.stuck_after_s.
+        self._stuck_after_s = stuck_after_s
         self._lease: store_base.Lease | None = None  # ours, while we lead
         self._seen_lease: store_base.Lease | None = None  # whoever leads, as last read
         self._history = FleetHistory()
@@ -313,7 +316,9 @@ class Scaler:
             last_error=error[0] if error is not None else None,
             last_error_at=error[1] if error is not None else None,
         )
-        return supervision.loop_health(facts, time.time(), interval_s=self._config.cycle_interval_s)
+        return supervision.loop_health(
+            facts, time.time(), interval_s=self._config.cycle_interval_s, stuck_after=self._stuck_after_s
+        )
 
     def _pod_retry_report(self) -> dict[str, Any]:
         retries = dict(self._pod_retries)

@@ -270,8 +270,9 @@ def stuck_after_s(interval_s: float) -> float:
     return max(3 * interval_s, 30.0)
 
 
-def loop_health(facts: LoopFacts, now: float, *, interval_s: float) -> dict[str, Any]:
-    """Facts plus a verdict and one plain sentence saying why (JSON-ready)."""
+def loop_health(facts: LoopFacts, now: float, *, interval_s: float, stuck_after: float | None = None) -> dict[str, Any]:
+    """Facts plus a verdict and one plain sentence saying why (JSON-ready). `stuck_after` overrides
+    `stuck_after_s(interval_s)`."""
     since = facts.last_completed_at if facts.last_completed_at is not None else facts.started_at
     age = max(0.0, now - since)
     failing = {phase: n for phase, n in facts.consecutive_failures.items() if n > 0}
@@ -282,7 +283,7 @@ def loop_health(facts: LoopFacts, now: float, *, interval_s: float) -> dict[str,
     if not facts.loop_alive:
         verdict = LoopVerdict.STOPPED
         summary = f"the {unit} loop is not running"
-    elif age > stuck_after_s(interval_s):
+    elif age > (stuck_after if stuck_after is not None else stuck_after_s(interval_s)):
         verdict = LoopVerdict.STUCK
         done = (
             f"no {unit} completed for {age:.0f}s"

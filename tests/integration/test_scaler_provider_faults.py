@@ -217,3 +217,33 @@ def test_one_malformed_worker_row_leaves_the_cycle_its_input(
     finally:
         scaler.stop()
         lifecycles.stop_all()
+
+
+class _HangingLifecycles(InProcessLifecycles):
+    """A directory whose `ensure` hangs until released, as a Ray call that never answers would."""
+
+    def __init__(self, settings: OrchestratorSettings) -> None:
+        super().__init__(settings)
+        self.release = threading.Event()
+
+    def ensure(self, worker_id: str) -> None:
+        self.release.wait(60)
+
+
+def test_a_cycle_that_hangs_is_called_stuck_with_its_phase_and_recovers(
+    database_url: str, tmp_path: Path, api: FakeRunPodApi, store: PostgresStore
+) -> None:
+    settings = _runpod_settings(database_url, tmp_path, api)
+    store.create_worker("gpu-20250101_000000-00000001", reason="scale_up: a live worker whose lifecycle hangs")
+    lifecycles = _HangingLifecycles(settings)
+    scaler = Scaler(settings, holder="test/stuck", lifecycles=lifecycles, stuck_after_s=2.0)
+    try:
+        health = wait_for(lambda: (h := scaler.health())["verdict"] == "stuck" and h, 15, "the loop is called stuck")
+        assert not health["ok"] and "in phase act" in health["summary"], health
+        text = "\n".join(control.scaler_lines(scaler.status(), time.time()))
+        assert "STUCK" in text and "in phase act" in text, text
+        lifecycles.release.set()
+        wait_for(lambda: scaler.health()["ok"], 15, "health recovers once the call answers")
+    finally:
+        lifecycles.release.set()
+        scaler.stop()
