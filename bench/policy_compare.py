@@ -1,10 +1,14 @@
-"""Compare the default policy with the `seed` and `keda` baselines on every shipped trace.
+"""Compare the default policy with the baselines and the clairvoyant references on every trace.
 
-    .venv/bin/python bench/policy_compare.py [--seeds 3] [--plot docs/policy-bursty.png]
+    .venv/bin/python bench/policy_compare.py [--seeds 3] [--traces DIR] [--plot docs/policy-bursty.png]
 
 Prints a markdown table (figures are means over the seeds; each seed draws other boot times and
-failures) and, for the default policy, whether it beats each baseline on billed/busy at an equal
-or better p95 queue wait. Saves one plot of the default policy on the bursty trace.
+failures): per trace, each policy (`sim.baselines`) and reference (`sim.oracle`: `oracle`, the
+clairvoyant zero-wait plan; `oracle-p95`, a clairvoyant plan allowed the anchor's p95 wait; `bound`,
+the lower bound at the least wait) with billed/busy, waits and the fraction of the anchor's gap to
+each reference it closes (`sim.compare`), and, for the default policy, whether it beats each
+baseline on billed/busy at an equal or better p95 queue wait. `--traces DIR` runs every CSV of
+DIR instead of the shipped traces. Saves one plot of the default policy on the bursty trace.
 """
 
 from __future__ import annotations
@@ -18,14 +22,17 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from orchestrator import simulate as simulate_cli  # noqa: E402
-from sim import engine  # noqa: E402
+from sim import compare, engine  # noqa: E402
 from sim import trace as sim_trace  # noqa: E402
-from sim.baselines import make_policy  # noqa: E402
+from sim.baselines import POLICY_NAMES, make_policy  # noqa: E402
 
 TRACES = ["steady", "bursty", "diurnal", "many-users", "incident-evening"]
-POLICIES = ["default", "seed", "keda"]
+POLICIES = list(POLICY_NAMES)
+REFERENCES = ["oracle", "oracle-p95", "bound"]
 COLUMNS = [
     ("billed_per_busy", "billed/busy", 2),
+    ("gap_closed", "gap closed (oracle)", 2),
+    ("gap_closed_p95", "gap closed (oracle-p95)", 2),
     ("wait_p50_s", "wait p50 s", 0),
     ("wait_p95_s", "wait p95 s", 0),
     ("wait_p99_s", "wait p99 s", 0),
@@ -38,20 +45,21 @@ COLUMNS = [
 ]
 
 
-def run_all(seeds: int) -> dict[tuple[str, str], dict[str, float]]:
+def run_all(seeds: int, paths: dict[str, Path]) -> dict[tuple[str, str], dict[str, float]]:
     out: dict[tuple[str, str], dict[str, float]] = {}
-    for trace in TRACES:
-        tasks = sim_trace.load_trace(ROOT / "bench" / "traces" / f"{trace}.csv")
-        for name in POLICIES:
-            runs = [
-                engine.simulate(tasks, make_policy(name), engine.sim_scaling(), engine.SimParams(seed=s)).figures
-                for s in range(seeds)
-            ]
-            out[trace, name] = {k: mean(float(r[k]) for r in runs) for k in runs[0]}
+    names = POLICIES + REFERENCES
+    for trace, path in paths.items():
+        tasks = sim_trace.load_trace(path)
+        runs = [compare.compare(tasks, engine.sim_scaling(), engine.SimParams(seed=s), names) for s in range(seeds)]
+        for name in names:
+            keys = set.intersection(*(set(r[name]) for r in runs))
+            out[trace, name] = {k: mean(float(r[name][k]) for r in runs) for k in keys}
     return out
 
 
-def _fmt(value: float, digits: int | None) -> str:
+def _fmt(value: float | None, digits: int | None) -> str:
+    if value is None:
+        return ""
     if digits is None:
         return f"{value / 3600:.1f}"
     return f"{value:.{digits}f}"
@@ -68,20 +76,21 @@ def verdict(results: dict[tuple[str, str], dict[str, float]], trace: str, baseli
     )
 
 
-def table(results: dict[tuple[str, str], dict[str, float]], seeds: int) -> str:
+def table(results: dict[tuple[str, str], dict[str, float]], seeds: int, traces: list[str]) -> str:
     head = ["trace", "policy"] + [label for _, label, _ in COLUMNS] + ["default beats it?"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for trace in TRACES:
-        for name in POLICIES:
+    for trace in traces:
+        for name in POLICIES + REFERENCES:
             f = results[trace, name]
-            cells = [trace, name] + [_fmt(f[k], digits) for k, _, digits in COLUMNS]
-            cells.append("" if name == "default" else verdict(results, trace, name))
+            cells = [trace, name] + [_fmt(f.get(k), digits) for k, _, digits in COLUMNS]
+            cells.append("" if name == "default" or name in REFERENCES else verdict(results, trace, name))
             lines.append("| " + " | ".join(cells) + " |")
     tuned = ", ".join(f"{k}={v:g}" for k, v in engine.SIM_SCALING_OVERRIDES.items()) or "no overrides"
     lines.append("")
     lines.append(
         f"Means over {seeds} seed(s); boot uniform 56-157 s, 3% spawn errors, 3% pods that never heartbeat. "
-        f"Default policy: production ScalingSettings with {tuned}."
+        f"Default policy: production ScalingSettings with {tuned}. Gap closed: "
+        f"({compare.ANCHOR} - policy) / ({compare.ANCHOR} - reference) in billed/busy."
     )
     return "\n".join(lines)
 
@@ -90,9 +99,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--plot", type=Path, default=ROOT / "docs" / "policy-bursty.png")
+    parser.add_argument("--traces", type=Path, default=None, help="run every CSV of this folder instead")
     args = parser.parse_args()
-    results = run_all(args.seeds)
-    print(table(results, args.seeds))
+    if args.traces is not None:
+        paths = {p.stem: p for p in sorted(args.traces.glob("*.csv"))}
+    else:
+        paths = {t: ROOT / "bench" / "traces" / f"{t}.csv" for t in TRACES}
+    results = run_all(args.seeds, paths)
+    print(table(results, args.seeds, list(paths)))
     if str(args.plot):
         tasks = sim_trace.load_trace(ROOT / "bench" / "traces" / "bursty.csv")
         result = engine.simulate(tasks, make_policy("default"), engine.sim_scaling(), engine.SimParams())

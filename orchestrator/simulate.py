@@ -12,7 +12,7 @@ from typing import Annotated
 
 import typer
 
-from sim import baselines, engine, results
+from sim import baselines, compare, engine, results
 from sim import trace as sim_trace
 
 _LABELS = {
@@ -30,6 +30,8 @@ _LABELS = {
     "killed_within_2min_of_promotion": "scaled down < 2 min after promotion",
     "spawns_beyond_demand": "spawns beyond demand",
 }
+# Figures of the comparison printed under every run: per policy or reference, these three.
+_GAP_FIGURES = ("billed_per_busy", "wait_p95_s", "gap_closed", "gap_closed_p95")
 
 
 def plot(result: results.SimResult, out: Path, title: str | None = None) -> None:
@@ -72,7 +74,14 @@ def command(
     config: Annotated[
         Path | None, typer.Option("--config", help="YAML config; its `scaling` section drives the default policy.")
     ] = None,
-    policy: Annotated[str, typer.Option("--policy", help="default, seed or keda.")] = "default",
+    policy: Annotated[
+        str,
+        typer.Option(
+            "--policy",
+            help="default, seed or keda; or a clairvoyant reference: bound (zero-wait lower bound), "
+            "oracle (zero-wait plan) or oracle-p95 (plan at the default's p95 wait).",
+        ),
+    ] = "default",
     as_json: Annotated[bool, typer.Option("--json", help="Print the figures as JSON.")] = False,
     plot_to: Annotated[Path | None, typer.Option("--plot", help="Write a PNG of the run here.")] = None,
     seed: Annotated[int, typer.Option("--seed", help="Random seed of boots and failures.")] = 0,
@@ -87,10 +96,8 @@ def command(
     ),
 ) -> None:
     """Simulate a scaling policy on a trace and print billed vs busy GPU time, waits and churn."""
-    if policy not in baselines.POLICY_NAMES:
-        raise typer.BadParameter(
-            f"{policy!r}: choose one of {', '.join(baselines.POLICY_NAMES)}", param_hint="--policy"
-        )
+    if policy not in compare.NAMES:
+        raise typer.BadParameter(f"{policy!r}: choose one of {', '.join(compare.NAMES)}", param_hint="--policy")
     if config is not None:
         from config.loader import ConfigError, load_settings
 
@@ -110,14 +117,32 @@ def command(
     except (OSError, ValueError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
-    result = engine.simulate(tasks, baselines.make_policy(policy), scaling, params)
+    names = [policy, compare.ANCHOR, *compare.GAP_REFERENCES, "bound"]
+    table = compare.compare(tasks, scaling, params, list(dict.fromkeys(names)))
+    figures = table[policy]
+    gap = {name: {k: f[k] for k in _GAP_FIGURES if k in f} for name, f in table.items()}
     if plot_to is not None:
-        plot(result, plot_to, title=f"{trace.stem} / {policy}")
+        if policy not in baselines.POLICY_NAMES:
+            typer.echo(f"--plot: {policy} is a computed reference, not a run; nothing to plot", err=True)
+            raise typer.Exit(2)
+        plot(
+            engine.simulate(tasks, baselines.make_policy(policy), scaling, params),
+            plot_to,
+            title=f"{trace.stem} / {policy}",
+        )
     if as_json:
-        typer.echo(json.dumps({"trace": str(trace), "seed": seed, **result.as_dict()}, indent=2))
+        typer.echo(
+            json.dumps(
+                {"trace": str(trace), "seed": seed, "policy": policy, "figures": figures, "comparison": gap}, indent=2
+            )
+        )
         return
     typer.echo(f"trace {trace} ({len(tasks)} tasks), policy {policy}, seed {seed}")
     for key, label in _LABELS.items():
-        typer.echo(f"  {label:<38} {result.figures[key]}")
+        typer.echo(f"  {label:<38} {figures[key]}")
+    typer.echo(f"  gap closed = ({compare.ANCHOR} - policy) / ({compare.ANCHOR} - reference), in billed/busy:")
+    for name, row in gap.items():
+        closed = ", ".join(f"{k} {row[k]:.2f}" for k in ("gap_closed", "gap_closed_p95") if k in row)
+        typer.echo(f"  {name:<12} billed/busy {row['billed_per_busy']:<6} wait p95 {row['wait_p95_s']:<7} {closed}")
     if plot_to is not None:
         typer.echo(f"  plot written to {plot_to}")

@@ -20,7 +20,7 @@ import heapq
 import math
 import random
 from collections import Counter, defaultdict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -76,6 +76,35 @@ class SimParams:
         if kind == "fixed" and len(values) == 1:
             return lambda rng: values[0]
         raise ValueError(f"boot distribution {self.boot!r}: use uniform:LO:HI, lognormal:MEDIAN:SIGMA or fixed:S")
+
+    def boot_floor_s(self) -> float:
+        """The fastest boot the distribution can draw (lognormal has no floor above 0)."""
+        self.boot_sampler()  # validates the spec
+        kind, *args = self.boot.split(":")
+        if kind == "uniform":
+            return min(float(a) for a in args)
+        if kind == "fixed":
+            return float(args[0])
+        return 0.0
+
+    def spawn_draws(self) -> Iterator[tuple[float, str | None]]:
+        """The world's pods in spawn order: `(boot seconds, fault)` of the 1st, 2nd, ... spawn.
+
+        The j-th spawn of every policy gets the j-th draw (its own seeded generator, used for
+        nothing else), so a clairvoyant reference (`sim.oracle`) knows the pods a policy will get.
+        Fault is None, `spawn_error` (the provider refuses) or `no_heartbeat` (never heartbeats).
+        """
+        rng = random.Random(self.seed)
+        sample = self.boot_sampler()
+        while True:
+            boot = sample(rng)
+            roll = rng.random()
+            fault: str | None = None
+            if roll < self.spawn_error_rate:
+                fault = "spawn_error"
+            elif roll < self.spawn_error_rate + self.no_heartbeat_rate:
+                fault = "no_heartbeat"
+            yield boot, fault
 
 
 @dataclass
@@ -156,9 +185,8 @@ _Event = _Arrival | _TaskDone | _PodRunning | _SpawnError | _PodGone | _Poll | _
 class _Sim:
     def __init__(self, trace: Sequence[TraceTask], pol: Policy, config: ScalingSettings, params: SimParams) -> None:
         self.pol, self.config, self.params = pol, config, params
-        self.rng = random.Random(params.seed)
+        self.draws = params.spawn_draws()
         self.claim_rng = random.Random(params.seed + 7919)
-        self.sample_boot = params.boot_sampler()
         self.tasks = [_Task(t) for t in trace]
         self.children: dict[int, list[int]] = defaultdict(list)
         for t in trace:
@@ -179,6 +207,7 @@ class _Sim:
         self.timeline: list[dict[str, float | int]] = []
         self.waits: list[tuple[float, float]] = []
         self.reasons: list[tuple[float, str]] = []
+        self.runs: list[tuple[float, float]] = []  # (start, end) of every task run, interrupted ones too
 
     # ---- event plumbing
     def push(self, at: float, event: _Event) -> None:
@@ -250,6 +279,7 @@ class _Sim:
         if task.status != "running" or task.worker != wid or task.run_started != started:
             return  # the run was interrupted (requeued) before it finished
         self.busy_s += self.now - started
+        self.runs.append((started, self.now))
         task.status, task.done_at = "done", self.now
         self.user_running[task.spec.user_id] -= 1
         self.remaining -= 1
@@ -268,6 +298,7 @@ class _Sim:
             task = self.tasks[idx]
             if task.run_started is not None:
                 self.busy_s += self.now - task.run_started
+                self.runs.append((task.run_started, self.now))
             task.status, task.worker, task.run_started = "queued", None, None
             self.user_running[task.spec.user_id] -= 1
             self.queue.append(idx)
@@ -276,13 +307,7 @@ class _Sim:
     # ---- workers
     def _spawn(self) -> None:
         wid = f"sim-{len(self.workers) + 1:05d}"
-        boot = self.sample_boot(self.rng)
-        roll = self.rng.random()
-        fault: str | None = None
-        if roll < self.params.spawn_error_rate:
-            fault = "spawn_error"
-        elif roll < self.params.spawn_error_rate + self.params.no_heartbeat_rate:
-            fault = "no_heartbeat"
+        boot, fault = next(self.draws)
         w = _Worker(wid, self.now, boot, fault, state_since=self.now)
         self.workers[wid] = w
         self.spawns += 1
@@ -462,6 +487,7 @@ class _Sim:
         for t in self.tasks:  # runs still going at the end count as busy up to the end
             if t.status == "running" and t.run_started is not None:
                 self.busy_s += end - t.run_started
+                self.runs.append((t.run_started, end))
         waits = [w for _, w in self.waits]
         waits += [end - t.ready_at for t in self.tasks if t.claimed_at is None and t.ready_at is not None]
         done = sum(1 for t in self.tasks if t.status == "done")
@@ -482,7 +508,7 @@ class _Sim:
             "spawns_beyond_demand": self.beyond,
             "sim_end_s": round(end, 1),
         }
-        return SimResult(self.pol.name, figures, self.timeline, self.waits, self.reasons)
+        return SimResult(self.pol.name, figures, self.timeline, self.waits, self.reasons, self.runs)
 
 
 def sim_scaling(overrides: Mapping[str, float | int] | None = None) -> ScalingSettings:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 __all__ = ["Figures", "SimResult", "percentile"]
 
@@ -23,6 +23,7 @@ class SimResult:
     timeline: list[dict[str, float | int]]  # one row per policy cycle
     waits: list[tuple[float, float]]  # (claimed_at, wait_s) per first claim
     reasons: list[tuple[float, str]]  # (t, reason) of decisions that changed something
+    runs: list[tuple[float, float]] = field(default_factory=list)  # (start, end) of every task run on a pod
 
     def as_dict(self) -> dict[str, str | Figures]:
         return {"policy": self.policy, "figures": self.figures}
