@@ -72,7 +72,7 @@ def command(
     live_ok = console.is_terminal and not plain
 
     def say(message: str) -> None:
-        console.print(f"[dim]demo:[/dim] {message}", highlight=False)
+        console.print(f"[dim]demo:[/dim] {message}", highlight=False, soft_wrap=True)  # commands stay copyable
 
     try:
         rows = _load(trace)

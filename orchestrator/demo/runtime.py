@@ -41,9 +41,7 @@ def dashboard_lines(url: str | None, auth_mode: str | None) -> list[str]:
         return ["the Ray dashboard is not available"]
     lines = [f"Ray dashboard: {url}"]
     if (auth_mode or "").lower() == "token":
-        lines.append(
-            "  it asks for Ray's auth token (token auth is on): run `ray get-auth-token` and paste what it prints"
-        )
+        lines.append("  sign in with the token `ray get-auth-token` prints (Ray's token auth is on by default)")
     return lines
 
 

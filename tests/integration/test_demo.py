@@ -97,14 +97,22 @@ def test_demo_runs_the_workload_and_leaves_only_its_database(workdir: Path) -> N
     assert "still up at the end" not in output, output[-3000:]
     assert "drained by the scaler when idle" in output and " 0 drained by the scaler" not in output, output[-3000:]
     assert "explain --worker gpu-" in output, output[-3000:]
+    assert "Ray dashboard: http" in output, output[-3000:]
+    if "RAY_AUTH_MODE" not in env:  # Ray's token auth is on by default: the demo says how to sign in
+        assert "ray get-auth-token" in output, output[-3000:]
     assert (workdir / ".orchestrator" / "pgdata" / "PG_VERSION").exists()
 
     left = _wait_for_no_leftovers(marker, workdir, before)
     assert not left, "processes left behind by the demo:\n" + "\n".join(left)
 
-    # The database it left answers `explain` and `status`.
+    # The database it left answers `explain` and `status`; the demo's end is a stop, not a silence.
+    story = _run(workdir, env, "explain", "--since", "1h")
+    assert story.returncode == 0, story.stderr
+    assert "SILENT" not in story.stdout, story.stdout[-3000:]
+    assert "(demo ended); not started again since" in story.stdout, story.stdout[-3000:]
     timeline = _run(workdir, env, "explain", "--since", "1h", "--json")
     assert timeline.returncode == 0, timeline.stderr
+    assert [s["reason"] for s in json.loads(timeline.stdout)["stops"]] == ["demo ended"]
     entries = json.loads(timeline.stdout)["entries"]
     worker_ids = sorted({e["transition"]["worker_id"] for e in entries if e["kind"] == "transition"})
     assert worker_ids, "the demo recorded no worker transitions"
