@@ -290,11 +290,11 @@ def loop_health(facts: LoopFacts, now: float, *, interval_s: float, stuck_after:
             if facts.completed
             else f"no {unit} completed since start {age:.0f}s ago"
         )
-        summary = f"STUCK: {done}{in_phase}"
+        summary = f"{done}{in_phase}"
     elif failing:
         verdict = LoopVerdict.FAILING
         parts = [f"{phase} failed {n} {unit}(s) in a row" for phase, n in sorted(failing.items())]
-        summary = "failing: " + ", ".join(parts)
+        summary = ", ".join(parts)
     else:
         verdict = LoopVerdict.OK
         summary = f"{unit} {facts.completed} completed {age:.1f}s ago" if facts.completed else f"starting{in_phase}"

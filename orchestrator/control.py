@@ -297,17 +297,19 @@ def status(
 
 
 def _verdict(health: dict[str, Any]) -> str:
-    colour = {"ok": "green", "failing": "yellow"}.get(str(health.get("verdict")), "red")
-    return f"[{colour}]{health.get('verdict')}[/]"
+    verdict = str(health.get("verdict"))
+    colour = {"ok": "green", "finished": "green", "failing": "yellow"}.get(verdict, "red")
+    return f"[{colour}]{verdict if colour != 'red' else verdict.upper()}[/]"
 
 
 def lifecycle_cell(health: dict[str, Any] | None) -> str:
-    """A worker's lifecycle in the workers table: its verdict, and why when it is not ok."""
+    """A worker's lifecycle in the workers table: its verdict, and what fails how often (the why is
+    printed under the table)."""
     if health is None:
         return "-"
-    if health.get("ok"):
-        return _verdict(health)
-    return f"{_verdict(health)}: {health.get('summary', '')}"
+    failing = health.get("consecutive_failures") or {}
+    counts = ", ".join(f"{what} x{n}" for what, n in failing.items())
+    return f"{_verdict(health)} {counts}".strip()
 
 
 def scaler_lines(scaler: dict[str, Any], now: float) -> list[str]:
@@ -396,6 +398,9 @@ def render_status(data: dict[str, Any]) -> None:
             lifecycle_cell(lifecycles.get(w["id"])),
         )
     console.print(table)
+    for worker_id, health in lifecycles.items():
+        if not health.get("ok"):
+            console.print(f"[bold]lifecycle[/] {worker_id} {_verdict(health)}: {health.get('summary')}")
 
     if not ray_info.get("reachable"):
         console.print(f"[yellow]ray unreachable[/]: {ray_info.get('error')} (database view only)")
