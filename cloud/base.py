@@ -5,7 +5,10 @@ terminated may still be listed for a while. Every call is idempotent:
 
 - `create(name, spec)`: if a pod named `name` already exists (any non-terminated status), it is
   returned and no second pod is created. The worker id is the pod name, so a crash between
-  "row written" and "pod created" is repaired by calling `create` again.
+  "row written" and "pod created" is repaired by calling `create` again. This holds only as far as
+  the provider's list is consistent (and answers: RunPod creates anyway when it cannot look), so
+  the Scaler's reconcile looks for a second pod with a live worker's name every cycle and
+  terminates it (`fleet.supervision.reconcile`).
 - `terminate(pod_id)`: "already gone" is success. Any other failure raises; it is never swallowed,
   so a pod that keeps running is never recorded as terminated.
 - `get(pod_id)`: the pod, or raises `NotFound` when the provider does not know it (gone).
