@@ -136,8 +136,11 @@ def _cli_env(monkeypatch: pytest.MonkeyPatch, **env: str) -> None:
         monkeypatch.delenv(name, raising=False)
     for name, value in env.items():
         monkeypatch.setenv(name, value)
-    if "DATABASE_URL" in env:  # said, never guessed from DATABASE_URL
+    # The backend is said, never guessed from which variable is set.
+    if "DATABASE_URL" in env:
         monkeypatch.setenv("ORCHESTRATOR_DATABASE__BACKEND", "postgres")
+    elif "SUPABASE_URL" in env:
+        monkeypatch.setenv("ORCHESTRATOR_DATABASE__BACKEND", "supabase")
 
 
 def test_migrate_command(pg_server_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
