@@ -52,6 +52,8 @@ def pod_env(
     env["WORKER_SHUTDOWN_GRACE_S"] = repr(settings.worker.shutdown_grace_s)
     if settings.worker.task_types:
         env["WORKER_TASK_TYPES"] = ",".join(settings.worker.task_types)
+    # The policy sizes the fleet at tasks_per_worker tasks per worker; the worker runs that many.
+    env["WORKER_CONCURRENCY"] = str(settings.scaling.tasks_per_worker)
     if traceparent:
         env["TRACEPARENT"] = traceparent
     telemetry = settings.telemetry

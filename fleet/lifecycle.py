@@ -15,6 +15,14 @@ Choices worth knowing:
   drain_timeout_s) and terminates an idle or still-spawning one at once.
 - `terminating -> terminated` needs the provider to confirm the pod is GONE. The actor reports
   GONE when a lookup by the pod's name finds nothing; NONE ("never asked") is not a confirmation.
+- A pod that exits or vanishes under an active worker *holding a task* is `lost_with_task`, not
+  `pod_lost`: the task is the first suspect (out of memory, a segfault: the poison-task signature),
+  so the loss counts against the task (its attempts; `requeue_worker_tasks` fails it at
+  max_task_attempts) and is no spawn outcome, so one user's poison task never opens the breaker
+  for everyone else's work. The spawn already counted as BOOTED. An idle worker's pod that dies is
+  the fleet's failure (`pod_lost`), and so is heartbeat silence with the pod still running (the
+  worker heartbeats from a thread of its own, so a task cannot silence it; the network or the host
+  can), as is a crash the worker reports itself (reigh: the app requeues its tasks with that report).
 """
 
 from __future__ import annotations
@@ -28,6 +36,7 @@ from config.settings import ScalingSettings
 from fleet.models import SpawnOutcomeKind, WorkerState
 
 __all__ = [
+    "LOST_WITH_TASK",
     "TRANSITIONS",
     "IllegalTransition",
     "Observation",
@@ -80,6 +89,11 @@ class Transition:
         return reason_code(self.reason)
 
 
+# The reason code of a pod lost under a worker that held a task: counted against the task, never
+# against the fleet's breaker (see the module docstring).
+LOST_WITH_TASK = "lost_with_task"
+
+
 class IllegalTransition(ValueError):
     """A move the transition table does not allow."""
 
@@ -100,7 +114,8 @@ TRANSITIONS: Mapping[WorkerState, Mapping[WorkerState, str]] = MappingProxyType(
         _S.ACTIVE: MappingProxyType(
             {
                 _S.DRAINING: "scale-down or operator terminate: stop claiming, finish held tasks first",
-                _S.ERROR: "heartbeat silent past heartbeat_timeout_s, or the pod exited/vanished under it",
+                _S.ERROR: "heartbeat silent past heartbeat_timeout_s, or the pod exited/vanished under it "
+                "(holding a task: lost_with_task, counted against the task)",
                 _S.TERMINATING: "operator terminate of an idle worker: no task to wait for",
             }
         ),
@@ -166,7 +181,8 @@ def _spawning(obs: Observation, now: float, created_at: float, config: ScalingSe
         )
     if obs.worker_reported_crash:
         return Transition(
-            _S.ERROR, f"spawn_error: the worker reported a crash while booting, {_s(age)} after creation",
+            _S.ERROR,
+            f"spawn_error: the worker reported a crash while booting, {_s(age)} after creation",
             SpawnOutcomeKind.SPAWN_ERROR,
         )
     deadline = created_at + config.spawn_timeout_s
@@ -190,6 +206,12 @@ def _spawning(obs: Observation, now: float, created_at: float, config: ScalingSe
 
 
 def _active(obs: Observation, now: float, state_since: float, config: ScalingSettings) -> Transition | None:
+    if _gone(obs.pod_phase) and obs.tasks_in_progress > 0:
+        return Transition(
+            _S.ERROR,
+            f"{LOST_WITH_TASK}: pod {obs.pod_phase.value} while active with {obs.tasks_in_progress} task(s) in "
+            "progress; counted against the task(s) (their attempts), not against the fleet's breaker",
+        )
     if _gone(obs.pod_phase):
         return Transition(
             _S.ERROR,
