@@ -33,7 +33,7 @@ from typing import Any
 
 from config.settings import OrphanPodPolicy
 from fleet.lifecycle import PodPhase
-from fleet.models import Decision, WorkerState
+from fleet.models import Decision, DecisionKind, WorkerState
 
 __all__ = [
     "DuplicatePod",
@@ -144,20 +144,29 @@ def reconcile(
 
 
 def decision_record_key(decision: Decision) -> tuple[object, ...]:
-    """What makes two decisions the same for the record: outputs, wish, reason codes, breaker."""
+    """What makes two decisions the same for the record: outputs, wish, kind, reason codes, breaker."""
     codes = tuple(reason.split(":", 1)[0] for reason in decision.reasons)
-    return (decision.spawn, decision.drain, decision.desired, decision.capacity, codes, decision.breaker.status)
+    return (
+        decision.spawn,
+        decision.drain,
+        decision.desired,
+        decision.capacity,
+        decision.kind,
+        codes,
+        decision.breaker.status,
+    )
 
 
 def should_record(decision: Decision, last_key: tuple[object, ...] | None) -> bool:
     """Record a decision that changes something, or whose wish differs from the last one recorded.
 
-    A wish is `desired != capacity` (for instance a spawn held back by the breaker or max_workers);
-    repeating the same wish every cycle adds nothing to the record.
+    A wish is `desired != capacity` (for instance a spawn held back by the breaker or max_workers), or
+    any kind but steady (demand above max_workers with the fleet at it is `capped`, with desired ==
+    capacity); repeating the same wish every cycle adds nothing to the record.
     """
     if decision.changes_something:
         return True
-    wants_change = decision.desired != decision.capacity
+    wants_change = decision.desired != decision.capacity or decision.kind is not DecisionKind.STEADY
     return wants_change and decision_record_key(decision) != last_key
 
 

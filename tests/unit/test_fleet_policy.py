@@ -364,3 +364,17 @@ def test_a_decision_built_elsewhere_that_spawns_is_never_steady() -> None:
     assert Decision(spawn=0, drain=("a",), reasons=(), breaker=BreakerState(), desired=0, capacity=1).kind is (
         DecisionKind.SCALE_DOWN
     )
+
+
+def test_demand_held_back_at_max_workers_is_recorded_once() -> None:
+    from fleet import supervision
+
+    cfg = CFG.model_copy(update=dict(max_workers=2))
+    busy = [active("a", tasks=1), active("b", tasks=1)]
+    d = policy.decide(PolicyContext(DemandSnapshot(5, 5, 2), busy, FleetHistory(), cfg, 100.0))
+    assert d.kind is DecisionKind.CAPPED and d.desired == d.capacity  # desired is already clamped
+    assert supervision.should_record(d, None), "a capped fleet is a wish worth a row, once"
+    again = policy.decide(PolicyContext(DemandSnapshot(5, 5, 2), busy, d.history, cfg, 101.0))
+    assert not supervision.should_record(again, supervision.decision_record_key(d))
+    steady = policy.decide(PolicyContext(DemandSnapshot(0, 0, 2), busy, FleetHistory(), cfg, 100.0))
+    assert steady.kind is DecisionKind.STEADY and not supervision.should_record(steady, None)
