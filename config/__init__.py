@@ -2,6 +2,7 @@
 
 from config.loader import CONFIG_ENV_VAR, ConfigError, load_settings, masked_dump
 from config.settings import (
+    DatabaseBackend,
     DatabaseSettings,
     LogShippingSettings,
     OrchestratorSettings,
@@ -18,6 +19,7 @@ from config.settings import (
 __all__ = [
     "CONFIG_ENV_VAR",
     "ConfigError",
+    "DatabaseBackend",
     "DatabaseSettings",
     "LogShippingSettings",
     "OrchestratorSettings",
