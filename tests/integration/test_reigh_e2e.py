@@ -185,7 +185,9 @@ def test_a_worker_lost_mid_task_gives_its_task_to_another(
         assert row == (1,)
         events = store.list_worker_events(worker_id=first)
         error = next(e for e in events if e.to_status == "error")
-        expected = ("worker_crashed",) if how == "reported_crashed" else ("pod_lost", "heartbeat_lost")
+        # SIGKILL: the pod exits under the task it holds (lost_with_task, counted against the task).
+        lost = ("pod_lost", "heartbeat_lost", "lost_with_task")
+        expected = ("worker_crashed",) if how == "reported_crashed" else lost
         assert error.reason.split(":")[0] in expected, events
         wait_for(
             lambda: (w := store.get_worker(first)) is not None and w.status is WorkerState.TERMINATED,
