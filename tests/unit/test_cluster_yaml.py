@@ -117,3 +117,56 @@ def test_aws_head_has_worker_types_for_lifecycle_actors() -> None:
     assert "GPU" not in head["resources"], "GPUs are RunPod pods, not Ray nodes"
     assert workers and all("GPU" not in spec["resources"] for spec in workers)
     assert all(spec.get("max_workers", 0) > 0 for spec in workers)
+
+
+@pytest.mark.parametrize("name", CLUSTER_FILES)
+def test_dashboard_only_on_loopback(name: str) -> None:
+    """Remote access is `ray dashboard FILE` (an SSH tunnel), never an open port."""
+    start = " ".join(_load(name)["head_start_ray_commands"])
+    assert "--dashboard-host=127.0.0.1" in start and "0.0.0.0" not in start
+
+
+@pytest.mark.parametrize("name", CLUSTER_FILES)
+def test_commands_need_no_sourcing_and_no_hard_coded_provider(name: str) -> None:
+    """Every `orchestrator` command reads ~/.orchestrator.env itself (config.loader), so the start
+    commands run it exactly as `ray exec` does, and the provider is the settings' (a trial switches
+    to local pods in the env file)."""
+    config = _load(name)
+    for cmd in config["head_start_ray_commands"]:
+        assert ".orchestrator.env" not in cmd and "PROVIDER__KIND" not in cmd, cmd
+    assert config["file_mounts"]["~/orchestrator.yaml"] == "config/cluster.yaml"
+    setup = " ".join(config["setup_commands"] + config.get("head_setup_commands", []))
+    assert "ORCHESTRATOR_CONFIG" in setup and "chmod 600 ~/.orchestrator.env" in setup
+
+
+def test_local_host_puts_the_venv_on_the_path_of_every_ray_command() -> None:
+    """Ray sources ~/.bashrc before each command it runs over SSH (setup, start, `ray exec`, and the
+    `ray stop` of `ray down`): the venv's bin goes there before any bare `orchestrator` or `ray`."""
+    config = _load("ray_cluster.local.yaml")
+    setup = config["setup_commands"]
+    path_line = next(i for i, cmd in enumerate(setup) if "orchestrator-venv/bin:$PATH" in cmd)
+    assert ">> ~/.bashrc" in setup[path_line]
+    assert not any(re.search(r"(^|[;&|]\s*)(ray|orchestrator)\s", cmd) for cmd in setup[:path_line])
+    for cmd in config["head_start_ray_commands"] + config["worker_start_ray_commands"]:
+        assert "orchestrator-venv/bin/" not in cmd, "bare names: the same PATH as `ray exec` and `ray down`"
+
+
+@pytest.mark.parametrize("name", CLUSTER_FILES)
+def test_a_restart_stops_only_this_nodes_own_ray(name: str) -> None:
+    """`orchestrator down` before `ray stop` runs only when this node's `ray start` left its address:
+    with `auto` and no address file, Ray would attach to any other Ray instance on the host."""
+    first = _load(name)["head_start_ray_commands"][0]
+    assert "orchestrator down" in first and "ray_current_cluster" in first and "timeout" in first
+
+
+def test_cluster_settings_default_to_runpod_and_a_database_and_switch_to_local_pods() -> None:
+    from config import ConfigError, load_settings
+
+    path = ROOT / "config" / "cluster.yaml"
+    env = {"DATABASE_URL": "postgresql://u@db.example/app", "ORCHESTRATOR_CLUSTER": "1"}
+    settings = load_settings(path, environ=env)
+    assert settings.provider.kind.value == "runpod" and settings.database.backend.value == "postgres"
+    trial = load_settings(path, environ={**env, "ORCHESTRATOR_PROVIDER__KIND": "local"})
+    assert trial.provider.kind.value == "local"
+    with pytest.raises(ConfigError, match="DATABASE_URL"):
+        load_settings(path, environ={"ORCHESTRATOR_CLUSTER": "1"})
