@@ -130,11 +130,18 @@ def test_rate_limited_past_the_budget_is_typed(api: FakeRunPodApi) -> None:
 
 @pytest.mark.parametrize("fault", ["500", "500-json"])
 def test_500s_past_the_retry_budget_end_in_transient(api: FakeRunPodApi, fault: str) -> None:
-    api.fail_next(*[fault] * 10)
+    api.fail_for(60, "deploy", kind=fault)
     with pytest.raises(Transient):
         provider(api, attempts=3).create("gpu-500", spec())
-    assert api.count("deploy") == 0  # the name lookup never got through: nothing was deployed
-    assert len(api.operations) == 3
+    assert api.count("deploy") == 3 and api.pods == {}
+
+
+def test_a_create_whose_name_lookup_fails_deploys_anyway(api: FakeRunPodApi) -> None:
+    # Create is idempotent by name only as far as the list answers: when it cannot be asked, the pod
+    # is created anyway (a second pod with one name is the Scaler reconcile's to terminate).
+    api.fail_for(60, "pods")
+    pod = provider(api, attempts=2).create("gpu-blind", spec())
+    assert api.count("deploy") == 1 and [p.name for p in api.pods.values()] == ["gpu-blind"] and pod.id in api.pods
 
 
 def test_malformed_json_is_transient_and_retried(api: FakeRunPodApi) -> None:
@@ -169,9 +176,10 @@ def test_secrets_never_appear_in_logs_errors_or_raw(api: FakeRunPodApi, caplog: 
         messages.append(dumped)  # ...the values must not
         messages.append(repr(found))
 
-    api.fail_next("500-json", "500-json")
+    api.fail_for(60, "deploy", kind="500-json")
     with pytest.raises(Transient) as transient:
         prov.create("gpu-fail", spec())
+    api.end_faults()
     api.no_capacity(gpu=GPU_B)
     with pytest.raises(CapacityUnavailable) as capacity:
         prov.create("gpu-cap", spec())

@@ -126,6 +126,12 @@ class FakeRunPodApi:
         with self._lock:
             self._windows.append((time.monotonic() + seconds, operation, pod_id, kind))
 
+    def end_faults(self) -> None:
+        """Every fault still pending (next-request faults and time windows) ends now."""
+        with self._lock:
+            self._faults.clear()
+            self._windows.clear()
+
     def no_capacity(self, gpu: str | None = None, volume: str | None = None, ram: int | None = None) -> None:
         """Deploys matching every given field answer the capacity error."""
 
