@@ -255,12 +255,14 @@ class Scaler:
         lease = self._lease
         self._lease = None
         if lease is not None:
+            # The stop first, while the lease is still ours: a standby that takes it next records its
+            # start after this stop, never before it.
+            self._record_run_event(store_base.OrchestratorEventKind.STOPPED, reason)
             try:
                 self._store.release_leader_lease(LEASE_NAME, self.holder, lease.epoch)
             except Exception:
                 _telemetry.record_error("scaler", "lease_release")
                 logger.exception("releasing the leader lease failed; it expires in %.0fs", self._settings.lease_ttl_s)
-            self._record_run_event(store_base.OrchestratorEventKind.STOPPED, reason)
 
     def _record_run_event(self, kind: store_base.OrchestratorEventKind, reason: str) -> None:
         """A start or clean stop of the orchestrator, for `explain`; a failure is counted and logged, never raised."""

@@ -230,3 +230,48 @@ def test_sigterm_of_the_scalers_process_is_recorded_as_a_stop(
             wait_for(lambda: len(runs(OrchestratorEventKind.STARTED)) >= 2, 60, "restarted by Ray, it starts again")
     finally:
         store.close()
+
+
+class _NoLifecycles:
+    """The Scaler's WorkerLifecycle directory for a run with no work: no lifecycle is ever needed."""
+
+    def __len__(self) -> int:
+        return 0
+
+    def ensure(self, worker_id: str) -> None:
+        raise AssertionError(f"no worker expected, got {worker_id}")
+
+    def drain(self, worker_id: str, reason: str, epoch: int | None) -> None:
+        raise AssertionError(f"no worker expected, got {worker_id}")
+
+    def keep_only(self, worker_ids: set[str]) -> None:
+        return None
+
+
+def test_a_standby_taking_over_after_a_clean_stop_ends_the_stop(database_url: str, tmp_path: Path) -> None:
+    """Two orchestrators on one database (plain Scalers, real Postgres): the leader stops cleanly, the
+    standby takes the lease. The record reads stop, then start, and explain says "started again"."""
+    from actors.scaler import Scaler
+
+    settings = fast_settings(database_url, tmp_path)
+    store = PostgresStore(database_url, min_size=1, max_size=2)
+    begin = store.now()
+    a = Scaler(settings, holder="host-a/scaler", name="scaler-a", lifecycles=_NoLifecycles())
+    b: Scaler | None = None
+    try:
+        wait_for(lambda: a.status()["role"] == "leader", 20, "A leads")
+        b = Scaler(settings, holder="host-b/scaler", name="scaler-b", lifecycles=_NoLifecycles())
+        wait_for(lambda: b is not None and b.status()["role"] == "standby", 20, "B stands by")
+        a.stop("orchestrator down on host a")
+        wait_for(lambda: b is not None and b.status()["role"] == "leader", 20, "B takes the released lease")
+        events = [(e.kind.value, e.holder) for e in store.list_orchestrator_events(since=begin)]
+        assert events == [("started", a.holder), ("stopped", a.holder), ("started", b.holder)], events
+        code, out = explain(database_url, "--since", begin.strftime("%Y-%m-%dT%H:%M:%SZ"), "--json")
+        assert code == 0, out
+        (stop,) = json.loads(out)["stops"]
+        assert stop["reason"] == "orchestrator down on host a" and stop["started_again_at"] is not None
+    finally:
+        a.stop()
+        if b is not None:
+            b.stop()
+        store.close()
