@@ -157,6 +157,7 @@ class _Cycle:
     rows: list[store_base.WorkerRow] | None = None
     snapshot: DemandSnapshot | None = None
     pods: list[cloud.Pod] | None = None  # None: the pods phase failed this cycle
+    pods_at: float | None = None  # the database clock just before the pods were listed
     plan: supervision.ReconcilePlan | None = None  # None: pods or rows unknown this cycle
     decision: Decision | None = None
     decision_id: int | None = None
@@ -463,6 +464,7 @@ class Scaler:
 
     def _phase_pods(self, cycle: _Cycle) -> None:
         """Passive: the provider's pods with our prefix, read before the rows (see reconcile)."""
+        cycle.pods_at = self._store.now().timestamp()
         cycle.pods = self._provider.list(self._settings.provider.name_prefix)
 
     def _phase_sync(self, cycle: _Cycle) -> None:
@@ -480,9 +482,18 @@ class Scaler:
             return
         # A malformed row is still a live worker to the reconcile (its pod is no orphan), pod unknown.
         live: dict[str, str | None] = {**dict.fromkeys(cycle.malformed), **{r.id: r.pod_id for r in rows}}
-        known = {p.name for p in cycle.pods if p.name not in live and self._store.get_worker(p.name) is not None}
+        known: dict[str, float | None] = {}
+        for pod in cycle.pods:
+            row = self._store.get_worker(pod.name) if pod.name not in live else None
+            if row is not None:
+                known[pod.name] = row.terminated_at.timestamp() if row.terminated_at is not None else None
         cycle.plan = supervision.reconcile(
-            [(p.id, p.name) for p in cycle.pods], live.items(), known, self._settings.provider.orphan_pod_policy
+            [(p.id, p.name) for p in cycle.pods],
+            live.items(),
+            known,
+            self._settings.provider.orphan_pod_policy,
+            ended_at={name: at for name, at in known.items() if at is not None},
+            listed_at=cycle.pods_at,
         )
         if cycle.plan.pods_missing:
             logger.info("pods not listed by the provider for %s; their lifecycles confirm", cycle.plan.pods_missing)
@@ -613,7 +624,9 @@ class Scaler:
         recorded: set[str] = set()
         for orphan in plan.orphans:
             if orphan.ended:
-                self._terminate_extra(orphan.pod_id, orphan.pod_name, orphan.reason, epoch, now, failures)
+                self._terminate_extra(
+                    orphan.pod_id, orphan.pod_name, orphan.reason, epoch, now, failures, note_success=False
+                )
             elif self._item(
                 failures,
                 f"orphan pod {orphan.pod_id}",
@@ -652,10 +665,20 @@ class Scaler:
         return True
 
     def _terminate_extra(
-        self, pod_id: str, worker_id: str, reason: str, epoch: int, now: float, failures: list[str]
+        self,
+        pod_id: str,
+        worker_id: str,
+        reason: str,
+        epoch: int,
+        now: float,
+        failures: list[str],
+        *,
+        note_success: bool = True,
     ) -> None:
         """Terminate a pod no lifecycle owns (a duplicate, an ended worker's): retried with backoff,
-        each outcome noted on the worker's record."""
+        each failure noted on the worker's record, and the success too for a duplicate. (An ended
+        worker's pod may just be a listing that lags its confirmed end: terminating a pod already
+        gone succeeds, and a note for it on every lagging cycle would only add noise.)"""
         retry = self._pod_retries.get(pod_id)
         if not supervision.retry_due(retry, now):
             return
@@ -678,7 +701,8 @@ class Scaler:
             return
         self._pod_retries.pop(pod_id, None)
         _telemetry.record_termination(reason)
-        self._item(failures, f"note on {worker_id}", "worker_note", self._note, worker_id, reason, epoch)
+        if note_success:
+            self._item(failures, f"note on {worker_id}", "worker_note", self._note, worker_id, reason, epoch)
 
     def _note(self, worker_id: str, reason: str, epoch: int) -> None:
         self._store.note_worker(worker_id, reason, epoch=epoch)

@@ -93,6 +93,9 @@ def reconcile(
     live_rows: Iterable[tuple[str, str | None]],
     known_worker_ids: Iterable[str],
     policy: OrphanPodPolicy,
+    *,
+    ended_at: Mapping[str, float] | None = None,
+    listed_at: float | None = None,
 ) -> ReconcilePlan:
     """Compare provider pods `(pod_id, name)` with live worker rows `(worker_id, pod_id)`.
 
@@ -100,6 +103,8 @@ def reconcile(
     first always has its row visible afterwards, and a pod being created right now is never taken
     for an orphan. A pod whose name belongs to a worker that already ended (`known_worker_ids` minus
     the live ones) is terminated whatever the policy: that worker is over, its id is never reused.
+    Unless it ended (`ended_at`, database clock) at or after the pods were listed (`listed_at`): its
+    lifecycle confirmed the pod gone after the list was taken, so the list says nothing about it.
 
     Create is idempotent by name only as far as the provider's list is consistent, so one name can
     end up with two pods. A pod named after a live worker whose recorded pod id is another one is a
@@ -128,6 +133,9 @@ def reconcile(
                 )
             continue
         ended = name in known
+        end = (ended_at or {}).get(name)
+        if ended and listed_at is not None and end is not None and end >= listed_at:
+            continue  # ended after the pods were listed: a stale sighting, not a pod left running
         adopt = policy is OrphanPodPolicy.ADOPT and not ended
         if ended:
             reason = f"orphan_pod: pod {pod_id} named {name} belongs to a worker that already ended"

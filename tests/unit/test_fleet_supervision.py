@@ -128,3 +128,17 @@ def test_health_of_a_dead_loop_is_stopped() -> None:
 
 def test_stuck_needs_longer_than_a_slow_provider_call() -> None:
     assert supervision.stuck_after_s(0.5) == 30.0 and supervision.stuck_after_s(20.0) == 60.0
+
+
+def test_a_worker_that_ended_after_the_pods_were_listed_is_no_orphan() -> None:
+    # Pods are listed before the rows are read: a lifecycle may confirm its pod gone in between.
+    pods = [("p1", "gpu-late"), ("p2", "gpu-early")]
+    plan = supervision.reconcile(
+        pods,
+        [],
+        ["gpu-late", "gpu-early"],
+        OrphanPodPolicy.TERMINATE,
+        ended_at={"gpu-late": 100.0, "gpu-early": 90.0},
+        listed_at=95.0,
+    )
+    assert [(o.pod_name, o.ended) for o in plan.orphans] == [("gpu-early", True)]
