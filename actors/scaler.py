@@ -414,7 +414,18 @@ class Scaler:
                 self._lease = None
             except Exception as exc:
                 _telemetry.record_error("scaler", f"phase_{phase_name}")
-                logger.exception("scaler phase %s failed (cycle %d)", phase_name, cycle.number)
+                in_a_row = self._phase_failures.get(phase_name, 0)
+                if in_a_row == 0:  # the traceback once; then one line per cycle while it keeps failing
+                    logger.exception("scaler phase %s failed (cycle %d)", phase_name, cycle.number)
+                else:
+                    logger.warning(
+                        "scaler phase %s failed again (cycle %d, %d in a row): %s: %s",
+                        phase_name,
+                        cycle.number,
+                        in_a_row + 1,
+                        type(exc).__name__,
+                        exc,
+                    )
                 cycle.errors[phase_name] = f"{type(exc).__name__}: {exc}"
             cycle.timings[phase_name] = time.perf_counter() - t0
             # A phase that failed for some of its items (act) counts as failed this cycle too.
