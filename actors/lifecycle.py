@@ -338,7 +338,7 @@ class WorkerLifecycle:
         obs = machine.Observation(
             pod_phase=view.phase,
             last_heartbeat_at=row.last_heartbeat_at.timestamp() if row.last_heartbeat_at else None,
-            tasks_in_progress=row.tasks_in_progress,
+            tasks_in_progress=self._tasks_held(row, view),
             drain_requested=drain is not None,
             terminate_requested=self._terminate_requested,
             provider_error=self._provider_error,
@@ -356,6 +356,19 @@ class WorkerLifecycle:
             self._carry_out(row, transition, now, epoch=self._EPOCH_OF.get(transition.to, _no_epoch)(drain))
 
     # --- observing ----------------------------------------------------------------------------------
+    def _tasks_held(self, row: store_base.WorkerRow, view: _PodView) -> int:
+        """Tasks the worker holds, counted after the pod was seen when the pod is dead.
+
+        The row was read before the pod: a worker that claimed a task in between and died under it
+        at once (a poison task) would look idle, and its loss would count against the fleet instead
+        of the task (fleet.lifecycle: lost_with_task). A dead pod claims nothing more, so a count
+        read after seeing it dead is final.
+        """
+        if view.phase not in (machine.PodPhase.EXITED, machine.PodPhase.GONE):
+            return row.tasks_in_progress
+        fresh = self._store.get_worker(self.worker_id)
+        return fresh.tasks_in_progress if fresh is not None else row.tasks_in_progress
+
     def _follow(self, row: store_base.WorkerRow, now: float) -> None:
         """Keep the in-memory state, its start time and the trace phase in step with the row."""
         if self._trace is None:
