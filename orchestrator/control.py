@@ -109,11 +109,16 @@ def stop_fleet(
     scaler = remote.find_actor(scaler_name, namespace)
     if scaler is not None:
         try:
-            ray.get(scaler.stop.remote("orchestrator down"), timeout=60)
+            ray.get(scaler.stop.remote("orchestrator down"), timeout=60)  # it records its stop itself
         except Exception as exc:  # a dead or hung Scaler: its lease expires by itself
             echo(f"scaler did not stop cleanly ({type(exc).__name__}); killing it")
+            record_stop(
+                settings, f"orchestrator down: the Scaler did not stop cleanly ({type(exc).__name__}), killed", echo
+            )
         ray.kill(scaler, no_restart=True)
         echo(f"stopped {scaler_name}")
+    else:
+        record_stop(settings, "orchestrator down: no Scaler was running", echo)
     pods_left: list[str] = []
     if terminate_pods:
         pods_left = _terminate_everything(settings, timeout_s, echo)
@@ -127,6 +132,23 @@ def stop_fleet(
     _kill(names.LOG_SHIPPER_NAME, namespace)
     echo(f"stopped {names.LOG_SHIPPER_NAME}")
     return {"pods_left": pods_left}
+
+
+def record_stop(settings: OrchestratorSettings, reason: str, echo: Echo = print) -> None:
+    """Record the stop for `explain` when the Scaler could not (dead, hung, or none running), so the
+    quiet after `down` reads "stopped", not "silent". A failure is said and counted, never raised."""
+    import socket
+
+    from store.base import OrchestratorEventKind
+    from store.factory import one_shot_store
+    from telemetry import metrics
+
+    try:
+        with one_shot_store(settings) as store:
+            store.record_orchestrator_event(OrchestratorEventKind.STOPPED, f"{socket.gethostname()}/down", reason)
+    except Exception as exc:
+        metrics.record_error("down", "record_stop")
+        echo(f"warning: the stop could not be recorded ({type(exc).__name__}); explain will call what follows silence")
 
 
 def app_actor_names(namespace: str) -> list[str]:

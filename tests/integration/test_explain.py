@@ -275,3 +275,25 @@ def test_a_standby_taking_over_after_a_clean_stop_ends_the_stop(database_url: st
         if b is not None:
             b.stop()
         store.close()
+
+
+@pytest.mark.ray
+def test_down_with_no_scaler_running_records_the_stop(
+    ray_session: dict[str, Any], database_url: str, tmp_path: Path
+) -> None:
+    from orchestrator import control
+    from tests.support.fleet_harness import unique_name
+
+    settings = fast_settings(database_url, tmp_path)
+    store = PostgresStore(database_url, min_size=1, max_size=2)
+    try:
+        begin = store.now()
+        said: list[str] = []
+        control.stop_fleet(
+            settings, terminate_pods=False, timeout_s=5, scaler_name=unique_name("no-scaler"), echo=said.append
+        )
+        (stop,) = store.list_orchestrator_events(since=begin)
+        assert stop.kind is OrchestratorEventKind.STOPPED and stop.reason == "orchestrator down: no Scaler was running"
+        assert not any(line.startswith("warning") for line in said), said
+    finally:
+        store.close()
