@@ -163,7 +163,9 @@ def main() -> int:
                 times = []
                 for _ in range(args.repeat):
                     began = time.perf_counter()
-                    result = runner.invoke(app, ["explain", *argv], env={"DATABASE_URL": url})
+                    result = runner.invoke(
+                        app, ["explain", *argv], env={"DATABASE_URL": url, "ORCHESTRATOR_DATABASE__BACKEND": "postgres"}
+                    )
                     times.append(time.perf_counter() - began)
                     if result.exit_code != 0:
                         print(f"{label}: exit {result.exit_code}: {result.output.strip()}")
