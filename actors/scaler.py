@@ -494,12 +494,21 @@ class Scaler:
         # A malformed row is still a live worker to the reconcile (its pod is no orphan), pod unknown.
         live: dict[str, str | None] = {**dict.fromkeys(cycle.malformed), **{r.id: r.pod_id for r in rows}}
         known: dict[str, float | None] = {}
+        unreadable: set[str] = set()
         for pod in cycle.pods:
-            row = self._store.get_worker(pod.name) if pod.name not in live else None
+            if pod.name in live:
+                continue
+            try:
+                row = self._store.get_worker(pod.name)
+            except Exception as exc:  # a row that cannot be read: its pod is left alone this cycle
+                _telemetry.record_error("scaler", "orphan_row_read")
+                logger.warning("could not read the row named like pod %s: %s: %s", pod.id, type(exc).__name__, exc)
+                unreadable.add(pod.name)
+                continue
             if row is not None:
                 known[pod.name] = row.terminated_at.timestamp() if row.terminated_at is not None else None
         cycle.plan = supervision.reconcile(
-            [(p.id, p.name) for p in cycle.pods],
+            [(p.id, p.name) for p in cycle.pods if p.name not in unreadable],
             live.items(),
             known,
             self._settings.provider.orphan_pod_policy,
