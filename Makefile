@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck install clean
+.PHONY: demo test test-cluster lint typecheck install clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +23,10 @@ test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 	$(BIN)/python -m pytest -q tests
+
+# Only the `ray up` end-to-end test of the existing-host path (also part of `make test`; root, ~7 min).
+test-cluster: $(STAMP)
+	$(BIN)/python -m pytest -q -m cluster tests/cluster
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -170,3 +170,11 @@ def test_cluster_settings_default_to_runpod_and_a_database_and_switch_to_local_p
     assert trial.provider.kind.value == "local"
     with pytest.raises(ConfigError, match="DATABASE_URL"):
         load_settings(path, environ={"ORCHESTRATOR_CLUSTER": "1"})
+
+
+@pytest.mark.parametrize("name", CLUSTER_FILES)
+def test_the_head_gets_a_ray_auth_token_never_printed(name: str) -> None:
+    config = _load(name)
+    setup = config["setup_commands"] + config.get("head_setup_commands", [])
+    (generate,) = [cmd for cmd in setup if "get-auth-token" in cmd]
+    assert "--generate" in generate and generate.rstrip().endswith("> /dev/null")
