@@ -139,7 +139,9 @@ def _pod_pid(provider: LocalProvider, worker_id: str) -> int:
 def test_a_worker_lost_mid_task_gives_its_task_to_another(
     how: str, ray_session: dict[str, Any], reigh_database_url: str, app: psycopg.Connection[Any], tmp_path: Path
 ) -> None:
-    settings = reigh_settings(reigh_database_url, tmp_path, max_workers=1)
+    # A heartbeat timeout well past the lifecycle's step, so that under load the crash report, not
+    # the silence that follows it, is what the lifecycle sees first.
+    settings = reigh_settings(reigh_database_url, tmp_path, max_workers=1, heartbeat_timeout_s=20.0)
     project = fixture.add_project(app, fixture.add_user(app, credits=100, in_cloud=True))
     task = fixture.add_task(app, project_id=project, task_type="travel_segment", params={"duration_s": 4})
     store = PostgresStore(reigh_database_url, min_size=1, max_size=2)
