@@ -104,6 +104,16 @@ _POD_RETRY_CAP_S = 300.0
 _NO_INPUT = "skipped: no worker rows or demand this cycle (the sync phase failed)"
 
 _T = TypeVar("_T")
+# Failures of the outside world, said in one line each cycle (no traceback: it would only show our
+# own retry code): the provider out of reach, throttling, refusing the key or out of capacity; the
+# database out of reach.
+_EXPECTED_FAILURES = (
+    cloud.Transient,
+    cloud.RateLimited,
+    cloud.AuthFailed,
+    cloud.CapacityUnavailable,
+    store_base.DatabaseUnavailable,
+)
 
 StoreFactory = lifecycle_mod.StoreFactory
 ProviderFactory = lifecycle_mod.ProviderFactory
@@ -415,12 +425,15 @@ class Scaler:
             except Exception as exc:
                 _telemetry.record_error("scaler", f"phase_{phase_name}")
                 in_a_row = self._phase_failures.get(phase_name, 0)
-                if in_a_row == 0:  # the traceback once; then one line per cycle while it keeps failing
+                # The traceback once, for a failure nobody expected; then, and for an expected one
+                # (the provider or the database out of reach), one line per cycle naming the cause.
+                if in_a_row == 0 and not isinstance(exc, _EXPECTED_FAILURES):
                     logger.exception("scaler phase %s failed (cycle %d)", phase_name, cycle.number)
                 else:
                     logger.warning(
-                        "scaler phase %s failed again (cycle %d, %d in a row): %s: %s",
+                        "scaler phase %s failed%s (cycle %d, %d in a row): %s: %s",
                         phase_name,
+                        " again" if in_a_row else "",
                         cycle.number,
                         in_a_row + 1,
                         type(exc).__name__,
