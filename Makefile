@@ -24,7 +24,7 @@ test: $(STAMP)
 	$(BIN)/mypy
 	$(BIN)/python -m pytest -q tests
 
-# Only the `ray up` end-to-end test of the existing-host path (also part of `make test`; root, ~7 min).
+# Only the `ray up` end-to-end test of the existing-host path (also part of `make test`; root; 2.5-6.5 min).
 test-cluster: $(STAMP)
 	$(BIN)/python -m pytest -q -m cluster tests/cluster
 

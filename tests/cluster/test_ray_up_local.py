@@ -260,6 +260,18 @@ def _ray(args: list[str], host: Host, timeout: float, check: bool = True) -> str
     return _ANSI.sub("", out)  # `ray exec` runs commands on a terminal: rich colours its output
 
 
+def _remove_ssh_control_dir(cluster: Path) -> None:
+    """`ray up` keeps SSH control sockets in /tmp/ray_ssh_<user hash>/<cluster hash>: this cluster's go."""
+    import getpass
+    import hashlib
+
+    name = yaml.safe_load(cluster.read_text())["cluster_name"]
+    user_dir = Path("/tmp") / f"ray_ssh_{hashlib.sha256(getpass.getuser().encode()).hexdigest()[:10]}"
+    shutil.rmtree(user_dir / hashlib.sha256(name.encode()).hexdigest()[:10], ignore_errors=True)
+    with contextlib.suppress(OSError):
+        user_dir.rmdir()  # only when no other cluster's sockets are in it
+
+
 def _listening_addresses(port: int) -> set[str]:
     import psutil
 
@@ -330,6 +342,7 @@ def test_ray_up_existing_host_end_to_end(host: Host) -> None:
         mark = time.monotonic()
         _ray(["down", "-y", str(cluster)], host, timeout=600, check=False)
         timings["ray down"] = time.monotonic() - mark
+        _remove_ssh_control_dir(cluster)
         timings["total"] = time.monotonic() - started
         with host.log.open("a") as out:
             out.write(f"\ntimings: {timings}\n")
