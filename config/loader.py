@@ -189,7 +189,7 @@ def env_file_path(environ: Mapping[str, str], given: str | Path | None = None) -
     named = given if given is not None else environ.get(ENV_FILE_VAR) or None
     if named is not None:
         path = _expand_home(Path(named), environ)
-        if not path.is_file():
+        if not path.exists() or path.is_dir():  # /dev/null is allowed: no env file at all
             raise ConfigError([f"env file {path} (--env-file or {ENV_FILE_VAR}): no such file"])
         return path
     home = environ.get("HOME")

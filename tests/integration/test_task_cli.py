@@ -23,7 +23,7 @@ from store.reigh import fixture
 def _clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
     for name in ("DATABASE_URL", "SUPABASE_URL", "SUPABASE_SERVICE_ROLE_KEY", "ORCHESTRATOR_CONFIG", "RAY_ADDRESS"):
         monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("ORCHESTRATOR_ENV_FILE", str(tmp_path / "absent.env"))  # no operator's env file
+    monkeypatch.setenv("ORCHESTRATOR_ENV_FILE", "/dev/null")  # never the env file of whoever runs the tests
     monkeypatch.setenv("ORCHESTRATOR_CLUSTER", "0")
     monkeypatch.setenv("ORCHESTRATOR_DATABASE__BACKEND", "postgres")
 

@@ -75,9 +75,12 @@ def test_a_bad_line_is_named_by_number_never_by_value(tmp_path: Path, line: str,
     assert says in str(raised.value) and SECRET not in str(raised.value)
 
 
-def test_a_named_file_that_is_missing_is_an_error(tmp_path: Path) -> None:
+def test_a_named_file_that_is_missing_is_an_error_dev_null_is_none(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="no such file"):
         load_settings(environ={"ORCHESTRATOR_ENV_FILE": str(tmp_path / "absent.env")})
+    _env_file(tmp_path, "ORCHESTRATOR_SCALING__MAX_WORKERS=7\n")  # the default file, not read:
+    settings = load_settings(environ={"HOME": str(tmp_path), "ORCHESTRATOR_ENV_FILE": "/dev/null"})
+    assert settings.scaling.max_workers == 10
 
 
 def test_cli_env_file_option_and_secrets_masked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
