@@ -222,6 +222,8 @@ def collect_status(
         )
         decisions = store.list_decisions(limit=1)
         out["last_decision"] = decisions[-1].model_dump(mode="json") if decisions else None
+        runs = store.list_orchestrator_events(limit=1)  # its last recorded start or clean stop
+        out["last_start_or_stop"] = runs[-1].model_dump(mode="json") if runs else None
         in_progress: dict[str, list[str]] = {}
         for task in store.list_tasks(status=TaskStatus.IN_PROGRESS):
             in_progress.setdefault(task.worker_id or "", []).append(task.id)
@@ -393,10 +395,14 @@ def render_status(data: dict[str, Any]) -> None:
         console.print(f"[bold]leader[/] {leader['holder']} epoch {leader['epoch']}{valid}")
     for line in scaler_lines(scaler, time.time()):
         console.print(line)
+    run = data.get("last_start_or_stop")
+    if run and run["kind"] == "stopped":
+        console.print(f"[bold]orchestrator[/] stopped at {run['at']} ({run['reason']}); not started since")
     decision = data.get("last_decision")
     if decision:
         console.print(
-            f"[bold]last recorded decision[/] #{decision['id']} cycle {decision['cycle_number']} at {decision['at']}: "
+            f"[bold]last recorded decision[/] #{decision['id']} ({decision.get('kind') or 'no kind'}) "
+            f"cycle {decision['cycle_number']} at {decision['at']}: "
             f"spawn {decision['spawn_count']}, drain {decision['drain_worker_ids'] or 'none'}"
         )
         for reason in decision["reasons"]:

@@ -279,7 +279,7 @@ def test_a_standby_taking_over_after_a_clean_stop_ends_the_stop(database_url: st
 
 @pytest.mark.ray
 def test_down_with_no_scaler_running_records_the_stop(
-    ray_session: dict[str, Any], database_url: str, tmp_path: Path
+    ray_session: dict[str, Any], database_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     from orchestrator import control
     from tests.support.fleet_harness import unique_name
@@ -295,5 +295,11 @@ def test_down_with_no_scaler_running_records_the_stop(
         (stop,) = store.list_orchestrator_events(since=begin)
         assert stop.kind is OrchestratorEventKind.STOPPED and stop.reason == "orchestrator down: no Scaler was running"
         assert not any(line.startswith("warning") for line in said), said
+        # `status` says so too.
+        data = control.collect_status(settings)
+        assert data["last_start_or_stop"]["reason"] == "orchestrator down: no Scaler was running"
+        control.render_status(data)
+        printed = " ".join(capsys.readouterr().out.split())  # rich wraps at the terminal's width
+        assert "orchestrator stopped at" in printed and "(orchestrator down: no Scaler was running)" in printed
     finally:
         store.close()
