@@ -82,7 +82,7 @@ from actors import lifecycle as lifecycle_mod
 from cloud import base as cloud
 from cloud import factory as providers
 from config.settings import OrchestratorSettings, QueueProfile
-from fleet import policy, supervision
+from fleet import learning, policy, supervision
 from fleet.models import Decision, DemandSnapshot, FleetHistory, WorkerState, WorkerView
 from store import base as store_base
 from store import factory as stores
@@ -479,11 +479,18 @@ class Scaler:
         self._cycle = max([self._cycle, *(d.cycle_number for d in decisions)])
         self._events = _EventWindow()
         events = self._events.refresh(self._store, now, self._config.failure_window_s)
-        history = FleetHistory(last_scale_up_at=max(scale_ups, default=None))
+        # What the policy learned of demand, from the demand each recorded decision saw.
+        learned_since = datetime.fromtimestamp(now - learning.DEMAND_MEMORY_S, tz=UTC)
+        recorded = self._store.list_decisions(since=learned_since, limit=learning.MAX_POINTS)
+        learned = learning.memory_from_decisions(((d.at.timestamp(), d.inputs) for d in recorded if d.at), now)
+        history = FleetHistory(last_scale_up_at=max(scale_ups, default=None), learned=learned)
         self._history = policy.record_outcomes(history, policy.outcomes_from_events(events), now, self._config)
         self._last_record_key = None
         logger.info(
-            "view rebuilt: %d decisions and %d worker events in the failure window", len(decisions), len(events)
+            "view rebuilt: %d decisions and %d worker events in the failure window, %d demand points learned",
+            len(decisions),
+            len(events),
+            len(learned.points),
         )
 
     def _phase_pods(self, cycle: _Cycle) -> None:

@@ -13,6 +13,7 @@ __all__ = [
     "BreakerStatus",
     "Decision",
     "DecisionKind",
+    "DemandMemory",
     "DemandSnapshot",
     "FleetHistory",
     "SpawnOutcome",
@@ -66,6 +67,10 @@ class WorkerView:
     # When the worker last had no task after having one (or was promoted); None while busy.
     idle_since: float | None = None
     pod_id: str | None = None
+    # When the worker claimed the oldest task it holds, and that task's type; None while idle (or
+    # when the queue does not say). The policy learns task durations per type from them.
+    task_started_at: float | None = None
+    task_type: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,6 +128,18 @@ class BreakerState:
 
 
 @dataclass(frozen=True, slots=True)
+class DemandMemory:
+    """What the policy has learned of the workload (`fleet.learning`); rebuilt after a restart."""
+
+    # (t, demand) each time demand (claimable + in progress on capacity) changed, oldest first.
+    points: tuple[tuple[float, int], ...] = ()
+    # task type -> lengths of its most recent runs, seconds.
+    durations: tuple[tuple[str, tuple[float, ...]], ...] = ()
+    # (worker id, task_started_at, task type) of each busy worker last cycle: how runs are seen to end.
+    holding: tuple[tuple[str, float, str], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class FleetHistory:
     """What the policy remembers between cycles; the Scaler stores it and passes it back."""
 
@@ -135,6 +152,8 @@ class FleetHistory:
     # Measured boot times (created to first heartbeat) of the most recent BOOTED outcomes; kept
     # apart from `outcomes` so the boot estimate outlives the failure window.
     boot_samples: tuple[float, ...] = ()
+    # What the policy learned of the workload: demand rises and task durations (fleet.learning).
+    learned: DemandMemory = field(default_factory=DemandMemory)
 
 
 class DecisionKind(StrEnum):

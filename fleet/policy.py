@@ -33,6 +33,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 
 from config.settings import ScalingSettings
+from fleet import learning
 from fleet.lifecycle import reason_code
 from fleet.models import (
     BreakerState,
@@ -113,6 +114,11 @@ def boot_estimate(history: FleetHistory, config: ScalingSettings) -> float:
         return config.default_boot_time_s
     ordered = sorted(history.boot_samples)
     return ordered[min(len(ordered) - 1, math.ceil(0.9 * len(ordered)) - 1)]
+
+
+def _active_for(worker: WorkerView, now: float) -> float:
+    """Seconds since the worker's promotion (its creation if never promoted)."""
+    return now - (worker.promoted_at if worker.promoted_at is not None else worker.created_at)
 
 
 def idle_for(worker: WorkerView, now: float) -> float | None:
@@ -270,6 +276,11 @@ def decide(ctx: PolicyContext) -> Decision:
     breaker, notes = _step_breaker(history, live, config, now)
     reasons: list[str] = list(notes)
     boot_est = boot_estimate(history, config)
+    # What is learned of the workload (fleet.learning): how demand rises, how long tasks run.
+    learned = learning.observe(history.learned, demand_tasks, live, now)
+    fastest_boot = min(history.boot_samples, default=config.default_boot_time_s)
+    coming = learning.capacity_on_its_way(learned, active, now, fastest_boot) if tpw == 1 else []
+    keep_idle = learning.headroom(learned, now, boot_est)
 
     demand_words = (
         f"desired {desired} = ceil((claimable {snapshot.claimable} + in_progress {in_progress}) / "
@@ -279,7 +290,14 @@ def decide(ctx: PolicyContext) -> Decision:
     )
 
     # ---- scale up
-    need = max(0, desired - capacity)
+    # A busy worker whose task ends before a new pod could boot claims the queued task first:
+    # spawning for it would only buy an idle pod.
+    need = max(0, desired - capacity - len(coming))
+    if coming and desired > capacity:
+        reasons.append(
+            f"capacity on its way: {len(coming)} busy worker(s) ({', '.join(coming)}) end their task within "
+            f"the fastest boot {fastest_boot:.0f}s at >= {learning.COMING_CONFIDENCE:.0%} (learned durations)"
+        )
     # Draining pods still cost money and hold a GPU: max_workers bounds them too.
     room = max(0, config.max_workers - capacity - len(by_state[WorkerState.DRAINING]))
     spawn = min(need, config.max_spawns_per_cycle, room)
@@ -339,7 +357,8 @@ def decide(ctx: PolicyContext) -> Decision:
 
     # ---- scale down
     drain: list[str] = []
-    surplus = capacity - desired
+    # With a learned headroom, idle workers beyond it are surplus; without one, all of them.
+    surplus = capacity - desired - (keep_idle or 0)
     stabilizing = history.last_scale_up_at is not None and now - history.last_scale_up_at < (
         config.scale_down_stabilization_s
     )
@@ -355,11 +374,18 @@ def decide(ctx: PolicyContext) -> Decision:
                 f"{now - history.last_scale_up_at:.0f}s ago < stabilization {config.scale_down_stabilization_s:.0f}s"
             )
         else:
-            eligible = [(t, w) for t, w in idle if t >= keep_for]
+            if keep_idle is not None:
+                eligible = [(t, w) for t, w in idle if _active_for(w, now) >= learning.MIN_ACTIVE_BEFORE_DRAIN_S]
+            else:
+                eligible = [(t, w) for t, w in idle if t >= keep_for]
             chosen = eligible[:surplus]
             drain = [w.id for _, w in chosen]
             keep_words = (
-                f"keep idle >= {keep_for:.0f}s = max(idle_timeout {config.idle_timeout_s:.0f}s, "
+                f"keep {keep_idle} idle = the learned rise of demand within the boot estimate {boot_est:.0f}s "
+                f"at q{learning.HEADROOM_QUANTILE:.2f}, none drained within "
+                f"{learning.MIN_ACTIVE_BEFORE_DRAIN_S:.0f}s of promotion"
+                if keep_idle is not None
+                else f"keep idle >= {keep_for:.0f}s = max(idle_timeout {config.idle_timeout_s:.0f}s, "
                 f"boot estimate {boot_est:.0f}s) while work keeps arriving"
                 if work_arriving
                 else f"keep idle >= idle_timeout {config.idle_timeout_s:.0f}s (no demand for "
@@ -392,6 +418,7 @@ def decide(ctx: PolicyContext) -> Decision:
         last_demand_at=last_demand_at,
         last_scale_up_at=now if spawn > 0 else history.last_scale_up_at,
         last_scale_down_at=now if drain else history.last_scale_down_at,
+        learned=learned,
     )
     inputs: Inputs = {
         "queued": snapshot.queued,
@@ -416,6 +443,9 @@ def decide(ctx: PolicyContext) -> Decision:
         "boot_estimate_s": round(boot_est, 1),
         "boot_samples": len(history.boot_samples),
         "keep_idle_s": round(keep_for, 1),
+        "learned_headroom": keep_idle,
+        "capacity_on_its_way": len(coming),
+        "learned_demand_points": len(learned.points),
         "work_arriving": int(work_arriving),
         "last_scale_up_at": history.last_scale_up_at,
         "last_demand_at": last_demand_at,

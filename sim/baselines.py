@@ -13,6 +13,9 @@ cannot drift from what the Scaler passes.
   per step), 300 s scale-down stabilization (the highest recommendation of the last 300 s wins),
   minReplicaCount 0, and a ReplicaSet that removes not-ready pods first, then the newest.
 - `DefaultPolicy` wraps `fleet.policy.decide`, on `config.cycle_interval_s`.
+- `PreviousPolicy` is the same `decide` with nothing learned (`FleetHistory.learned` emptied every
+  cycle): the default before `fleet.learning`, a fixed idle timeout and no capacity on its way. It
+  is the anchor every comparison measures the gap from (`sim.compare.ANCHOR`).
 
 The seed policy is not a pure function of the fleet (it remembers which workers it has seen end),
 so policies are objects; each holds only its own bookkeeping and never reads a clock.
@@ -29,12 +32,12 @@ from typing import Protocol
 
 from config.settings import ScalingSettings
 from fleet import policy as default_policy
-from fleet.models import Decision, FleetHistory, WorkerState, WorkerView
+from fleet.models import Decision, DemandMemory, FleetHistory, WorkerState, WorkerView
 from fleet.policy import PolicyContext
 
-__all__ = ["POLICY_NAMES", "DefaultPolicy", "KedaPolicy", "Policy", "SeedPolicy", "make_policy"]
+__all__ = ["POLICY_NAMES", "DefaultPolicy", "KedaPolicy", "Policy", "PreviousPolicy", "SeedPolicy", "make_policy"]
 
-POLICY_NAMES = ("default", "seed", "keda")
+POLICY_NAMES = ("default", "previous", "seed", "keda")
 
 
 class Policy(Protocol):
@@ -58,6 +61,21 @@ class DefaultPolicy:
 
     def decide(self, ctx: PolicyContext) -> Decision:
         return default_policy.decide(ctx)
+
+
+@dataclass
+class PreviousPolicy:
+    """`fleet.policy.decide` with nothing learned: the default policy before `fleet.learning`."""
+
+    name: str = "previous"
+
+    def cycle_interval_s(self, config: ScalingSettings) -> float:
+        return config.cycle_interval_s
+
+    def decide(self, ctx: PolicyContext) -> Decision:
+        forgetful = replace(ctx, history=replace(ctx.history, learned=DemandMemory()))
+        decision = default_policy.decide(forgetful)
+        return replace(decision, history=replace(decision.history, learned=DemandMemory()))
 
 
 def _decision(
@@ -194,9 +212,11 @@ class KedaPolicy:
 
 
 def make_policy(name: str) -> Policy:
-    """A fresh policy object by name: `default`, `seed` or `keda`."""
+    """A fresh policy object by name: `default`, `previous`, `seed` or `keda`."""
     if name == "default":
         return DefaultPolicy()
+    if name == "previous":
+        return PreviousPolicy()
     if name == "seed":
         return SeedPolicy()
     if name == "keda":

@@ -21,8 +21,8 @@ from sim.trace import TraceTask
 
 __all__ = ["ANCHOR", "GAP_REFERENCES", "NAMES", "compare"]
 
-# The policy whose distance to the references is measured: today's default.
-ANCHOR = "default"
+# The policy whose distance to the references is measured: the default before it learned.
+ANCHOR = "previous"
 # reference name -> the figure that holds the fraction of the anchor's gap to it that a policy closes
 GAP_REFERENCES = {"oracle": "gap_closed", "oracle-p95": "gap_closed_p95"}
 NAMES = (*POLICY_NAMES, *oracle.REFERENCE_NAMES)

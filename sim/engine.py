@@ -365,6 +365,14 @@ class _Sim:
         if tr.to is WorkerState.TERMINATED:
             self.terminations += 1
 
+    def _held(self, w: _Worker) -> tuple[float | None, str | None]:
+        """What the queue says of the oldest task a worker holds: when it was claimed, its type."""
+        held = [self.tasks[i] for i in w.tasks]
+        if not held:
+            return None, None
+        oldest = min(held, key=lambda t: (t.run_started or 0.0, t.spec.index))
+        return oldest.run_started, oldest.spec.task_type
+
     def _views(self) -> list[WorkerView]:
         return [
             WorkerView(
@@ -375,6 +383,8 @@ class _Sim:
                 last_heartbeat_at=w.last_hb,
                 tasks_in_progress=len(w.tasks),
                 idle_since=w.idle_since,
+                task_started_at=self._held(w)[0],
+                task_type=self._held(w)[1],
             )
             for w in self.workers.values()
             if w.state is not WorkerState.TERMINATED

@@ -1,0 +1,215 @@
+"""What the policy learns (`fleet.learning`) and how `decide` uses it: property tests over generated
+histories (breaker closed, open and half-open; learned state rebuilt after a restart), and the
+learned policy against the one before it in the simulator."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from config.settings import ScalingSettings
+from fleet import learning, policy
+from fleet.models import (
+    BreakerState,
+    BreakerStatus,
+    DemandMemory,
+    DemandSnapshot,
+    FleetHistory,
+    WorkerState,
+    WorkerView,
+)
+from sim import engine
+from sim import trace as sim_trace
+from sim.baselines import make_policy
+
+PROPS = settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+CONFIG = ScalingSettings()
+
+
+def _rises(period: float, horizon: float, burst: int = 1) -> DemandMemory:
+    """Demand that rises by `burst` every `period` seconds and falls back 60 s later."""
+    points = []
+    t = 0.0
+    while t < horizon:
+        points += [(t, burst), (t + 60.0, 0)]
+        t += period
+    return DemandMemory(points=tuple(points))
+
+
+def test_headroom_follows_how_often_demand_rises() -> None:
+    # Demand rising every 100 s: a rise within a boot time is the rule, keep one idle worker.
+    assert learning.headroom(_rises(100, 3600), 3600, 150) == 1
+    # A burst of 8 every 40 minutes, long after the last one: keep none.
+    assert learning.headroom(_rises(2400, 7000, burst=8), 7000, 150) == 0
+    # Too little remembered: no learned headroom, the policy keeps its fixed rule.
+    assert learning.headroom(_rises(100, 300), 300, 150) is None
+    assert learning.headroom(DemandMemory(), 0, 150) is None
+
+
+def _busy(wid: str, started: float, task_type: str = "seg", **kw: float) -> WorkerView:
+    return WorkerView(
+        wid,
+        WorkerState.ACTIVE,
+        created_at=0,
+        promoted_at=10,
+        tasks_in_progress=1,
+        task_started_at=started,
+        task_type=task_type,
+        **kw,  # type: ignore[arg-type]
+    )
+
+
+def _idle(wid: str, since: float, promoted: float = 10.0) -> WorkerView:
+    return WorkerView(wid, WorkerState.ACTIVE, created_at=0, promoted_at=promoted, idle_since=since)
+
+
+def test_durations_are_learned_per_type_and_make_capacity_on_its_way() -> None:
+    memory = DemandMemory()
+    t = 0.0
+    for _ in range(6):  # six 100 s tasks of type seg, back to back on one worker
+        memory = learning.observe(memory, 1, [_busy("w1", t)], t + 1)
+        t += 100.0
+    memory = learning.observe(memory, 0, [_idle("w1", t)], t + 1)
+    assert dict(memory.durations)["seg"] == (100.0,) * 6
+    # 90 s into a seg task, a 60 s boot: it surely ends first
+    assert learning.capacity_on_its_way(memory, [_busy("w2", 1000)], 1090, 60) == ["w2"]
+    # 5 s into it: it does not
+    assert learning.capacity_on_its_way(memory, [_busy("w2", 1000)], 1005, 60) == []
+    # an unknown type promises nothing
+    assert learning.capacity_on_its_way(memory, [_busy("w2", 1000, "other")], 1090, 60) == []
+
+
+def test_memory_is_bounded() -> None:
+    memory = DemandMemory()
+    for k in range(3 * learning.MAX_POINTS):
+        memory = learning.observe(memory, k % 2, [], float(k))
+    assert len(memory.points) <= learning.MAX_POINTS
+    memory = learning.observe(memory, 5, [], 1e6)
+    # past the horizon only the demand at its start is kept (the last change before it)
+    assert memory.points == ((3 * learning.MAX_POINTS - 1.0, 1), (1e6, 5))
+
+
+# ---- generated histories
+
+
+@st.composite
+def contexts(draw: st.DrawFn) -> tuple[policy.PolicyContext, FleetHistory]:
+    now = 10_000.0
+    n = draw(st.integers(0, 8))
+    workers = []
+    for i in range(n):
+        state = draw(
+            st.sampled_from([WorkerState.SPAWNING, WorkerState.ACTIVE, WorkerState.ACTIVE, WorkerState.DRAINING])
+        )
+        created = now - draw(st.floats(0, 3000))
+        promoted = None if state is WorkerState.SPAWNING else min(now, created + draw(st.floats(30, 200)))
+        busy = state is not WorkerState.SPAWNING and draw(st.booleans())
+        started = now - draw(st.floats(0, 400)) if busy else None
+        workers.append(
+            WorkerView(
+                f"w{i}",
+                state,
+                created_at=created,
+                promoted_at=promoted,
+                tasks_in_progress=int(busy),
+                idle_since=None if busy or promoted is None else max(promoted, now - draw(st.floats(0, 900))),
+                task_started_at=started,
+                task_type=draw(st.sampled_from(["a", "b"])) if busy else None,
+            )
+        )
+    in_progress = sum(w.tasks_in_progress for w in workers)
+    claimable = draw(st.integers(0, 12))
+    snapshot = DemandSnapshot(queued=claimable + draw(st.integers(0, 5)), claimable=claimable, in_progress=in_progress)
+    breaker = draw(
+        st.sampled_from(
+            [
+                BreakerState(),
+                BreakerState(status=BreakerStatus.OPEN, opened_at=now - 60),
+                BreakerState(status=BreakerStatus.OPEN, opened_at=now - 4000),  # cooldown over: half-open
+                BreakerState(status=BreakerStatus.HALF_OPEN),
+                BreakerState(status=BreakerStatus.HALF_OPEN, probe_issued_at=now - 30),
+            ]
+        )
+    )
+    # a learned memory: demand that rose every `period` seconds over the last two hours
+    period = draw(st.sampled_from([60.0, 300.0, 2400.0]))
+    points = tuple(
+        (now - 7000 + k * period + j * 30, draw(st.integers(0, 6))) for k in range(int(7000 // period)) for j in (0, 1)
+    )
+    durations = (("a", tuple(draw(st.lists(st.floats(10, 400), min_size=0, max_size=10)))),)
+    learned = DemandMemory(points=tuple(sorted(points)), durations=durations)
+    history = FleetHistory(
+        breaker=breaker,
+        boot_samples=tuple(draw(st.lists(st.floats(56, 157), max_size=5))),
+        last_scale_up_at=draw(st.sampled_from([None, now - 30, now - 1000])),
+        learned=learned if draw(st.booleans()) else DemandMemory(),
+    )
+    config = ScalingSettings(min_workers=draw(st.integers(0, 2)), max_workers=draw(st.integers(2, 10)))
+    return policy.PolicyContext(snapshot, workers, history, config, now), history
+
+
+@PROPS
+@given(contexts())
+def test_decide_keeps_its_promises_with_what_it_learned(generated: tuple[policy.PolicyContext, FleetHistory]) -> None:
+    ctx, _ = generated
+    d = policy.decide(ctx)
+    assert d == policy.decide(ctx)  # pure: the same context, the same decision
+    capacity = [w for w in ctx.workers if w.state.counts_as_capacity()]
+    draining = sum(1 for w in ctx.workers if w.state is WorkerState.DRAINING)
+    # no spawn beyond demand, none past max_workers
+    assert d.spawn <= max(0, d.desired - len(capacity))
+    assert len(capacity) + draining + d.spawn <= max(ctx.config.max_workers, len(capacity) + draining)
+    if ctx.history.breaker.status is BreakerStatus.OPEN and ctx.now - (ctx.history.breaker.opened_at or 0) < 300:
+        assert d.spawn == 0
+    if ctx.history.breaker.status is BreakerStatus.HALF_OPEN:
+        assert d.spawn <= 1
+    by_id = {w.id: w for w in ctx.workers}
+    for wid in d.drain:
+        w = by_id[wid]
+        assert w.state is WorkerState.ACTIVE and w.tasks_in_progress == 0  # idle, never busy
+        assert w.promoted_at is not None and ctx.now - w.promoted_at >= learning.MIN_ACTIVE_BEFORE_DRAIN_S
+    assert len(capacity) - len(d.drain) >= min(ctx.config.min_workers, len(capacity))
+    # what was learned is carried on, bounded
+    assert len(d.history.learned.points) <= learning.MAX_POINTS
+    assert all(len(s) <= learning.DURATION_SAMPLES_KEPT for _, s in d.history.learned.durations)
+
+
+@PROPS
+@given(contexts(), st.lists(st.integers(0, 6), min_size=80, max_size=200))
+def test_learned_state_survives_a_restart(
+    generated: tuple[policy.PolicyContext, FleetHistory], demands: list[int]
+) -> None:
+    """Run cycles, record every decision's inputs as the Scaler does; a restarted Scaler rebuilds
+    the same demand memory from them and so keeps the same headroom."""
+    ctx, _ = generated
+    history = replace(ctx.history, learned=DemandMemory())
+    recorded: list[tuple[float, dict[str, float | int | str | None]]] = []
+    now = ctx.now
+    for demand in demands:
+        now += 30.0
+        snapshot = DemandSnapshot(queued=demand, claimable=demand, in_progress=0, taken_at=now)
+        d = policy.decide(policy.PolicyContext(snapshot, [], history, ctx.config, now))
+        history = d.history
+        recorded.append((now, d.inputs))
+    rebuilt = learning.memory_from_decisions(recorded, now)
+    assert rebuilt.points == history.learned.points
+    window = policy.boot_estimate(history, ctx.config)
+    assert learning.headroom(rebuilt, now, window) == learning.headroom(history.learned, now, window)
+
+
+# ---- in the simulator
+
+
+@pytest.mark.parametrize("trace", ["bursty", "incident-evening"])
+def test_learning_makes_the_default_cheaper(trace: str) -> None:
+    """Without fleet.learning (the `previous` policy) the same code pays more on the same world."""
+    tasks = sim_trace.load_trace(Path(__file__).parents[2] / "bench" / "traces" / f"{trace}.csv")
+    params = engine.SimParams(seed=0)
+    new = engine.simulate(tasks, make_policy("default"), engine.sim_scaling(), params).figures
+    old = engine.simulate(tasks, make_policy("previous"), engine.sim_scaling(), params).figures
+    assert float(new["billed_per_busy"]) < float(old["billed_per_busy"]) - 0.1
+    assert new["killed_within_2min_of_promotion"] == 0 and new["spawns_beyond_demand"] == 0
