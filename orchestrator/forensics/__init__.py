@@ -18,6 +18,7 @@ from orchestrator.forensics.formatting import format_duration, trace_id_of
 from orchestrator.forensics.silences import Gap, Silence, Stop, gaps_of, silences_from_gaps, stops_of
 from orchestrator.forensics.timeline import TimelineEntry, TimelineReport, build_timeline, render_timeline
 from orchestrator.forensics.timeparse import TimeParseError, parse_time
+from orchestrator.forensics.wording import is_note
 from orchestrator.forensics.worker_report import WorkerReport, build_worker_report, render_worker
 
 __all__ = [
@@ -35,6 +36,7 @@ __all__ = [
     "build_worker_report",
     "format_duration",
     "gaps_of",
+    "is_note",
     "parse_time",
     "render",
     "render_at",

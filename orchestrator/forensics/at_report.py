@@ -28,6 +28,7 @@ from orchestrator.forensics.wording import (
     decision_json,
     decision_lines,
     event_json,
+    is_note,
     previous_events,
     transition_text,
 )
@@ -114,7 +115,9 @@ def build_at_report(
         explained.update(e.id for e in mine)
     window_events = [e for e in events if since <= e.at <= until]
     unexplained = [
-        e for e in window_events if e.id not in explained and (e.from_status is None or e.to_status == "draining")
+        e
+        for e in window_events
+        if e.id not in explained and not is_note(e) and (e.from_status is None or e.to_status == "draining")
     ]
     unexplained_ids = {e.id for e in unexplained}
     other = [e for e in window_events if e.id not in explained and e.id not in unexplained_ids]

@@ -32,6 +32,7 @@ from orchestrator.forensics.wording import (
     decision_kind,
     event_json,
     inputs_line,
+    is_note,
     previous_events,
     transition_text,
 )
@@ -178,14 +179,15 @@ def build_timeline(
     for silence in silences:
         entries.extend(_silence_entries(silence, since, until))
     entries.sort(key=lambda e: (e.at, _ORDER[e.kind]))
+    moves = [e for e in window_events if not is_note(e)]
     counts = {
         "decisions": len(window_decisions),
         "decisions_with_change": sum(1 for d in window_decisions if decision_changes(d)),
-        "created": sum(1 for e in window_events if e.to_status == "spawning"),
-        "promoted": sum(1 for e in window_events if e.to_status == "active"),
-        "drained": sum(1 for e in window_events if e.to_status == "draining"),
-        "terminated": sum(1 for e in window_events if e.to_status == "terminated"),
-        "errors": sum(1 for e in window_events if e.to_status == "error"),
+        "created": sum(1 for e in moves if e.to_status == "spawning"),
+        "promoted": sum(1 for e in moves if e.to_status == "active"),
+        "drained": sum(1 for e in moves if e.to_status == "draining"),
+        "terminated": sum(1 for e in moves if e.to_status == "terminated"),
+        "errors": sum(1 for e in moves if e.to_status == "error"),
         "silences": len(silences),
         "stops": sum(1 for e in runs if since <= e.at <= until and e.kind is OrchestratorEventKind.STOPPED),
     }

@@ -22,6 +22,7 @@ __all__ = [
     "decision_lines",
     "event_json",
     "inputs_line",
+    "is_note",
     "previous_events",
     "transition_text",
 ]
@@ -158,10 +159,19 @@ def event_json(event: WorkerEvent, previous: WorkerEvent | None) -> dict[str, An
     }
 
 
+def is_note(event: WorkerEvent) -> bool:
+    """An event that records something about a worker without moving it (a failed terminate, a
+    duplicate pod): same state before and after. Counts and phase durations skip it."""
+    return event.from_status is not None and event.from_status == event.to_status
+
+
 def previous_events(history: Sequence[WorkerEvent]) -> dict[int, WorkerEvent]:
-    """Event id -> the same worker's event before it, from each worker's full (or partial) history."""
+    """Event id -> the same worker's transition before it, from each worker's full (or partial)
+    history (notes are not transitions: a state's duration runs from the move into it)."""
     by_worker: dict[str, list[WorkerEvent]] = {}
     for event in history:
+        if is_note(event):
+            continue
         by_worker.setdefault(event.worker_id, []).append(event)
     previous: dict[int, WorkerEvent] = {}
     for events in by_worker.values():
@@ -172,6 +182,8 @@ def previous_events(history: Sequence[WorkerEvent]) -> dict[int, WorkerEvent]:
 
 
 def transition_text(event: WorkerEvent, previous: WorkerEvent | None) -> str:
+    if is_note(event):
+        return f"worker {event.worker_id} note while {event.to_status}: {event.reason}"
     verb = _VERBS.get(event.to_status, event.to_status)
     text = f"worker {event.worker_id} {verb}"
     if previous is not None:

@@ -12,7 +12,7 @@ from datetime import datetime
 from typing import Any
 
 from orchestrator.forensics.formatting import clock, format_duration, iso, stamp, trace_id_of
-from orchestrator.forensics.wording import decision_json, decision_lines, event_json, transition_text
+from orchestrator.forensics.wording import decision_json, decision_lines, event_json, is_note, transition_text
 from store.base import DecisionRecord, TaskRow, WorkerEvent, WorkerRow
 
 __all__ = ["WorkerReport", "build_worker_report", "render_worker"]
@@ -37,7 +37,7 @@ class WorkerReport:
     def phases(self) -> list[tuple[str, datetime, datetime | None, float]]:
         """(state, entered, left or None, seconds) for each state the worker was in."""
         out = []
-        events = sorted(self.events, key=lambda e: (e.at, e.id))
+        events = sorted((e for e in self.events if not is_note(e)), key=lambda e: (e.at, e.id))
         for index, event in enumerate(events):
             left = events[index + 1].at if index + 1 < len(events) else None
             end = left or (event.at if event.to_status == "terminated" else self.now)

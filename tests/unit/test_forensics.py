@@ -231,3 +231,22 @@ def test_decision_kind_is_read_from_the_row_not_from_its_reasons() -> None:
     )
     assert timeline.entries[0].text.startswith("decision #3 capped at max_workers, no spawn")  # shown: a wish
     assert timeline.entries[0].data["decision"]["kind"] == "capped"
+
+
+def test_a_note_is_shown_but_neither_counted_as_a_move_nor_splitting_a_phase() -> None:
+    events = [
+        event(1, "w3", 40, None, "spawning"),
+        event(2, "w3", 41, "spawning", "active"),
+        event(3, "w3", 45, "active", "terminating"),
+        event(4, "w3", 46, "terminating", "terminating", "terminate_failed: provider 503, retry in 2s"),
+        event(5, "w3", 48, "terminating", "terminated"),
+    ]
+    report = forensics.build_timeline(
+        since=t(30), until=t(60), decisions=[], events=events, gaps=[], cycle_interval_s=10
+    )
+    text = forensics.render_timeline(report)
+    assert "worker w3 note while terminating: terminate_failed: provider 503" in text
+    # the terminated line measures its time in `terminating` from the move into it, not from the note
+    assert "worker w3 terminated (3 min terminating)" in text, text
+    assert report.counts["terminated"] == 1 and report.counts["created"] == 1
+    assert sum(1 for e in events if forensics.is_note(e)) == 1
