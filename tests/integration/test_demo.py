@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -63,15 +65,19 @@ def _wait_for_no_leftovers(marker: str, workdir: Path, before: set[int], timeout
 
 
 @pytest.fixture
-def workdir(tmp_path: Path) -> Iterator[Path]:
-    (tmp_path / "tiny.csv").write_text(TRACE)
+def workdir() -> Iterator[Path]:
+    """Not under pytest's tmp tree: that one is 0700 and root's, and the embedded Postgres runs as
+    the user `pgserver` when we are root, so it could not be stopped there."""
+    path = Path(tempfile.mkdtemp(prefix="orchestrator-demo-test-"))
+    (path / "tiny.csv").write_text(TRACE)
     try:
-        yield tmp_path
+        yield path
     finally:
         from store.embedded import stop_embedded
 
-        stop_embedded(tmp_path / ".orchestrator" / "pgdata")
-        stop_embedded(tmp_path / ".orchestrator" / "reigh" / "pgdata")
+        stop_embedded(path / ".orchestrator" / "pgdata")
+        stop_embedded(path / ".orchestrator" / "reigh" / "pgdata")
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def _run(workdir: Path, env: dict[str, str], *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
