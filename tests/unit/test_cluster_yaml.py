@@ -174,7 +174,8 @@ def test_cluster_settings_default_to_runpod_and_a_database_and_switch_to_local_p
 
 @pytest.mark.parametrize("name", CLUSTER_FILES)
 def test_the_head_gets_a_ray_auth_token_never_printed(name: str) -> None:
+    """On the head only: a worker node generating a token of its own could never join."""
     config = _load(name)
-    setup = config["setup_commands"] + config.get("head_setup_commands", [])
-    (generate,) = [cmd for cmd in setup if "get-auth-token" in cmd]
+    assert not [cmd for cmd in config["setup_commands"] if "get-auth-token" in cmd]
+    (generate,) = [cmd for cmd in config["head_setup_commands"] if "get-auth-token" in cmd]
     assert "--generate" in generate and generate.rstrip().endswith("> /dev/null")
