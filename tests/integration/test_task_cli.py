@@ -197,3 +197,22 @@ def test_reigh_needs_the_apps_postgres() -> None:
         SUPABASE_SERVICE_ROLE_KEY="k-secret-zzz",
     )
     assert result.exit_code == 2 and "DATABASE_URL" in result.output and "k-secret-zzz" not in result.output
+
+
+def test_native_over_supabase_rest(database_url: str) -> None:
+    """The same commands through the Supabase REST API (the loopback PostgREST stand-in)."""
+    from tests.support.postgrest_standin import PostgrestStandin
+
+    with PostgrestStandin(database_url) as standin:
+        env = {
+            "ORCHESTRATOR_DATABASE__BACKEND": "supabase",
+            "SUPABASE_URL": standin.url,
+            "SUPABASE_SERVICE_ROLE_KEY": standin.service_key,
+        }
+        added = _run(["task", "add", "--type", "travel_segment", "--user", "u9", "--count", "2"], **env)
+        assert added.exit_code == 0, added.output
+        ids = _ids(added.stdout)
+        listed = _run(["task", "list", "--json"], **env)
+        assert listed.exit_code == 0, listed.output
+        assert {t["id"] for t in json.loads(listed.stdout)["tasks"]} == set(ids) and len(ids) == 2
+        assert standin.service_key not in added.output + listed.output
