@@ -1,12 +1,18 @@
 """Regenerate the shipped traces in bench/traces/ (seeded: the same files every time).
 
     .venv/bin/python bench/make_traces.py
+    .venv/bin/python bench/make_traces.py --unseen DIR [--seed N]
+
+`--unseen` writes traces of other shapes instead (never used to tune the policy): short tasks in a
+dense stream, long tasks arriving rarely, a ramp up and down, bursts on top of a steady stream, a
+week-end-like quiet day with a few jobs, each drawn from `--seed`.
 
 Columns: arrival_s,task_type,user_id,duration_s,depends_on (0-based row index of the parent).
 """
 
 from __future__ import annotations
 
+import argparse
 import csv
 import math
 import random
@@ -17,10 +23,10 @@ OUT = Path(__file__).parent / "traces"
 Row = tuple[float, str, str, float, int | None]
 
 
-def _write(name: str, rows: list[Row]) -> None:
+def _write(name: str, rows: list[Row], out: Path = OUT) -> None:
     rows = sorted(rows, key=lambda r: r[0])
     # Stable sort: rows with dependencies come already sorted (parents first), so indexes hold.
-    with open(OUT / f"{name}.csv", "w", newline="") as fh:
+    with open(out / f"{name}.csv", "w", newline="") as fh:
         w = csv.writer(fh)
         w.writerow(["arrival_s", "task_type", "user_id", "duration_s", "depends_on"])
         for r in rows:
@@ -124,7 +130,67 @@ def incident_evening(rng: random.Random) -> list[Row]:
     return _jobs(jobs)
 
 
+def short_dense(rng: random.Random) -> list[Row]:
+    rows: list[Row] = []
+    t = 0.0
+    while (t := t + rng.expovariate(1 / 25)) < 3 * 3600:
+        rows.append((t, "thumbnail", f"user-{rng.randrange(20)}", rng.uniform(10, 60), None))
+    return rows
+
+
+def long_rare(rng: random.Random) -> list[Row]:
+    rows: list[Row] = []
+    t = 0.0
+    while (t := t + rng.expovariate(1 / 700)) < 8 * 3600:
+        rows.append((t, "train", f"user-{rng.randrange(6)}", rng.uniform(600, 2400), None))
+    return rows
+
+
+def ramp(rng: random.Random) -> list[Row]:
+    rows: list[Row] = []
+    t = 0.0
+    while (t := t + rng.expovariate(1 / 30)) < 6 * 3600:
+        level = 1 - abs(t - 3 * 3600) / (3 * 3600)  # 0 -> 1 -> 0 over six hours
+        if rng.random() < level:
+            rows.append((t, "travel_segment", f"user-{rng.randrange(12)}", rng.uniform(60, 300), None))
+    return rows
+
+
+def bursts_on_stream(rng: random.Random) -> list[Row]:
+    rows = [r for r in steady(rng) if r[0] < 3 * 3600]
+    for start in (1800.0, 5400.0, 9000.0):
+        for _ in range(rng.randint(10, 18)):
+            rows.append(
+                (start + rng.uniform(0, 120), "travel_segment", f"user-b{rng.randrange(6)}", rng.uniform(60, 240), None)
+            )
+    return rows
+
+
+def quiet_day(rng: random.Random) -> list[Row]:
+    starts = sorted(rng.uniform(0, 12 * 3600) for _ in range(14))
+    return _jobs([(at, f"user-{rng.randrange(4)}", rng.randint(1, 4), rng) for at in starts])
+
+
+UNSEEN = [
+    ("short-dense", short_dense),
+    ("long-rare", long_rare),
+    ("ramp", ramp),
+    ("bursts-on-stream", bursts_on_stream),
+    ("quiet-day", quiet_day),
+]
+
+
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--unseen", type=Path, default=None, help="write the unseen shapes into this folder")
+    parser.add_argument("--seed", type=int, default=7)
+    args = parser.parse_args()
+    if args.unseen is not None:
+        args.unseen.mkdir(parents=True, exist_ok=True)
+        for k, (name, fn) in enumerate(UNSEEN):
+            _write(name, fn(random.Random(args.seed * 100 + k)), args.unseen)
+            print(f"wrote {args.unseen / name}.csv")
+        return
     OUT.mkdir(parents=True, exist_ok=True)
     for seed, (name, fn) in enumerate(
         [

@@ -24,6 +24,11 @@ The rules, and the incident mistake each one prevents:
   would, so never give it up sooner). (17:59: a worker was killed one minute after a 2.5 minute
   boot, with work still arriving.)
 - Spawning workers are never cancelled by the policy; draining workers are not capacity.
+- What it learns of the workload (`fleet.learning`, kept in `FleetHistory.learned`): once one
+  boot window and ten minutes of demand are remembered, the idle workers kept are the learned
+  rise of demand within a boot time (instead of the fixed idle timeout; none drained within
+  `learning.MIN_ACTIVE_BEFORE_DRAIN_S` of promotion), and busy workers whose task ends before the
+  fastest boot, beyond that headroom, are capacity on its way for queued tasks.
 """
 
 from __future__ import annotations
@@ -279,8 +284,11 @@ def decide(ctx: PolicyContext) -> Decision:
     # What is learned of the workload (fleet.learning): how demand rises, how long tasks run.
     learned = learning.observe(history.learned, demand_tasks, live, now)
     fastest_boot = min(history.boot_samples, default=config.default_boot_time_s)
-    coming = learning.capacity_on_its_way(learned, active, now, fastest_boot) if tpw == 1 else []
     keep_idle = learning.headroom(learned, now, boot_est)
+    ending = learning.capacity_on_its_way(learned, active, now, fastest_boot) if tpw == 1 else []
+    # The learned headroom wants that many idle workers anyway: the first workers to free up are
+    # that headroom, only those beyond it are capacity on its way for queued tasks.
+    coming = ending[keep_idle:] if keep_idle is not None else []
 
     demand_words = (
         f"desired {desired} = ceil((claimable {snapshot.claimable} + in_progress {in_progress}) / "
