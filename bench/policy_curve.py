@@ -3,10 +3,12 @@
     .venv/bin/python bench/policy_curve.py [--seed 0] [--plot bench/out/policy-curve.png]
 
 `idle_timeout_s` and `max_workers` buy lower cost with longer waits; `min_workers` buys shorter
-waits with idle cost. For each trace this prints the default policy's Pareto frontier over a grid
-of those knobs and, for each baseline, the cheapest setting whose p95 wait is equal or better, and
-whether it is also cheaper. It shows where the single tuned default (bench/policy_compare.py)
-sits on the curve and what a baseline's operating point costs with our policy.
+waits with idle cost. The sweep runs the `previous` policy (the default's rules without
+`fleet.learning`): once the default has learned its workload, its idle workers follow the learned
+headroom, not `idle_timeout_s`, so the knob no longer moves it along this curve.
+For each trace this prints that policy's Pareto frontier over a grid of those knobs and, for
+each baseline, the cheapest setting whose p95 wait is equal or better, and whether it is also
+cheaper: what a baseline's operating point costs with fixed-timeout rules.
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ def sweep(trace: str, seed: int) -> tuple[list[Point], dict[str, tuple[float, fl
     keys = list(GRID)
     for values in itertools.product(*(GRID[k] for k in keys)):
         knobs = dict(zip(keys, values, strict=True))
-        f = engine.simulate(tasks, make_policy("default"), engine.sim_scaling(knobs), params).figures
+        f = engine.simulate(tasks, make_policy("previous"), engine.sim_scaling(knobs), params).figures
         points.append((float(f["billed_per_busy"]), float(f["wait_p95_s"]), knobs))
     baselines = {}
     for name in ("seed", "keda"):
