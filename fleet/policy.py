@@ -382,10 +382,9 @@ def decide(ctx: PolicyContext) -> Decision:
                 f"{now - history.last_scale_up_at:.0f}s ago < stabilization {config.scale_down_stabilization_s:.0f}s"
             )
         else:
-            if keep_idle is not None:
-                eligible = [(t, w) for t, w in idle if _active_for(w, now) >= learning.MIN_ACTIVE_BEFORE_DRAIN_S]
-            else:
-                eligible = [(t, w) for t, w in idle if t >= keep_for]
+            # Never within MIN_ACTIVE_BEFORE_DRAIN_S of promotion, whatever the idle rule.
+            grown = [(t, w) for t, w in idle if _active_for(w, now) >= learning.MIN_ACTIVE_BEFORE_DRAIN_S]
+            eligible = grown if keep_idle is not None else [(t, w) for t, w in grown if t >= keep_for]
             chosen = eligible[:surplus]
             drain = [w.id for _, w in chosen]
             keep_words = (

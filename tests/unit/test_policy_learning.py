@@ -148,7 +148,11 @@ def contexts(draw: st.DrawFn) -> tuple[policy.PolicyContext, FleetHistory]:
         last_scale_up_at=draw(st.sampled_from([None, now - 30, now - 1000])),
         learned=learned if draw(st.booleans()) else DemandMemory(),
     )
-    config = ScalingSettings(min_workers=draw(st.integers(0, 2)), max_workers=draw(st.integers(2, 10)))
+    config = ScalingSettings(
+        min_workers=draw(st.integers(0, 2)),
+        max_workers=draw(st.integers(2, 10)),
+        idle_timeout_s=draw(st.sampled_from([0.0, 60.0, 240.0])),  # the 2-minute guard holds under any
+    )
     return policy.PolicyContext(snapshot, workers, history, config, now), history
 
 
