@@ -382,9 +382,10 @@ def decide(ctx: PolicyContext) -> Decision:
                 f"{now - history.last_scale_up_at:.0f}s ago < stabilization {config.scale_down_stabilization_s:.0f}s"
             )
         else:
-            # Never within MIN_ACTIVE_BEFORE_DRAIN_S of promotion, whatever the idle rule.
-            grown = [(t, w) for t, w in idle if _active_for(w, now) >= learning.MIN_ACTIVE_BEFORE_DRAIN_S]
-            eligible = grown if keep_idle is not None else [(t, w) for t, w in grown if t >= keep_for]
+            if keep_idle is not None:  # drained at once beyond the headroom, but never a fresh worker
+                eligible = [(t, w) for t, w in idle if _active_for(w, now) >= learning.MIN_ACTIVE_BEFORE_DRAIN_S]
+            else:
+                eligible = [(t, w) for t, w in idle if t >= keep_for]
             chosen = eligible[:surplus]
             drain = [w.id for _, w in chosen]
             keep_words = (
