@@ -2,9 +2,10 @@
 
 A policy decides online: it does not know when the next task comes, how long a task runs or how
 long the next pod will boot. The references below know all of it (the trace, and, for the pods,
-the same seeded world `sim.engine` draws) and answer two questions.
+the same seeded world `sim.engine` draws). Three references (`reference_figures`): `bound`,
+`oracle` and `oracle-p95`.
 
-**`zero_wait_bound` (the bound).** The least billed GPU-seconds of *any* fleet that serves the
+**`bound` = `zero_wait_bound(...)`, a lower bound.** The least billed GPU-seconds of *any* fleet that serves the
 trace at the least wait the world allows: every task started as soon as its arrival, its parent
 and its user's concurrency limit let it, with at most `max_workers` pods (the schedule of
 `max_workers` always-ready pods, FIFO like the engine: `earliest_schedule`; with no limit binding
@@ -27,13 +28,18 @@ Summing over layers gives the bound; choosing which gaps to bridge is then a sor
 are the ones worth a new pod). At the least wait, every run's task runs are exactly the schedule's,
 so no policy beats `zero_wait_bound` at that wait.
 
-**`clairvoyant_plan(trace, wait_p95_s)` (the plan at a given wait).** Allowed a p95 wait, a
-clairvoyant fleet can let a task wait for a pod that frees soon instead of starting one. The plan
-is the cheapest of a family of such schedules (a task waits if a running task ends within `hold_s`
-of its arrival; at most `cap` pods), priced like the bound, among those whose p95 wait is within
-the budget. It is an approximation from above of the optimum at that wait *for the pricing of the
-bound* (a feasible schedule, so the true optimum at that wait is no dearer), not a bound on what
-policies pay at that wait.
+**`oracle` = `zero_wait_bound(..., drawn=True)`, the clairvoyant zero-wait plan.** The same
+layering with each start priced at the boot the world draws for it, in spawn order
+(`start_costs(drawn=True)`): a clairvoyant knows each pod's boot but, like any policy, cannot pick
+its pods. A plan a clairvoyant fleet could carry out (give or take the cycle and poll
+granularity), not a bound: the reference the default policy's gap is measured to.
+
+**`oracle-p95` = `clairvoyant_plan(trace, ..., wait_p95_s)`, the plan at a given wait.** Allowed a
+p95 wait, a clairvoyant fleet can let a task wait for a pod that frees soon instead of starting
+one. The plan is the cheapest of a family of such schedules (a task waits if a running task ends
+within `hold_s` of its readiness; at most `cap` pods), priced like `oracle`, among those whose p95
+wait is within the budget. An approximation from above of the optimum at that wait (a feasible
+schedule, so the true optimum at that wait is no dearer), not a bound on what policies pay there.
 """
 
 from __future__ import annotations
