@@ -98,7 +98,7 @@ def table(results: dict[tuple[str, str], dict[str, float]], seeds: int, traces: 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--plot", type=Path, default=ROOT / "docs" / "policy-bursty.png")
+    parser.add_argument("--plot", default=str(ROOT / "docs" / "policy-bursty.png"), help="PNG to write; '' for none")
     parser.add_argument("--traces", type=Path, default=None, help="run every CSV of this folder instead")
     args = parser.parse_args()
     if args.traces is not None:
@@ -107,10 +107,10 @@ def main() -> None:
         paths = {t: ROOT / "bench" / "traces" / f"{t}.csv" for t in TRACES}
     results = run_all(args.seeds, paths)
     print(table(results, args.seeds, list(paths)))
-    if str(args.plot):
+    if args.plot:
         tasks = sim_trace.load_trace(ROOT / "bench" / "traces" / "bursty.csv")
         result = engine.simulate(tasks, make_policy("default"), engine.sim_scaling(), engine.SimParams())
-        simulate_cli.plot(result, args.plot, title="bursty trace, default policy (seed 0)")
+        simulate_cli.plot(result, Path(args.plot), title="bursty trace, default policy (seed 0)")
         print(f"\nplot: {args.plot}")
 
 
