@@ -38,7 +38,6 @@ from typing import Any
 
 from actors import _telemetry
 from cloud import base as cloud
-from cloud import factory as providers
 from cloud import spec as cloud_spec
 from config.settings import OrchestratorSettings
 from fleet import lifecycle as machine
@@ -87,9 +86,9 @@ CRASHED_STATUS = "crashed"
 _TERMINATE_RETRY_CAP_S = 300.0
 
 
-# A lifecycle does one thing at a time (its loop thread; status and health never touch the store),
-# so it needs one connection, two at most, whatever `database.pool_max_size` gives the Scaler:
-# 100 supervised pods must not mean 800 connections.
+# The plain class's own store and provider (tests, a lifecycle outside Ray). The Ray actor is given
+# the StoreGateway's instead (actors/remote.py): no pool, no provider client, no SDK import per pod.
+# Outside the gateway a lifecycle does one thing at a time, so one connection, two at most.
 LIFECYCLE_POOL_MAX_SIZE = 2
 
 
@@ -98,6 +97,8 @@ def _default_store(settings: OrchestratorSettings) -> store_base.Store:
 
 
 def _default_provider(settings: OrchestratorSettings) -> cloud.Provider:
+    from cloud import factory as providers  # imported when used: cloud.local, maybe the runpod SDK
+
     return providers.make_provider(settings)
 
 

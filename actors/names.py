@@ -4,6 +4,7 @@ from __future__ import annotations
 
 SCALER_NAME = "scaler"
 LOG_SHIPPER_NAME = "log-shipper"
+STORE_GATEWAY_NAME = "store-gateway"
 WORKER_ACTOR_PREFIX = "worker:"
 
 

@@ -1,8 +1,18 @@
 """The one place where the plain actor classes become Ray actors (STYLE.md 7).
 
 The classes in actors/*.py are plain Python and can be unit-tested without Ray; this module adds
-the Ray options (names, restarts, concurrency groups) and the Ray wiring the plain classes are
-given: the Scaler's WorkerLifecycle directory (`lifecycle_directory`) and its LogShipper probe.
+the Ray options (names, restarts, concurrency groups, placement) and the Ray wiring the plain
+classes are given: the Scaler's WorkerLifecycle directory (`lifecycle_directory`), its LogShipper
+probe, and the lifecycles' store and provider through the StoreGateway (`gateway_store`,
+`gateway_provider`).
+
+Placement (README, "Scaling out"): each WorkerLifecycle asks one unit of the custom resource
+`ray.lifecycle_resource` (a node's amount is its lifecycle slots; demand beyond them is what makes
+the Ray autoscaler add a node, and an idle node is what lets it remove one); the Scaler, the
+LogShipper and the StoreGateway ask a sliver of the head node's own resource
+(`node:__internal_head__`), so they never land on a node the autoscaler may take away. A cluster
+where no node advertises the lifecycle resource (a bare `ray start --head`) still runs the
+lifecycles, anywhere, with a warning: an actor asking for a resource nobody has would wait forever.
 """
 
 from __future__ import annotations
@@ -11,7 +21,9 @@ import functools
 import logging
 import signal
 import socket
+import sys
 import threading
+import time
 from collections.abc import Callable
 from types import FrameType
 from typing import Any, TypeVar, cast
@@ -19,11 +31,14 @@ from typing import Any, TypeVar, cast
 import ray
 from ray.actor import ActorClass, ActorHandle
 
-from actors import directory, names
+from actors import _telemetry, directory, names
 from actors import lifecycle as _lifecycle
 from actors import log_shipper as _log_shipper
 from actors import scaler as _scaler
+from actors import store_gateway as _store_gateway
+from cloud import base as cloud
 from config.settings import OrchestratorSettings
+from store import base as store_base
 from telemetry import shipper_health
 
 _F = TypeVar("_F", bound=Callable[..., Any])
@@ -95,7 +110,18 @@ def _stop_cleanly_on_sigterm(scaler: _scaler.Scaler) -> None:
 
 
 class WorkerLifecycle(_lifecycle.WorkerLifecycle):
-    """The WorkerLifecycle with its Ray method options."""
+    """The WorkerLifecycle with its Ray method options and its Ray wiring: the StoreGateway's store and
+    shared pod reads (`gateway_store`, `gateway_provider`) unless a test injects factories of its own."""
+
+    def __init__(self, worker_id: str, settings: OrchestratorSettings, **kwargs: Any) -> None:
+        kwargs.setdefault("store_factory", gateway_store)
+        kwargs.setdefault("provider_factory", gateway_provider)
+        super().__init__(worker_id, settings, **kwargs)
+
+    @_in_group("health")
+    def loaded_modules(self, names: list[str]) -> list[str]:
+        """Which of these top-level modules this process has imported (what a lifecycle costs)."""
+        return sorted(name for name in names if name in sys.modules)
 
     @_in_group("health")
     def status(self) -> dict[str, Any]:
@@ -132,6 +158,51 @@ _LIFECYCLE_OPTIONS: dict[str, Any] = {
 WorkerLifecycleActor: ActorClass[WorkerLifecycle] = ray.remote(**_LIFECYCLE_OPTIONS)(WorkerLifecycle)
 
 
+# The head node's own resource (Ray gives the head 1 unit); a sliver of it pins an actor to the head.
+HEAD_NODE_RESOURCE = "node:__internal_head__"
+_HEAD_SLIVER = 0.001
+# How long a process trusts its last look at the cluster's resources (the lifecycle slot check).
+_RESOURCE_CHECK_TTL_S = 30.0
+_resource_seen: dict[str, tuple[float, bool]] = {}
+_resource_lock = threading.Lock()
+
+
+def control_placement(settings: OrchestratorSettings) -> dict[str, Any]:
+    """Ray options that put a control actor (Scaler, LogShipper, StoreGateway) on the head node."""
+    return {"resources": {HEAD_NODE_RESOURCE: _HEAD_SLIVER}} if settings.ray.control_on_head else {}
+
+
+def _cluster_offers(resource: str) -> bool:
+    """Whether some node of the cluster advertises `resource` (cached for _RESOURCE_CHECK_TTL_S)."""
+    now = time.monotonic()
+    with _resource_lock:
+        seen = _resource_seen.get(resource)
+        if seen is not None and now - seen[0] < _RESOURCE_CHECK_TTL_S:
+            return seen[1]
+    totals: dict[str, float] = ray.cluster_resources()  # type: ignore[no-untyped-call]
+    offered = totals.get(resource, 0) > 0
+    with _resource_lock:
+        _resource_seen[resource] = (now, offered)
+    return offered
+
+
+def lifecycle_placement(settings: OrchestratorSettings) -> dict[str, Any]:
+    """Ray options of a WorkerLifecycle: one lifecycle slot (`ray.lifecycle_resource`) when the cluster has any."""
+    resource = settings.ray.lifecycle_resource
+    if not resource:
+        return {}
+    if _cluster_offers(resource):
+        return {"resources": {resource: 1}}
+    _telemetry.record_error("lifecycle_placement", "no_lifecycle_slots")
+    logger.warning(
+        "no Ray node advertises the resource %r (lifecycle slots): the WorkerLifecycle goes to any node; "
+        "start Ray with --resources='{\"%s\": N}' (ray_cluster.yaml does) or set ray.lifecycle_resource: ''",
+        resource,
+        resource,
+    )
+    return {}
+
+
 def scaler_holder(name: str = names.SCALER_NAME) -> str:
     """The lease lineage of the Scaler `name` on this Ray cluster: stable across actor restarts (each
     incarnation adds its own id to it, see actors/scaler.py, "Identity")."""
@@ -143,7 +214,11 @@ def get_or_create_scaler(
 ) -> ActorHandle[Scaler]:
     """The cluster's Scaler: re-attached when it exists, else created (detached). Never two."""
     handle = ScalerActor.options(
-        name=name, namespace=settings.ray.namespace, lifetime="detached", get_if_exists=True
+        name=name,
+        namespace=settings.ray.namespace,
+        lifetime="detached",
+        get_if_exists=True,
+        **control_placement(settings),
     ).remote(settings, holder=kwargs.pop("holder", None) or scaler_holder(name), name=name, **kwargs)
     return cast(ActorHandle[Scaler], handle)  # Ray's stub also allows the class itself
 
@@ -157,6 +232,7 @@ def get_or_create_lifecycle(
         namespace=settings.ray.namespace,
         lifetime="detached",
         get_if_exists=True,
+        **lifecycle_placement(settings),
     ).remote(worker_id, settings, **kwargs)
     return cast(ActorHandle[WorkerLifecycle], handle)  # Ray's stub also allows the class itself
 
@@ -226,6 +302,7 @@ def get_or_create_log_shipper(settings: OrchestratorSettings) -> ActorHandle[Log
         namespace=settings.ray.namespace,
         lifetime="detached",
         get_if_exists=True,
+        **control_placement(settings),
     ).remote(_absolute_log_paths(settings))
     return cast(ActorHandle[LogShipper], handle)  # Ray's stub also allows the class itself
 
@@ -233,3 +310,82 @@ def get_or_create_log_shipper(settings: OrchestratorSettings) -> ActorHandle[Log
 def probe_log_shipper_once(settings: OrchestratorSettings) -> shipper_health.Verdict:
     """The Scaler's probe: the LogShipper's health, restarted through Ray when stuck (created if missing)."""
     return shipper_health.probe_and_heal(get_or_create_log_shipper(settings), settings)
+
+
+# --- StoreGateway ------------------------------------------------------------------------------
+
+
+class StoreGateway(_store_gateway.StoreGateway):
+    """The StoreGateway with its Ray method options; store calls run in the default group."""
+
+    @_in_group("health")
+    def status(self) -> dict[str, Any]:
+        return super().status()
+
+    @_in_group("health")
+    def health(self) -> dict[str, Any]:
+        return super().health()
+
+    @_in_group("health")
+    def pid(self) -> int:
+        return super().pid()
+
+
+_GATEWAY_OPTIONS: dict[str, Any] = {
+    "num_cpus": 0,
+    "max_restarts": -1,  # a SIGKILLed gateway comes back; lifecycles re-open their entry on the next call
+    "max_task_retries": 0,  # a store call in flight is never replayed: the caller's next step re-reads
+    # Calls served at once (they wait for one of the pool's connections); a lifecycle makes one at a time.
+    "max_concurrency": 32,
+    "concurrency_groups": {"health": 1},
+}
+StoreGatewayActor: ActorClass[StoreGateway] = ray.remote(**_GATEWAY_OPTIONS)(StoreGateway)
+
+# A gateway call waiting longer than this is given up (the lifecycle's step fails and runs again).
+_GATEWAY_CALL_TIMEOUT_S = 120.0
+
+
+def get_or_create_store_gateway(settings: OrchestratorSettings) -> ActorHandle[StoreGateway]:
+    """The namespace's StoreGateway (`store-gateway`, detached, on the head): re-attached or created."""
+    handle = StoreGatewayActor.options(
+        name=names.STORE_GATEWAY_NAME,
+        namespace=settings.ray.namespace,
+        lifetime="detached",
+        get_if_exists=True,
+        **control_placement(settings),
+    ).remote()
+    return cast(ActorHandle[StoreGateway], handle)  # Ray's stub also allows the class itself
+
+
+def gateway_caller(settings: OrchestratorSettings) -> _store_gateway.GatewayCall:
+    """Calls of the StoreGateway from this process: the gateway's own exception re-raised as itself,
+    an unreachable gateway as GatewayUnavailable (the handle is looked up again on the next call)."""
+    handles: list[ActorHandle[StoreGateway]] = []
+
+    def call(method: str, args: tuple[Any, ...]) -> Any:
+        if not handles:
+            handles.append(get_or_create_store_gateway(settings))
+        try:
+            return ray.get(getattr(handles[0], method).remote(*args), timeout=_GATEWAY_CALL_TIMEOUT_S)
+        except ray.exceptions.RayTaskError as exc:
+            cause = exc.cause
+            if isinstance(cause, Exception):
+                raise cause from None
+            raise
+        except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError) as exc:
+            handles.clear()
+            raise _store_gateway.GatewayUnavailable(
+                f"store gateway: {method} failed: {type(exc).__name__} (restarting or its node is gone)"
+            ) from None
+
+    return call
+
+
+def gateway_store(settings: OrchestratorSettings) -> store_base.Store:
+    """A WorkerLifecycle's store: every call through the StoreGateway (no pool, no driver in the lifecycle)."""
+    return _store_gateway.gateway_store(settings, gateway_caller(settings))
+
+
+def gateway_provider(settings: OrchestratorSettings) -> cloud.Provider:
+    """A WorkerLifecycle's provider: reads from the gateway's shared pod list, its own creates and terminates."""
+    return _store_gateway.GatewayProvider(settings, gateway_caller(settings))

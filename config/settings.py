@@ -75,6 +75,13 @@ class DatabaseSettings(_Section):
     )
     pool_min_size: int = Field(default=1, ge=1, le=100, description="Connections kept open per process.")
     pool_max_size: int = Field(default=8, ge=1, le=200, description="Most connections per process.")
+    gateway_pool_size: int = Field(
+        default=3,
+        ge=1,
+        le=50,
+        description="Connections of the store gateway, the one actor through which every WorkerLifecycle "
+        "reads and writes: the lifecycles' share of the database, whatever the fleet's size.",
+    )
     connect_timeout_s: float = Field(
         default=5.0, gt=0, le=120, description="Seconds to wait for a connection before giving up."
     )
@@ -371,6 +378,19 @@ class RaySettings(_Section):
 
     address: str = Field(default="auto", description="Ray address for `orchestrator up`.")
     namespace: str = Field(default="gpu-orchestrator", min_length=1, description="Ray namespace of the actors.")
+    lifecycle_resource: str = Field(
+        default="orchestrator_lifecycle",
+        pattern=r"^[A-Za-z0-9_.-]*$",
+        description="Custom Ray resource each WorkerLifecycle actor asks one unit of: a node's amount is its "
+        "lifecycle slots, and demand beyond them makes the Ray autoscaler add a node. Used only when some node "
+        "advertises it (else the lifecycles go anywhere, with a warning); empty: never used.",
+    )
+    control_on_head: bool = Field(
+        default=True,
+        description="Place the Scaler, the LogShipper and the store gateway on the Ray head node, which the "
+        "autoscaler never removes.",
+    )
+
 
 
 class OrchestratorSettings(BaseSettings):

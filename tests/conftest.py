@@ -124,7 +124,10 @@ def database_url(pg_server_url: str, pg_template: str) -> str:
 def ray_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, object]]:
     """One real local Ray for the whole test session, with the dashboard and a metrics port.
 
-    Actors of this project ask for num_cpus=0, so two CPUs are plenty on a 2-core machine.
+    Actors of this project ask for num_cpus=0, so two CPUs are plenty on a 2-core machine. The node
+    advertises lifecycle slots (`ray.lifecycle_resource`, as ray_cluster.yaml's nodes do), so every
+    WorkerLifecycle is placed the way it is in production; the multi-node tests (tests/multinode)
+    start clusters of their own.
     """
     import ray
 
@@ -132,6 +135,7 @@ def ray_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, 
     context = ray.init(
         address="local",  # never attach to another cluster running on this machine
         num_cpus=2,
+        resources={"orchestrator_lifecycle": 1000},
         namespace="gpu-orchestrator",
         include_dashboard=True,
         _metrics_export_port=metrics_port,

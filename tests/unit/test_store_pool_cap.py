@@ -1,4 +1,4 @@
-"""A WorkerLifecycle opens a small pool: 100 supervised pods must not hold 100 x pool_max_size connections."""
+"""The lifecycles share the StoreGateway's small pool: 100 supervised pods must not hold 100 pools."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from actors import lifecycle
+from actors import lifecycle, store_gateway
 from config.settings import OrchestratorSettings
 from store import factory
 
@@ -51,6 +51,15 @@ def test_open_store_caps_the_pool(
     assert (recorder.opened[-1]["min_size"], recorder.opened[-1]["max_size"]) == capped
 
 
-def test_lifecycle_store_is_capped(recorder: type[_Recorder]) -> None:
+def test_a_plain_lifecycle_store_is_capped(recorder: type[_Recorder]) -> None:
     lifecycle._default_store(_settings(1, 8))
     assert recorder.opened[-1]["max_size"] == lifecycle.LIFECYCLE_POOL_MAX_SIZE == 2
+
+
+def test_the_gateway_store_is_capped_at_the_gateway_pool_size(recorder: type[_Recorder]) -> None:
+    settings = _settings(1, 8)
+    gateway = store_gateway.StoreGateway(start=False)
+    key = store_gateway.gateway_key(settings)
+    gateway.open(key, settings)
+    gateway._entry(key).store()
+    assert recorder.opened[-1]["max_size"] == settings.database.gateway_pool_size == 3
