@@ -102,11 +102,57 @@ def _default_provider(settings: OrchestratorSettings) -> cloud.Provider:
     return providers.make_provider(settings)
 
 
-def pod_database_url(settings: OrchestratorSettings) -> str | None:
-    """The conninfo a worker pod is given: the orchestrator's own Postgres, or None for Supabase REST
-    (the pod then gets the Supabase URL and key). The embedded server is found running (the actor's
-    store opened it), or started, here in the actors layer: a pod spec never starts a database."""
-    return stores.conninfo_for(settings.database)
+@dataclass(frozen=True, slots=True)
+class PodCredentials:
+    """What a pod gets to reach the database (see cloud.spec.pod_env). Secrets: never in a repr."""
+
+    database_url: str | None = None  # a Postgres conninfo (native: with the worker's own login role)
+    worker_token: str | None = None  # native on Supabase: the worker's own JWT
+
+    def __repr__(self) -> str:
+        return f"PodCredentials(database_url={'***' if self.database_url else None}, token={bool(self.worker_token)})"
+
+
+def pod_credentials(settings: OrchestratorSettings, store: store_base.Store, worker_id: str) -> PodCredentials:
+    """The pod's own credential, made now, before its spec (the same on a second call for the pod).
+
+    Native: a login role of the worker's own in the orchestrator's Postgres (its conninfo with that
+    role), or on Supabase a JWT of the worker's own; it can claim, heartbeat, finish the tasks it
+    holds and write its logs, nothing else, and is revoked when the worker is terminated. The
+    orchestrator's own conninfo goes to a pod only with `database.worker_credentials: shared`, and in
+    the reigh profile to a local pod running the stand-in worker without Supabase (the real worker
+    gets the app's Supabase URL and keys, see cloud.spec). The embedded server is found running (the
+    actor's store opened it), or started, here in the actors layer: a pod spec never starts a database.
+
+    Raises cloud.InvalidSpec when no credential can be made (no CREATEROLE, no JWT secret), naming
+    what is missing; DatabaseUnavailable is raised as is (the next step tries again).
+    """
+    from config.settings import DatabaseBackend, QueueProfile, WorkerCredentials
+    from store import credentials
+
+    database = settings.database
+    if settings.queue.profile is QueueProfile.REIGH or database.worker_credentials is WorkerCredentials.SHARED:
+        return PodCredentials(database_url=stores.conninfo_for(database))
+    ttl_s = database.worker_credential_ttl_s
+    try:
+        if database.backend is DatabaseBackend.SUPABASE:
+            secret = database.supabase_jwt_secret
+            if secret is None:
+                raise cloud.InvalidSpec(
+                    f"no credential for the pod of {worker_id}: a Supabase pod gets a token of its own worker, signed "
+                    "with the project's JWT secret: set SUPABASE_JWT_SECRET (or database.worker_credentials: shared "
+                    "to hand pods the service-role key, not recommended)"
+                )
+            issued = store.issue_worker_credential(worker_id, store_base.WorkerCredentialKind.TOKEN, ttl_s)
+            return PodCredentials(worker_token=credentials.worker_token(issued, secret.get_secret_value()))
+        conninfo = stores.conninfo_for(database)
+        assert conninfo is not None, "a postgres or embedded backend has a conninfo"
+        issued = store.issue_worker_credential(worker_id, store_base.WorkerCredentialKind.LOGIN, ttl_s)
+        return PodCredentials(database_url=credentials.login_conninfo(conninfo, issued))
+    except store_base.DatabaseUnavailable:
+        raise
+    except store_base.StoreError as exc:
+        raise cloud.InvalidSpec(f"no credential for the pod of {worker_id}: {exc}") from None
 
 
 def _exit_ray_actor() -> None:
@@ -562,8 +608,9 @@ def provision_pod(
     row, by the Scaler (see actors/provisioning.py): whichever comes second finds the same pod by
     name, so a crash anywhere between row, create and lifecycle never makes two.
     """
+    creds = pod_credentials(settings, store, worker_id)
     spec = cloud_spec.pod_spec_for_worker(
-        settings, worker_id, database_url=pod_database_url(settings), traceparent=traceparent
+        settings, worker_id, database_url=creds.database_url, worker_token=creds.worker_token, traceparent=traceparent
     )
     pod = provider.create(worker_id, spec)
     metadata = {

@@ -610,6 +610,7 @@ class Scaler:
         recorded: set[str] = set()
         if cycle.plan is not None and cycle.pods is not None and cycle.now is not None:
             recorded = self._act_on_pods(cycle.plan, cycle.pods, epoch, cycle.now, failures)
+        self._item(failures, "worker credentials", "credential_reap", self._reap_credentials)
         if cycle.rows is not None:
             live_ids = {r.id for r in cycle.rows} | recorded
             for worker_id in supervision.lifecycles_to_ensure(live_ids, self._provisioner.in_flight()):
@@ -651,6 +652,12 @@ class Scaler:
             logger.warning("%s failed: %s: %s", what, type(exc).__name__, exc, exc_info=True)
             failures.append(f"{what}: {type(exc).__name__}: {exc}")
             return None
+
+    def _reap_credentials(self) -> None:
+        """Pods' own credentials a crash left behind (terminated or gone workers, stray roles) go."""
+        reaped = self._store.reap_worker_credentials()
+        if reaped.revoked or reaped.dropped_roles:
+            logger.warning("revoked the credentials of %s; dropped the roles %s", reaped.revoked, reaped.dropped_roles)
 
     def _drain(self, worker_id: str, reason: str, epoch: int) -> bool:
         self._lifecycles.drain(worker_id, reason, epoch)

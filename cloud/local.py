@@ -56,8 +56,21 @@ logger = logging.getLogger(__name__)
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 _NAME_OK = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")
-# Env the orchestrator's own process may hold that a pod has no business seeing.
-_NOT_INHERITED = ("RUNPOD_API_KEY",)
+# Env the orchestrator's own process may hold that a pod has no business seeing: its own credentials
+# (a pod gets one of its own worker through its spec, see cloud/spec.py).
+_NOT_INHERITED = frozenset(
+    {
+        "RUNPOD_API_KEY",
+        "DATABASE_URL",
+        "SUPABASE_SERVICE_ROLE_KEY",
+        "SUPABASE_JWT_SECRET",
+        "SUPABASE_WORKER_TOKEN",
+        "ORCHESTRATOR_DATABASE__URL",
+        "ORCHESTRATOR_DATABASE__SUPABASE_SERVICE_ROLE_KEY",
+        "ORCHESTRATOR_DATABASE__SUPABASE_JWT_SECRET",
+        "ORCHESTRATOR_PROVIDER__RUNPOD_API_KEY",
+    }
+)
 # Started by `sh` in a new session: "$@" runs in the background, its pid is printed, `sh` exits.
 # A simple background command is exec'd by the forked shell, so `$!` is the worker's own pid.
 _DETACH_SH = 'log=$1; shift; "$@" </dev/null >>"$log" 2>&1 & echo $!'

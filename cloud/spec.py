@@ -2,20 +2,35 @@
 
 The caller (the WorkerLifecycle actor, or the Scaler's provisioner) builds the spec here and
 passes it to `Provider.create`, so the provider never reads settings or secrets on its own and both
-providers start pods with the same env. The caller also hands over the database connection string
-the pod gets (`actors.lifecycle.pod_database_url`): nothing here opens or starts a database. See the
-README's "pod contract" for what each variable means to the worker.
+providers start pods with the same env. The caller also hands over the pod's own credential
+(`actors.lifecycle.pod_credentials`): a connection string with the worker's own login role, or the
+worker's own JWT for Supabase's REST API; nothing here opens or starts a database. In the native
+profile no pod ever gets the orchestrator's own credential unless `database.worker_credentials` is
+`shared`. See the README's "pod contract" for what each variable means to the worker and what its
+credential may do.
 """
 
 from __future__ import annotations
 
 from cloud.base import InvalidSpec, PodSpec
-from config.settings import OrchestratorSettings, ProviderKind, QueueProfile
+from config.settings import OrchestratorSettings, ProviderKind, QueueProfile, WorkerCredentials
 
-__all__ = ["REIGH_START_COMMAND", "SECRET_ENV_KEYS", "pod_env", "pod_spec_for_worker", "start_command"]
+__all__ = [
+    "REIGH_START_COMMAND",
+    "SECRET_ENV_KEYS",
+    "WORKER_TOKEN_ENV",
+    "pod_env",
+    "pod_spec_for_worker",
+    "start_command",
+]
+
+# The worker's own JWT for Supabase's REST API (native profile on Supabase).
+WORKER_TOKEN_ENV = "SUPABASE_WORKER_TOKEN"
 
 # Env keys whose values are secrets: never logged, never in Pod.raw, never in an error message.
-SECRET_ENV_KEYS = frozenset({"DATABASE_URL", "SUPABASE_SERVICE_ROLE_KEY", "SUPABASE_ANON_KEY", "REPLICATE_API_TOKEN"})
+SECRET_ENV_KEYS = frozenset(
+    {"DATABASE_URL", "SUPABASE_SERVICE_ROLE_KEY", "SUPABASE_ANON_KEY", "REPLICATE_API_TOKEN", WORKER_TOKEN_ENV}
+)
 
 # How the reigh profile starts the unchanged Headless-Wan2GP worker when the template names no
 # command (the replaced orchestrator ran the same over SSH once the pod was up).
@@ -32,20 +47,22 @@ def pod_env(
     worker_id: str,
     *,
     database_url: str | None,
+    worker_token: str | None = None,
     traceparent: str | None = None,
 ) -> dict[str, str]:
     """Everything the worker in the pod reads from its environment.
 
-    `database_url` is the Postgres conninfo the pod gets (the embedded server's too: local pods only,
-    a RunPod pod cannot reach it), or None for Supabase REST, whose URL and service-role key then
-    come from the settings. Template `extra_env` comes first so it can never override the
-    orchestrator's own variables.
+    `database_url` is the Postgres conninfo the pod gets (native: with the worker's own login role;
+    the embedded server's too: local pods only, a RunPod pod cannot reach it). `worker_token` is the
+    worker's own JWT for Supabase REST (native, backend supabase). With neither, only
+    `database.worker_credentials: shared` hands the pod the service-role key. Template `extra_env`
+    comes first so it can never override the orchestrator's own variables.
     """
     env: dict[str, str] = dict(settings.provider.template.extra_env)
     if settings.queue.profile is QueueProfile.REIGH:
         env.update(_reigh_env(settings, database_url))
     else:
-        env.update(_native_database_env(settings, database_url))
+        env.update(_native_database_env(settings, database_url, worker_token))
     env["WORKER_ID"] = worker_id
     env["HEARTBEAT_INTERVAL_S"] = repr(settings.scaling.heartbeat_interval_s)
     env["WORKER_POLL_INTERVAL_S"] = repr(settings.worker.poll_interval_s)
@@ -64,15 +81,29 @@ def pod_env(
     return env
 
 
-def _native_database_env(settings: OrchestratorSettings, database_url: str | None) -> dict[str, str]:
+def _native_database_env(
+    settings: OrchestratorSettings, database_url: str | None, worker_token: str | None
+) -> dict[str, str]:
     db = settings.database
     if database_url:
         return {"DATABASE_URL": database_url}
-    if db.supabase_url and db.supabase_service_role_key is not None:
+    if db.supabase_url and worker_token:
+        env = {"SUPABASE_URL": db.supabase_url, WORKER_TOKEN_ENV: worker_token}
+        anon = settings.queue.supabase_anon_key
+        if anon is not None:  # public by design: Supabase's API gateway wants a project key as `apikey`
+            env["SUPABASE_ANON_KEY"] = anon.get_secret_value()
+        return env
+    shared = db.worker_credentials is WorkerCredentials.SHARED
+    if shared and db.supabase_url and db.supabase_service_role_key is not None:
         return {
             "SUPABASE_URL": db.supabase_url,
             "SUPABASE_SERVICE_ROLE_KEY": db.supabase_service_role_key.get_secret_value(),
         }
+    if db.supabase_url and not shared:
+        raise InvalidSpec(
+            "the pod would have no credential of its own: a Supabase pod gets a token of its worker (set "
+            "SUPABASE_JWT_SECRET), never the service-role key unless database.worker_credentials is shared"
+        )
     raise InvalidSpec(
         "the pod would have no database settings: set DATABASE_URL, or SUPABASE_URL and SUPABASE_SERVICE_ROLE_KEY"
     )
@@ -119,11 +150,12 @@ def pod_spec_for_worker(
     worker_id: str,
     *,
     database_url: str | None,
+    worker_token: str | None = None,
     traceparent: str | None = None,
 ) -> PodSpec:
-    """The PodSpec for one worker: the template's shape plus `pod_env` (see there for `database_url`)."""
+    """The PodSpec for one worker: the template's shape plus `pod_env` (see there for the credentials)."""
     template = settings.provider.template
-    env = pod_env(settings, worker_id, database_url=database_url, traceparent=traceparent)
+    env = pod_env(settings, worker_id, database_url=database_url, worker_token=worker_token, traceparent=traceparent)
     return PodSpec(
         image=template.image,
         gpu_types=list(template.gpu_types),

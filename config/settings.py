@@ -30,6 +30,7 @@ __all__ = [
     "RaySettings",
     "ScalingSettings",
     "TelemetrySettings",
+    "WorkerCredentials",
     "WorkerSettings",
 ]
 
@@ -43,6 +44,11 @@ class DatabaseBackend(StrEnum):
     EMBEDDED = "embedded"  # a Postgres started on this machine in `embedded_dir`: reachable from this host only
     POSTGRES = "postgres"  # the Postgres at `url` (DATABASE_URL); Supabase's direct and pooler strings work
     SUPABASE = "supabase"  # Supabase's REST API at `supabase_url` with the service-role key
+
+
+class WorkerCredentials(StrEnum):
+    SCOPED = "scoped"  # each pod gets a credential of its own worker (a login role, or a JWT on Supabase)
+    SHARED = "shared"  # each pod gets the orchestrator's own credential: only where roles cannot be made
 
 
 class DatabaseSettings(_Section):
@@ -68,6 +74,27 @@ class DatabaseSettings(_Section):
     supabase_service_role_key: SecretStr | None = Field(
         default=None,
         description="Supabase service-role key (also read from SUPABASE_SERVICE_ROLE_KEY).",
+    )
+    supabase_jwt_secret: SecretStr | None = Field(
+        default=None,
+        description="backend `supabase`, native profile: the project's JWT secret (also read from "
+        "SUPABASE_JWT_SECRET; Project Settings > API > JWT Settings), with which the orchestrator signs each "
+        "pod's own token. Never handed to a pod.",
+    )
+    worker_credentials: WorkerCredentials = Field(
+        default=WorkerCredentials.SCOPED,
+        description="native profile: `scoped` gives each pod a credential of its own worker that can claim, "
+        "heartbeat, finish the tasks it holds and write its logs, and nothing else (a Postgres login role, "
+        "which needs CREATEROLE on the orchestrator's connection; on Supabase a JWT, which needs "
+        "supabase_jwt_secret). `shared` hands every pod the orchestrator's own credential instead: any pod "
+        "could then read and rewrite everything; only for a database where roles cannot be made.",
+    )
+    worker_credential_ttl_s: float = Field(
+        default=30 * 86_400.0,
+        gt=0,
+        le=366 * 86_400.0,
+        description="How long a pod's own credential is valid: longer than any pod lives (it is revoked when "
+        "the worker is terminated anyway). A pod that outlives it can no longer reach the database.",
     )
     embedded_dir: Path = Field(
         default=Path(".orchestrator/pgdata"),
@@ -366,7 +393,8 @@ class QueueSettings(_Section):
     )
     supabase_anon_key: SecretStr | None = Field(
         default=None,
-        description="reigh: the app's anon key, handed to pods as SUPABASE_ANON_KEY (also SUPABASE_ANON_KEY).",
+        description="The Supabase project's anon key, handed to pods as SUPABASE_ANON_KEY (also SUPABASE_ANON_KEY): "
+        "reigh's worker uses it; a native pod on Supabase sends it as `apikey` with its own token.",
     )
     replicate_api_token: SecretStr | None = Field(
         default=None, description="reigh: handed to pods as REPLICATE_API_TOKEN (also REPLICATE_API_TOKEN)."
@@ -453,6 +481,7 @@ def standard_environment(environ: dict[str, str]) -> dict[str, Any]:
         ("DATABASE_URL", ("database", "url")),
         ("SUPABASE_URL", ("database", "supabase_url")),
         ("SUPABASE_SERVICE_ROLE_KEY", ("database", "supabase_service_role_key")),
+        ("SUPABASE_JWT_SECRET", ("database", "supabase_jwt_secret")),
         ("RUNPOD_API_KEY", ("provider", "runpod_api_key")),
         ("RUNPOD_API_BASE_URL", ("provider", "runpod_api_base_url")),
         ("OTEL_EXPORTER_OTLP_ENDPOINT", ("telemetry", "otlp_endpoint")),

@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, Protocol, runtime_checkable
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
 from fleet.models import DecisionKind, DemandSnapshot, WorkerState
 
@@ -38,6 +38,9 @@ __all__ = [
     "StoreError",
     "TaskRow",
     "TaskStatus",
+    "WorkerCredential",
+    "WorkerCredentialKind",
+    "WorkerCredentialReap",
     "WorkerEvent",
     "WorkerRow",
 ]
@@ -207,6 +210,36 @@ class OrchestratorSignals(_Row):
     first_inside: datetime | None = None
     last_inside: datetime | None = None
     signals_inside: int = 0
+
+
+class WorkerCredentialKind(StrEnum):
+    """How a pod reaches the database (store/migrations/0005_worker_credentials.sql)."""
+
+    LOGIN = "login"  # a Postgres login role of the worker's own (direct connections)
+    TOKEN = "token"  # a JWT for Supabase's REST API, signed by the orchestrator with the project's secret
+
+
+class WorkerCredential(_Row):
+    """One worker's own credential: what its pod gets instead of the orchestrator's.
+
+    `password` is a SecretStr (never in a repr or a log) and is only present until the worker is
+    promoted: the pod has it by then, and the database forgets it."""
+
+    worker_id: str
+    kind: WorkerCredentialKind
+    role_name: str | None = None  # LOGIN: the worker's Postgres role
+    password: SecretStr | None = None  # LOGIN
+    token_id: str | None = None  # TOKEN: the JWT's `jti`
+    issued_at: datetime
+    expires_at: datetime
+    revoked_at: datetime | None = None
+
+
+class WorkerCredentialReap(_Row):
+    """What `reap_worker_credentials` cleaned up after a crash."""
+
+    revoked: list[str] = Field(default_factory=list)  # worker ids whose credential it revoked
+    dropped_roles: list[str] = Field(default_factory=list)  # roles of this database it dropped
 
 
 class Lease(_Row):
@@ -395,6 +428,25 @@ class Store(Protocol):
         limit: int = 10_000,
     ) -> list[LogRecord]:
         """Records with since <= at < until, the newest `limit` of them, oldest first."""
+        ...
+
+    # --- worker credentials (what a pod gets instead of the orchestrator's own) ----------------
+    def issue_worker_credential(
+        self, worker_id: str, kind: WorkerCredentialKind, valid_for_s: float
+    ) -> WorkerCredential:
+        """The worker's own credential, created on the first call (a LOGIN role needs CREATEROLE on the
+        orchestrator's connection) and the same on every later one, so two create calls for one pod give
+        it one credential. Refused (StoreError) for a worker with no row, a terminated or revoked one."""
+        ...
+
+    def revoke_worker_credential(self, worker_id: str, reason: str) -> bool:
+        """Revoke it now (a token is refused, a role can no longer log in and is dropped); False when the
+        worker has none. The database does this itself when the worker's row becomes `terminated`."""
+        ...
+
+    def reap_worker_credentials(self) -> WorkerCredentialReap:
+        """Revoke the credentials of workers terminated, gone or expired, and drop the roles of this
+        database that no live credential names (what a crash left behind). Safe to repeat."""
         ...
 
     # --- leader lease ------------------------------------------------------------------------

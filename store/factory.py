@@ -129,7 +129,8 @@ def _migrate(conninfo: str, connect_timeout_s: float, profile: str) -> None:
 
 
 def open_store_from_env(environ: Mapping[str, str]) -> Store:
-    """The store of a worker process inside a pod: DATABASE_URL, or SUPABASE_URL + SUPABASE_SERVICE_ROLE_KEY.
+    """The store of a worker process inside a pod: DATABASE_URL, or SUPABASE_URL + SUPABASE_WORKER_TOKEN
+    (its own JWT; SUPABASE_ANON_KEY is sent as `apikey`), or SUPABASE_URL + SUPABASE_SERVICE_ROLE_KEY.
 
     Raises StoreError when neither is set (a pod never starts an embedded database of its own).
     """
@@ -139,6 +140,11 @@ def open_store_from_env(environ: Mapping[str, str]) -> Store:
 
         return PostgresStore(url, min_size=1, max_size=2)
     supabase_url = environ.get("SUPABASE_URL")
+    token = environ.get("SUPABASE_WORKER_TOKEN")  # the worker's own JWT (cloud/spec.py)
+    if supabase_url and token:
+        from store.supabase import SupabaseStore
+
+        return SupabaseStore.with_worker_token(supabase_url, token, apikey=environ.get("SUPABASE_ANON_KEY") or None)
     key = environ.get("SUPABASE_SERVICE_ROLE_KEY")
     if supabase_url and key:
         from store.supabase import SupabaseStore

@@ -29,6 +29,9 @@ from store.base import (
     OrchestratorEventKind,
     OrchestratorSignals,
     TaskRow,
+    WorkerCredential,
+    WorkerCredentialKind,
+    WorkerCredentialReap,
     WorkerEvent,
     WorkerRow,
 )
@@ -285,6 +288,21 @@ class RpcStore(ABC):
     ) -> list[LogRecord]:
         args = {"p_since": since, "p_until": until, "p_source_id": source_id, "p_limit": limit}
         return _LOGS.validate_python(self._call("list_system_logs", args, safe=True))
+
+    # --- worker credentials ----------------------------------------------------------------------
+    def issue_worker_credential(
+        self, worker_id: str, kind: WorkerCredentialKind, valid_for_s: float
+    ) -> WorkerCredential:
+        # Safe: a repeat returns the credential the first call made.
+        args = {"p_worker_id": worker_id, "p_kind": str(kind), "p_valid_for_s": float(valid_for_s)}
+        return WorkerCredential.model_validate(self._call("issue_worker_credential", args, safe=True))
+
+    def revoke_worker_credential(self, worker_id: str, reason: str) -> bool:
+        args = {"p_worker_id": worker_id, "p_reason": reason}
+        return bool(self._call("revoke_worker_credential", args, safe=True))
+
+    def reap_worker_credentials(self) -> WorkerCredentialReap:
+        return WorkerCredentialReap.model_validate(self._call("reap_worker_credentials", {}, safe=True))
 
     # --- leader lease ----------------------------------------------------------------------------
     def acquire_leader_lease(self, name: str, holder: str, ttl_s: float, *, successor_of: str | None = None) -> Lease:

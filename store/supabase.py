@@ -69,6 +69,17 @@ class SupabaseStore(RpcStore):
             self._http.close()
             raise StoreError(f"supabase at {self._url}: {redact(str(exc), service_role_key)}") from None
 
+    @classmethod
+    def with_worker_token(cls, url: str, token: str, *, apikey: str | None = None, **kwargs: Any) -> SupabaseStore:
+        """A worker's store: its own JWT as the bearer token (PostgREST runs each call as the role it
+        names), and `apikey` the project's anon key for Supabase's API gateway (the token itself when
+        none is given, for a PostgREST reached directly). Both are secrets here: never shown."""
+        store = cls(url, apikey or token, **kwargs)
+        # Before the first call: supabase-py builds its PostgREST client from these headers on first use.
+        store._client.options.headers["Authorization"] = f"Bearer {token}"
+        store._key = token
+        return store
+
     def _remember_status(self, response: httpx.Response) -> None:
         self._status.code = response.status_code
 

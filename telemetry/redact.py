@@ -26,7 +26,13 @@ __all__ = [
 ]
 
 # The standard variables whose values are secrets (a pod gets some of them; see cloud/spec.py).
-SECRET_ENV_VARS = ("DATABASE_URL", "SUPABASE_SERVICE_ROLE_KEY", "RUNPOD_API_KEY")
+SECRET_ENV_VARS = (
+    "DATABASE_URL",
+    "SUPABASE_SERVICE_ROLE_KEY",
+    "SUPABASE_WORKER_TOKEN",
+    "SUPABASE_JWT_SECRET",
+    "RUNPOD_API_KEY",
+)
 
 MASK = "***"
 

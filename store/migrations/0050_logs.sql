@@ -33,6 +33,7 @@ $$;
 -- never inserted; ids already present are counted as duplicates (a replay), not as inserted.
 CREATE OR REPLACE FUNCTION insert_system_logs(p_records jsonb) RETURNS jsonb
 LANGUAGE sql AS $$
+    SELECT assert_acting_worker_logs(p_records);  -- a worker inserts only its own (0005_worker_credentials)
     WITH src AS MATERIALIZED (
         SELECT (e.ord - 1)::integer AS idx, e.rec
         FROM jsonb_array_elements(coalesce(p_records, '[]'::jsonb)) WITH ORDINALITY AS e (rec, ord)

@@ -37,3 +37,29 @@ BEGIN
     END IF;
 END
 $$;
+
+-- The worker group (0005_worker_credentials.sql): the schema, and EXECUTE on exactly the functions
+-- that check who acts (their first line calls assert_acting_worker). They run as their owner
+-- (SECURITY DEFINER, search_path pinned by the migration runner), so the group needs no table
+-- privilege at all: a worker's credential can claim, heartbeat, finish the tasks it holds and insert
+-- its own logs, and nothing else. Every other function stays closed to it (PUBLIC was revoked above).
+DO $$
+DECLARE
+    f regprocedure;
+BEGIN
+    FOR f IN
+        SELECT p.oid::regprocedure FROM pg_proc p
+        WHERE p.pronamespace = current_schema()::regnamespace
+          AND p.proname IN ('claim_next_task', 'complete_task', 'fail_task', 'worker_heartbeat', 'insert_system_logs')
+          AND p.prosrc LIKE '%assert_acting_worker%'
+    LOOP
+        EXECUTE format('ALTER FUNCTION %s SECURITY DEFINER', f);
+        IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'orchestrator_worker') THEN
+            EXECUTE format('GRANT EXECUTE ON FUNCTION %s TO orchestrator_worker', f);
+        END IF;
+    END LOOP;
+    IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'orchestrator_worker') THEN
+        EXECUTE format('GRANT USAGE ON SCHEMA %I TO orchestrator_worker', current_schema());
+    END IF;
+END
+$$;

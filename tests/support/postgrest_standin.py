@@ -2,9 +2,15 @@
 
 It answers `POST /rest/v1/rpc/<fn>` the way PostgREST does: the JSON body's keys are the
 function's named arguments, typed by the function's signature through `json_to_record` (as
-PostgREST does), and the answer is the function's result as JSON. It checks both the `apikey`
-and `Authorization: Bearer <key>` headers (401 otherwise) and answers SQL errors in PostgREST's
-shape `{code, message, details, hint}` with PostgREST's status for the SQLSTATE.
+PostgREST does), and the answer is the function's result as JSON. SQL errors are answered in
+PostgREST's shape `{code, message, details, hint}` with PostgREST's status for the SQLSTATE.
+
+Who calls, as Supabase decides it: `apikey` must be a project key (the service-role key, the anon
+key) or, as for a PostgREST reached without the gateway, the bearer token itself; then
+`Authorization: Bearer <token>`. The service-role key (an opaque key here) runs the call as the
+pool's own role, like the orchestrator's. Any other token must be a JWT signed HS256 with
+`jwt_secret`, unexpired, whose `role` exists: the call then runs in a transaction with `SET LOCAL ROLE
+<role>` and `request.jwt.claims` set to its claims, as PostgREST does. Anything else is 401.
 
 Knobs for the retry tests: `fail_next(n, status=503, execute=False)` fails the next n calls
 (optionally after running the SQL, as when a gateway loses the answer), `delay_s` delays every
@@ -21,13 +27,26 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+import jwt
 import psycopg
 from psycopg import sql
 from psycopg_pool import ConnectionPool
 
-__all__ = ["PostgrestStandin", "status_for_sqlstate"]
+__all__ = ["TEST_JWT_SECRET", "PostgrestStandin", "status_for_sqlstate"]
 
 RPC_PREFIX = "/rest/v1/rpc/"
+# The project's JWT secret of the tests (HS256 wants at least 32 bytes).
+TEST_JWT_SECRET = "test-jwt-secret-of-the-loopback-postgrest-not-secret"
+
+
+@dataclass(frozen=True)
+class _Caller:
+    role: str | None  # None: the pool's own role (the service-role key)
+    claims: dict[str, Any]
+
+
+def _unauthorized(code: str, message: str) -> tuple[int, dict[str, Any]]:
+    return 401, {"code": code, "message": message, "details": None, "hint": None}
 
 
 def status_for_sqlstate(code: str) -> int:
@@ -97,12 +116,18 @@ class PostgrestStandin:
         conninfo: str,
         service_key: str = "test-service-role-key-not-secret",
         exposed_schemas: tuple[str, ...] = ("public", "orchestrator"),
+        *,
+        anon_key: str = "test-anon-key-not-secret",
+        jwt_secret: str = TEST_JWT_SECRET,
     ) -> None:
         """`exposed_schemas` is PostgREST's db-schemas (the first is the default profile); a project
         that exposes `orchestrator` as its README asks."""
         self.conninfo = conninfo
         self.exposed_schemas = exposed_schemas
         self.service_key = service_key
+        self.anon_key = anon_key
+        self.jwt_secret = jwt_secret
+        self._known_roles: dict[str, bool] = {}
         self.control = _Control()
         self._pool = ConnectionPool(conninfo, min_size=1, max_size=8, kwargs={"autocommit": True}, open=False)
         self._signatures: dict[tuple[str, str], dict[str, str] | None] = {}
@@ -177,14 +202,9 @@ class PostgrestStandin:
                 {"code": "PGRST125", "message": f"Invalid path {request.path}", "details": None, "hint": None},
             )
             return
-        if request.headers.get("apikey") != self.service_key or (
-            request.headers.get("Authorization") != f"Bearer {self.service_key}"
-        ):
-            self._send(
-                request,
-                401,
-                {"code": "PGRST301", "message": "No suitable key or wrong key type", "details": None, "hint": None},
-            )
+        caller = self._authenticate(request.headers.get("apikey"), request.headers.get("Authorization"))
+        if isinstance(caller, tuple):
+            self._send(request, *caller)
             return
         fn = request.path[len(RPC_PREFIX) :].split("?", 1)[0]
         schema = request.headers.get("Content-Profile") or self.exposed_schemas[0]
@@ -213,7 +233,7 @@ class PostgrestStandin:
                 request, 400, {"code": "PGRST102", "message": "Empty or invalid json", "details": None, "hint": None}
             )
             return
-        status, answer = self._run(schema, fn, body if isinstance(body, dict) else {})
+        status, answer = self._run(schema, fn, body if isinstance(body, dict) else {}, caller)
         if failure is not None:
             self._fail(request, failure)
             return
@@ -238,6 +258,34 @@ class PostgrestStandin:
             phrase = HTTPStatus(status).phrase if status in HTTPStatus._value2member_map_ else "Error"
             self._send_raw(request, status, f"<html><body>{status} {phrase}</body></html>".encode(), "text/html")
 
+    def _authenticate(self, apikey: str | None, authorization: str | None) -> _Caller | tuple[int, dict[str, Any]]:
+        """The caller, or (401, PostgREST's error body)."""
+        token = authorization[len("Bearer ") :] if authorization and authorization.startswith("Bearer ") else None
+        if token is None or apikey not in {self.service_key, self.anon_key, token}:
+            return _unauthorized("PGRST301", "No suitable key or wrong key type")
+        if token == self.service_key:
+            return _Caller(role=None, claims={"role": "service_role"})
+        try:
+            claims = jwt.decode(token, self.jwt_secret, algorithms=["HS256"], options={"verify_aud": False})
+        except jwt.ExpiredSignatureError:
+            return _unauthorized("PGRST303", "JWT expired")
+        except jwt.InvalidTokenError as exc:
+            return _unauthorized("PGRST301", f"JWT could not be decoded: {type(exc).__name__}")
+        role = claims.get("role")
+        if not isinstance(role, str) or not self._role_exists(role):
+            return _unauthorized("PGRST301", f"role {role!r} of the JWT does not exist")
+        return _Caller(role=role, claims=claims)
+
+    def _role_exists(self, role: str) -> bool:
+        known = self._known_roles.get(role)
+        if known is None:
+            with self._pool.connection() as conn:
+                row = conn.execute("SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = %s)", (role,)).fetchone()
+            known = bool(row and row[0])
+            if known:  # a role may be created later; a known one stays known
+                self._known_roles[role] = known
+        return known
+
     def _signature(self, schema: str, fn: str) -> dict[str, str] | None:
         """Argument name -> SQL type of schema.fn, or None when there is no such function."""
         with self._signatures_lock:
@@ -257,7 +305,7 @@ class PostgrestStandin:
             self._signatures[(schema, fn)] = signature
         return signature
 
-    def _run(self, schema: str, fn: str, body: dict[str, Any]) -> tuple[int, bytes]:
+    def _run(self, schema: str, fn: str, body: dict[str, Any], caller: _Caller) -> tuple[int, bytes]:
         signature = self._signature(schema, fn)
         if signature is None or any(name not in signature for name in body):
             args = ", ".join(sorted(body))
@@ -286,7 +334,13 @@ class PostgrestStandin:
             params = ()
         try:
             with self._pool.connection() as conn:
-                row = conn.execute(query, params).fetchone()
+                if caller.role is None:
+                    row = conn.execute(query, params).fetchone()
+                else:
+                    with conn.transaction():  # PostgREST: role and claims for this call only
+                        conn.execute(sql.SQL("SET LOCAL ROLE {}").format(sql.Identifier(caller.role)))
+                        conn.execute("SELECT set_config('request.jwt.claims', %s, true)", (json.dumps(caller.claims),))
+                        row = conn.execute(query, params).fetchone()
         except psycopg.Error as exc:
             code = exc.sqlstate or "XX000"
             diag = exc.diag

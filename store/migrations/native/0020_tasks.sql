@@ -33,6 +33,7 @@ DECLARE
     v_skipped_users text[] := '{}';
     v_all_types boolean := p_task_types IS NULL OR cardinality(p_task_types) = 0;
 BEGIN
+    PERFORM assert_acting_worker(p_worker_id);  -- a worker claims only for itself (0005_worker_credentials)
     -- Only an active worker claims. FOR SHARE: a concurrent transition waits for this claim to
     -- commit, so once `draining` is committed no new claim can start for this worker.
     SELECT status INTO v_worker_status FROM workers WHERE id = p_worker_id FOR SHARE;
@@ -81,6 +82,7 @@ $$;
 
 CREATE OR REPLACE FUNCTION complete_task(p_task_id text, p_worker_id text, p_result jsonb DEFAULT NULL)
 RETURNS boolean LANGUAGE sql AS $$
+    SELECT assert_acting_worker(p_worker_id);  -- only the worker itself (0005_worker_credentials)
     WITH upd AS (
         UPDATE tasks SET status = 'Complete', finished_at = now(), result = p_result, error = NULL
         WHERE id = p_task_id AND worker_id = p_worker_id AND status = 'In Progress'
@@ -91,6 +93,7 @@ $$;
 
 CREATE OR REPLACE FUNCTION fail_task(p_task_id text, p_worker_id text, p_error text) RETURNS text
 LANGUAGE sql AS $$
+    SELECT assert_acting_worker(p_worker_id);  -- only the worker itself (0005_worker_credentials)
     WITH lim AS (SELECT queue_setting('max_task_attempts', 3) AS max_attempts),
     upd AS (
         UPDATE tasks t

@@ -26,6 +26,7 @@ $$;
 -- One UPDATE: last_heartbeat_at and a metadata merge, never the status. Returns the status.
 CREATE OR REPLACE FUNCTION worker_heartbeat(p_worker_id text, p_metadata jsonb DEFAULT NULL) RETURNS text
 LANGUAGE sql AS $$
+    SELECT assert_acting_worker(p_worker_id);  -- a worker beats only for itself (0005_worker_credentials)
     UPDATE workers
     SET last_heartbeat_at = now(), metadata = metadata || coalesce(p_metadata, '{}'::jsonb)
     WHERE id = p_worker_id
