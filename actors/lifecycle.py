@@ -18,6 +18,15 @@ call is tried again with exponential backoff (`fleet.supervision.after_failure`)
 in between. `health()` returns facts (last completed step, its age, failures in a row, the last
 error) and a verdict (`fleet.supervision.loop_health`), never a bare True.
 
+A database outage is ridden out, never acted on: a step that cannot read the database changes
+nothing (the pod is kept, a drain or terminate request waits in memory and is carried out, written
+first as always, once the database answers), and the loop tries again with capped, jittered backoff
+(`fleet.supervision.Outage`; `health()` says since when and how many attempts). Heartbeat silence
+is then judged from the database's return, not from the last heartbeat before it: the worker could
+not heartbeat meanwhile. And when many workers look lost at the same moment (more than
+`scaling.mass_silence_share`), that is an infrastructure fault: it is noted on the worker's record,
+nobody is terminated for it, and it is re-checked after `scaling.mass_silence_grace_s`.
+
 Why transitions need no lease epoch (only a drain carries one): every transition is a
 compare-and-set on the row's status, chosen by the pure state machine from facts about this one pod
 (provider status, heartbeat, tasks), and legal whoever leads. One lifecycle per worker exists by
@@ -30,6 +39,7 @@ from __future__ import annotations
 
 import logging
 import os
+import random
 import threading
 import time
 from collections.abc import Callable
@@ -42,7 +52,7 @@ from cloud import spec as cloud_spec
 from config.settings import OrchestratorSettings
 from fleet import lifecycle as machine
 from fleet import supervision
-from fleet.models import WorkerState
+from fleet.models import WorkerState, WorkerView
 from store import base as store_base
 from store import factory as stores
 
@@ -227,6 +237,13 @@ class WorkerLifecycle:
         # The pod terminate that failed, if any: attempts, last error, when to try again (DB clock).
         self._terminate_retry: supervision.Retry | None = None
         self._step_now = 0.0  # the database clock of the current step
+        # The database out of reach (this process's clock), while it is; see the module docstring.
+        self._outage: supervision.Outage | None = None
+        # The database clock when the database answered again after an outage: heartbeat silence
+        # before it is not held against the worker.
+        self._silence_from: float | None = None
+        # Heartbeat losses wait until then: an infrastructure fault (many workers silent at once).
+        self._silence_hold_until: float | None = None
         self._thread: threading.Thread | None = None
         if start:
             self.start()
@@ -316,6 +333,10 @@ class WorkerLifecycle:
         report = supervision.loop_health(facts, time.time(), interval_s=self._poll_s)
         report["state"] = self._state.value if self._state else None
         report["finished"] = self._finished.is_set()
+        outage = self._outage
+        if outage is not None:
+            report["database"] = outage.as_dict(time.time())
+            report["summary"] = f"{outage.summary()}: the pod is kept, nothing is decided; {report['summary']}"
         if self._finished.is_set():  # the worker ended: nothing left to supervise, nothing stuck
             report.update(ok=True, verdict="finished", summary=f"the worker ended; {report['summary']}")
         if retry is not None:
@@ -338,6 +359,8 @@ class WorkerLifecycle:
             self._step_started_at = time.time()
             try:
                 self.step()
+            except store_base.DatabaseUnavailable as exc:
+                self._database_unreachable(exc)
             except Exception as exc:  # never let one bad step end the supervision of a pod
                 self._failed_steps_in_a_row += 1
                 self._last_error = f"step: {type(exc).__name__}: {exc}"
@@ -352,11 +375,49 @@ class WorkerLifecycle:
                 self._step_started_at = None
             if self._finished.is_set():
                 break
-            self._wake.wait(self._poll_s)
+            self._wake.wait(supervision.outage_wait_s(self._outage, time.time(), default_s=self._poll_s))
             self._wake.clear()
         if self._finished.is_set() and not self._stop.is_set():
             self._close()
             self._exit_hook()
+
+    def _database_unreachable(self, exc: store_base.DatabaseUnavailable) -> None:
+        """A step that could not read or write the database: nothing was decided from it; try again
+        after the outage's backoff. One WARNING line per try, no traceback (it is no bug of ours)."""
+        self._outage = supervision.after_outage_failure(
+            self._outage,
+            time.time(),
+            str(exc),
+            base_s=min(1.0, self._poll_s),
+            cap_s=self._settings.database.outage_backoff_cap_s,
+            jitter=random.random(),
+        )
+        self._failed_steps_in_a_row += 1
+        self._last_error = f"step: {type(exc).__name__}: {exc}"
+        self._last_error_at = time.time()
+        _telemetry.record_error("worker_lifecycle", "database_unreachable")
+        logger.warning(
+            "%s: %s; supervision of %s waits (the pod is kept, nothing is decided): %s",
+            self.worker_id,
+            self._outage.summary(),
+            self._state.value if self._state else "the worker",
+            exc,
+        )
+
+    def _database_back(self, now: float) -> None:
+        """The first read after an outage: silence is judged from now on (database clock)."""
+        outage = self._outage
+        if outage is None:
+            return
+        self._outage = None
+        self._silence_from = now
+        waited = [f"{self._state.value if self._state else 'unknown'} worker supervised without decisions"]
+        if self._drain_request is not None:
+            waited.append("a drain request, carried out now")
+        if self._terminate_requested:
+            waited.append("a terminate request, carried out now")
+        record = supervision.outage_record(outage, time.time(), waited)
+        logger.warning("%s: %s; its heartbeat silence counts from now", self.worker_id, record.reason())
 
     def step(self) -> None:
         """Observe, act, transition: one pass. Public so tests can drive a plain instance."""
@@ -365,6 +426,7 @@ class WorkerLifecycle:
         self._last_step_at = now
         self._step_now = now
         row = self._store.get_worker(self.worker_id)
+        self._database_back(now)  # after a real read (`now` may come from the gateway's cached offset)
         if row is None:
             logger.error("worker %s has no row: nothing to supervise", self.worker_id)
             self._finished.set()
@@ -390,6 +452,7 @@ class WorkerLifecycle:
             terminate_requested=self._terminate_requested,
             provider_error=self._provider_error,
             worker_reported_crash=row.reported_status == CRASHED_STATUS,
+            silence_counts_from=self._silence_from,
         )
         transition = machine.next_transition(
             row.status,
@@ -399,8 +462,41 @@ class WorkerLifecycle:
             state_since=self._state_since if self._state_since is not None else now,
             config=self._config,
         )
+        if transition is not None and transition.heartbeat_silence:
+            transition = self._unless_fleet_silent(transition, now)
         if transition is not None:
             self._carry_out(row, transition, now, epoch=self._EPOCH_OF.get(transition.to, _no_epoch)(drain))
+
+    def _unless_fleet_silent(self, transition: machine.Transition, now: float) -> machine.Transition | None:
+        """A heartbeat loss stands unless many workers look lost at once (an infrastructure fault:
+        noted on this worker's record, nobody terminated for it, re-checked after a grace period)."""
+        if supervision.silence_held(self._silence_hold_until, now):
+            return None
+        config = self._config
+        views = [
+            WorkerView(
+                id=r.id,
+                state=r.status,
+                created_at=r.created_at.timestamp(),
+                promoted_at=r.promoted_at.timestamp() if r.promoted_at else None,
+                last_heartbeat_at=r.last_heartbeat_at.timestamp() if r.last_heartbeat_at else None,
+            )
+            for r in self._store.list_workers()
+        ]
+        fleet = supervision.fleet_silence(
+            views,
+            now,
+            timeout_s=config.heartbeat_timeout_s,
+            counts_from=self._silence_from,
+            share=config.mass_silence_share,
+            min_workers=config.mass_silence_min_workers,
+        )
+        self._silence_hold_until, note = supervision.hold_after(fleet, now, config.mass_silence_grace_s)
+        if note is None:
+            return transition
+        logger.warning("%s: %s (instead of: %s)", self.worker_id, note, transition.reason)
+        self._note(note, {"infrastructure_fault": {"silent": list(fleet.silent), "expected": fleet.expected}})
+        return None
 
     # --- observing ----------------------------------------------------------------------------------
     def _tasks_held(self, row: store_base.WorkerRow, view: _PodView) -> int:

@@ -52,6 +52,14 @@ two creates for one name never overlap; if the Scaler dies anywhere in between, 
 starts the lifecycle, which finds the row without a pod id and calls create, which finds the pod
 by name. On RunPod, where create itself takes seconds, this also keeps the cycle from blocking.
 
+A database outage is an incident to ride out (see README "When the database goes away"): a cycle
+whose lease call cannot reach the database runs none of the leader phases (no spawn, drain or
+terminate from facts read before the outage), the loop tries again with capped, jittered backoff,
+and `status()` says "database unreachable since HH:MM:SS (N attempts)". Once the database answers,
+the outage is recorded as one `database_outage` orchestrator event (start, end, what waited) for
+`explain`, before anything else is written. The store opens even while the database is down
+(`require_reachable=False`), so a Scaler that Ray restarts during an outage comes up and waits.
+
 Between cycles it waits for Postgres LISTEN/NOTIFY on task changes, at most `cycle_interval_s`.
 On becoming leader (first start, restart, takeover) it rebuilds its memory from the database:
 the breaker's spawn outcomes from `worker_events`, the last scale-up from `scaling_decisions`.
@@ -68,6 +76,7 @@ import dataclasses
 import functools
 import logging
 import os
+import random
 import secrets
 import threading
 import time
@@ -238,6 +247,12 @@ class Scaler:
         self._last_error: tuple[str, float] | None = None
         # Pod terminates made here that failed, by pod id: retried with backoff (DB clock).
         self._pod_retries: dict[str, supervision.Retry] = {}
+        # The database out of reach (this process's clock), while it is; the record of the last
+        # one until it is written; cycles it cost; what the last sync saw (for "what waited").
+        self._outage: supervision.Outage | None = None
+        self._outage_cycles = 0
+        self._outage_to_record: supervision.OutageRecord | None = None
+        self._last_seen: tuple[list[str], DemandSnapshot | None] = ([], None)
         if start:
             self.start()
 
@@ -303,7 +318,14 @@ class Scaler:
             "pid": os.getpid(),
             "health": self._health(),
             "pod_retries": self._pod_retry_report(),
+            "database": self._database_report(),
         }
+
+    def _database_report(self) -> dict[str, Any]:
+        outage = self._outage
+        if outage is None:
+            return {"reachable": True}
+        return {**outage.as_dict(time.time()), "cycles_without_decision": self._outage_cycles}
 
     def health(self) -> dict[str, Any]:
         """Facts and a verdict (see `fleet.supervision.loop_health`). A loop that died (it should not)
@@ -329,9 +351,14 @@ class Scaler:
             last_error=error[0] if error is not None else None,
             last_error_at=error[1] if error is not None else None,
         )
-        return supervision.loop_health(
+        report = supervision.loop_health(
             facts, time.time(), interval_s=self._config.cycle_interval_s, stuck_after=self._stuck_after_s
         )
+        outage = self._outage
+        if outage is not None:
+            report["database"] = outage.as_dict(time.time())
+            report["summary"] = f"{outage.summary()}: no decision until it is back; {report['summary']}"
+        return report
 
     def _pod_retry_report(self) -> dict[str, Any]:
         retries = dict(self._pod_retries)
@@ -351,6 +378,8 @@ class Scaler:
                 _telemetry.record_error("scaler", "cycle")
                 logger.exception("scaler cycle failed")
             remaining = self._config.cycle_interval_s - (time.monotonic() - started)
+            if self._outage is not None:  # the database is away: capped, jittered backoff instead
+                remaining = supervision.outage_wait_s(self._outage, time.time(), default_s=remaining)
             self._wait(max(remaining, _MIN_CYCLE_GAP_S))
 
     def _watch(self) -> None:
@@ -361,11 +390,15 @@ class Scaler:
 
     def _wait(self, timeout_s: float) -> None:
         """Until a task changes (leader only) or the interval passes."""
-        if self._lease is None or self._stop.is_set():
+        if self._lease is None or self._outage is not None or self._stop.is_set():
             self._stop.wait(timeout_s)
             return
         try:
             self._store.wait_for_task_change(timeout_s)
+        except store_base.DatabaseUnavailable as exc:  # the next cycle's lease call finds the outage
+            _telemetry.record_error("scaler", "wait_for_task_change")
+            logger.warning("waiting for task notifications failed (%s); sleeping instead", exc)
+            self._stop.wait(timeout_s)
         except Exception:
             _telemetry.record_error("scaler", "wait_for_task_change")
             logger.exception("waiting for task notifications failed; sleeping instead")
@@ -413,6 +446,12 @@ class Scaler:
         for phase_name, phase, leader_only in self._PHASES:
             if leader_only and self._lease is None:
                 continue
+            outage = self._outage
+            if leader_only and outage is not None:
+                # No decision from stale facts: nothing is spawned, drained or terminated until the
+                # database can be read again. Lifecycles keep their pods meanwhile.
+                cycle.skipped[phase_name] = f"skipped: {outage.summary()}; nothing is decided from stale facts"
+                continue
             t0 = time.perf_counter()
             self._phase_now = (phase_name, time.time())
             try:
@@ -424,6 +463,8 @@ class Scaler:
                 self._lease = None
             except Exception as exc:
                 _telemetry.record_error("scaler", f"phase_{phase_name}")
+                if isinstance(exc, store_base.DatabaseUnavailable):
+                    self._database_unreachable(exc)
                 in_a_row = self._phase_failures.get(phase_name, 0)
                 # The traceback once, for a failure nobody expected; then, and for an expected one
                 # (the provider or the database out of reach), one line per cycle naming the cause.
@@ -449,6 +490,58 @@ class Scaler:
                 self._phase_failures[phase_name] = 0
         self._phase_now = None
 
+    # --- the database out of reach -----------------------------------------------------------------
+    def _database_unreachable(self, exc: store_base.DatabaseUnavailable) -> None:
+        """A phase could not reach the database: the outage goes on (or begins); see the docstring."""
+        if self._outage is None:
+            self._outage_cycles = 0
+            logger.warning(
+                "the database is unreachable: no spawn, drain or terminate until it is back; the "
+                "lifecycles keep their pods (%s)",
+                exc,
+            )
+        self._outage_cycles += 1
+        self._outage = supervision.after_outage_failure(
+            self._outage,
+            time.time(),
+            str(exc),
+            base_s=min(1.0, self._config.cycle_interval_s),
+            cap_s=self._settings.database.outage_backoff_cap_s,
+            jitter=random.random(),
+        )
+
+    def _database_back(self) -> None:
+        """The database answered again: the outage is recorded (one orchestrator event: start, end,
+        what waited) before anything else is written; a record that fails is tried next cycle."""
+        outage = self._outage
+        if outage is not None:
+            self._outage = None
+            worker_ids, snapshot = self._last_seen
+            waited = [f"{self._outage_cycles} Scaler cycle(s) without a decision (no spawn, drain or terminate)"]
+            if worker_ids:
+                waited.append(f"the lifecycles of {len(worker_ids)} worker(s), pods kept: {', '.join(worker_ids)}")
+            if snapshot is not None:
+                waited.append(f"{snapshot.in_progress} task(s) in progress and {snapshot.queued} queued when it began")
+            self._outage_to_record = supervision.outage_record(outage, time.time(), waited)
+            logger.warning("the database answers again: %s", self._outage_to_record.reason())
+        record = self._outage_to_record
+        if record is None:
+            return
+        try:
+            self._store.record_orchestrator_event(
+                store_base.OrchestratorEventKind.DATABASE_OUTAGE,
+                self.holder,
+                record.reason(),
+                at=datetime.fromtimestamp(record.started_at, tz=UTC),
+                ended_at=datetime.fromtimestamp(record.ended_at, tz=UTC),
+                details=record.details(),
+            )
+        except Exception as exc:  # tried again next cycle; the outage stays in the logs meanwhile
+            _telemetry.record_error("scaler", "record_database_outage")
+            logger.warning("recording the database outage failed (%s: %s); next cycle", type(exc).__name__, exc)
+            return
+        self._outage_to_record = None
+
     # --- phases ------------------------------------------------------------------------------------
     def _phase_lease(self, cycle: _Cycle) -> None:
         lease = self._store.acquire_leader_lease(
@@ -457,6 +550,7 @@ class Scaler:
             self._settings.lease_ttl_s,
             successor_of=None if self._lease_asked else self.lineage,
         )
+        self._database_back()
         self._lease_asked = True
         self._seen_lease = lease
         previous = self._lease
@@ -508,6 +602,7 @@ class Scaler:
         cycle.snapshot = self._store.demand_snapshot(self._config.per_user_concurrency_limit, served or None)
         cycle.now = self._store.now().timestamp()
         cycle.rows = rows
+        self._last_seen = (sorted(r.id for r in rows), cycle.snapshot)
         if cycle.pods is None:
             cycle.skipped["reconcile"] = "skipped: the provider's pods are unknown this cycle (the pods phase failed)"
             return
@@ -809,7 +904,8 @@ def _breaker_dict(history: FleetHistory) -> dict[str, Any]:
 
 
 def _default_store(settings: OrchestratorSettings) -> store_base.Store:
-    return stores.open_store(settings)
+    # Opens during an outage too: a constructor that raised would end the actor for good.
+    return stores.open_store(settings, require_reachable=False)
 
 
 def _default_provider(settings: OrchestratorSettings) -> cloud.Provider:

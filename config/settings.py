@@ -115,6 +115,20 @@ class DatabaseSettings(_Section):
     request_retries: int = Field(
         default=4, ge=0, le=20, description="Retries of a transient failure on calls that are safe to repeat."
     )
+    outage_backoff_cap_s: float = Field(
+        default=5.0,
+        gt=0,
+        le=300,
+        description="While the database is unreachable, the Scaler, the lifecycles and the demo try again "
+        "with exponential backoff and jitter, waiting at most this long between tries.",
+    )
+    outage_limit_s: float = Field(
+        default=600.0,
+        gt=0,
+        le=86_400,
+        description="The demo gives up (with a clear message) when the database stays unreachable longer "
+        "than this; the actors of `orchestrator up` and the workers never give up on their own.",
+    )
 
     @model_validator(mode="after")
     def _pool_bounds(self) -> Self:
@@ -286,6 +300,22 @@ class ScalingSettings(_Section):
         default=120.0, gt=0, le=86_400, description="Expected boot time until one has been measured."
     )
     max_task_attempts: int = Field(default=3, ge=1, le=100, description="A task fails for good after this many.")
+    mass_silence_share: float = Field(
+        default=0.5,
+        gt=0,
+        le=1,
+        description="When more than this share of the heartbeating workers look lost at once (and at least "
+        "mass_silence_min_workers), it is an infrastructure fault: nobody is terminated for it.",
+    )
+    mass_silence_min_workers: int = Field(
+        default=2, ge=1, le=1000, description="Fewest workers silent at once that can make an infrastructure fault."
+    )
+    mass_silence_grace_s: float = Field(
+        default=60.0,
+        gt=0,
+        le=86_400,
+        description="After an infrastructure fault, heartbeat losses are re-checked after this long.",
+    )
 
     @model_validator(mode="after")
     def _cross_field(self) -> Self:

@@ -72,6 +72,9 @@ class Observation:
     # The worker itself said it died (reigh: its guardian wrote status 'crashed'): no need to wait
     # for its heartbeat to time out.
     worker_reported_crash: bool = False
+    # Heartbeat silence before this moment is not held against the worker: the database came back
+    # then (it could take no heartbeat while it was down), so staleness is judged from its return.
+    silence_counts_from: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +86,9 @@ class Transition:
     # Set when this transition is a spawn outcome the breaker counts: BOOTED on promotion;
     # SPAWN_ERROR / SPAWN_TIMEOUT / HEARTBEAT_LOST on the way to error. Never on a scale-down.
     outcome: SpawnOutcomeKind | None = None
+    # True when only the worker's heartbeat silence says it is lost (pod still running): the one
+    # verdict an infrastructure fault (many workers silent at once) can explain instead.
+    heartbeat_silence: bool = False
 
     @property
     def code(self) -> str:
@@ -163,6 +169,13 @@ def _gone(phase: PodPhase) -> bool:
     return phase in (PodPhase.GONE, PodPhase.EXITED)
 
 
+def _silence_start(last_heard: float, obs: Observation) -> float:
+    """From when silence counts: the last heartbeat, or the database's return if that is later."""
+    if obs.silence_counts_from is None:
+        return last_heard
+    return max(last_heard, obs.silence_counts_from)
+
+
 def _spawning(obs: Observation, now: float, created_at: float, config: ScalingSettings) -> Transition | None:
     age = now - created_at
     if obs.terminate_requested:
@@ -186,6 +199,10 @@ def _spawning(obs: Observation, now: float, created_at: float, config: ScalingSe
             SpawnOutcomeKind.SPAWN_ERROR,
         )
     deadline = created_at + config.spawn_timeout_s
+    if obs.silence_counts_from is not None:
+        # A worker that booted while the database was down could not heartbeat: after its return it
+        # gets a heartbeat timeout to do so, whatever the spawn timeout said meanwhile.
+        deadline = max(deadline, obs.silence_counts_from + config.heartbeat_timeout_s)
     hb = obs.last_heartbeat_at
     # A heartbeat older than the worker itself is not real (a stale or defaulted column).
     real_heartbeat = hb is not None and hb >= created_at
@@ -225,12 +242,13 @@ def _active(obs: Observation, now: float, state_since: float, config: ScalingSet
             SpawnOutcomeKind.HEARTBEAT_LOST,
         )
     last = obs.last_heartbeat_at if obs.last_heartbeat_at is not None else state_since
-    silent = now - last
+    silent = now - _silence_start(last, obs)
     if silent > config.heartbeat_timeout_s:
         return Transition(
             _S.ERROR,
             f"heartbeat_lost: no heartbeat for {_s(silent)} (limit {_s(config.heartbeat_timeout_s)})",
             SpawnOutcomeKind.HEARTBEAT_LOST,
+            heartbeat_silence=True,
         )
     if obs.terminate_requested:
         if obs.tasks_in_progress > 0:
@@ -249,11 +267,15 @@ def _draining(obs: Observation, now: float, state_since: float, config: ScalingS
         return Transition(
             _S.ERROR, f"drain_lost: pod {obs.pod_phase.value} while draining {obs.tasks_in_progress} task(s)"
         )
-    if obs.last_heartbeat_at is not None and now - obs.last_heartbeat_at > config.heartbeat_timeout_s:
+    if (
+        obs.last_heartbeat_at is not None
+        and now - _silence_start(obs.last_heartbeat_at, obs) > config.heartbeat_timeout_s
+    ):
         return Transition(
             _S.ERROR,
-            f"drain_lost: no heartbeat for {_s(now - obs.last_heartbeat_at)} while draining "
+            f"drain_lost: no heartbeat for {_s(now - _silence_start(obs.last_heartbeat_at, obs))} while draining "
             f"(limit {_s(config.heartbeat_timeout_s)})",
+            heartbeat_silence=True,
         )
     if obs.worker_reported_crash:
         return Transition(

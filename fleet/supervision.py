@@ -19,6 +19,10 @@
 - `LoopFacts` / `loop_health`: what `health()` of the Scaler and of a WorkerLifecycle returns: facts
   (last completed cycle or step, its age, consecutive failures per phase, the last error) and a
   verdict in words, `ok`, `failing`, `stuck` or `stopped`, never a bare True.
+- `Outage`, `after_outage_failure`, `outage_wait_s`, `outage_record`: the database out of reach is
+  an incident every loop rides out with capped, jittered backoff, and records once it is back.
+- `fleet_silence`, `silence_held`, `hold_after`: when more than a share of the workers look lost at
+  once, that is an infrastructure fault: nobody is terminated for it, and it is re-checked later.
 
 No I/O, no clock reads: times are POSIX seconds passed in.
 """
@@ -33,25 +37,36 @@ from typing import Any
 
 from config.settings import OrphanPodPolicy
 from fleet.lifecycle import PodPhase
-from fleet.models import Decision, DecisionKind, WorkerState
+from fleet.models import Decision, DecisionKind, WorkerState, WorkerView
 
 __all__ = [
     "DuplicatePod",
+    "FleetSilence",
     "LifecycleAction",
     "LoopFacts",
     "LoopVerdict",
     "OrphanAction",
+    "Outage",
+    "OutageRecord",
     "ReconcilePlan",
     "Retry",
     "after_failure",
+    "after_outage_failure",
     "decision_record_key",
+    "fleet_silence",
+    "hold_after",
     "lifecycle_action",
     "lifecycles_to_ensure",
     "loop_health",
     "new_worker_id",
+    "outage_backoff_s",
+    "outage_over_limit",
+    "outage_record",
+    "outage_wait_s",
     "reconcile",
     "retry_due",
     "should_record",
+    "silence_held",
     "stuck_after_s",
     "terminate_failed_reason",
 ]
@@ -330,3 +345,195 @@ def loop_health(facts: LoopFacts, now: float, *, interval_s: float, stuck_after:
         "last_error_at": facts.last_error_at,
         "loop_alive": facts.loop_alive,
     }
+
+
+# --- the database out of reach ---------------------------------------------------------------------
+#
+# A database outage is an incident to ride out: nobody exits for it and nothing is decided from facts
+# read before it. Each loop that needs the database (the Scaler's cycle, a lifecycle's step, the
+# demo's view, a worker's report) keeps an `Outage` while its calls fail and waits `outage_wait_s`
+# between tries: exponential backoff capped at `cap_s`, with jitter so that a fleet that lost the
+# database together does not hammer it together when it returns.
+
+
+@dataclass(frozen=True, slots=True)
+class Outage:
+    """The database has been out of reach since `since` (POSIX seconds, the caller's clock), for
+    `attempts` failed tries in a row; the next try is not before `next_at`."""
+
+    since: float
+    attempts: int
+    last_error: str
+    next_at: float
+
+    def seconds(self, now: float) -> float:
+        return max(0.0, now - self.since)
+
+    def summary(self) -> str:
+        """`database unreachable since 17:35:31 (7 attempts)`: what the live view and `status` say."""
+        return f"database unreachable since {_clock(self.since)} ({_attempts(self.attempts)})"
+
+    def as_dict(self, now: float) -> dict[str, Any]:
+        return {
+            "reachable": False,
+            "since": self.since,
+            "seconds": round(self.seconds(now), 1),
+            "attempts": self.attempts,
+            "last_error": self.last_error,
+            "next_in_s": round(max(0.0, self.next_at - now), 1),
+            "summary": self.summary(),
+        }
+
+
+def _clock(at: float) -> str:
+    return datetime.fromtimestamp(at, tz=UTC).strftime("%H:%M:%S")
+
+
+def _attempts(n: int) -> str:
+    return f"{n} attempt" + ("" if n == 1 else "s")
+
+
+def outage_backoff_s(attempts: int, *, base_s: float, cap_s: float, jitter: float) -> float:
+    """The wait after `attempts` failed tries in a row: `base_s * 2^(attempts-1)`, at most `cap_s`,
+    then scaled into [half, all] of it by `jitter` in [0, 1] ("equal jitter": spread, never zero)."""
+    if not 0.0 <= jitter <= 1.0:
+        raise ValueError(f"jitter must be within [0, 1], got {jitter}")
+    ceiling: float = min(cap_s, base_s * 2.0 ** min(max(attempts, 1) - 1, 30))
+    return ceiling / 2 + jitter * ceiling / 2
+
+
+def after_outage_failure(
+    outage: Outage | None, now: float, error: str, *, base_s: float, cap_s: float, jitter: float
+) -> Outage:
+    """The outage after one more failed try at `now` (a new one if none was running)."""
+    attempts = (outage.attempts if outage is not None else 0) + 1
+    since = outage.since if outage is not None else now
+    wait = outage_backoff_s(attempts, base_s=base_s, cap_s=cap_s, jitter=jitter)
+    return Outage(since=since, attempts=attempts, last_error=error, next_at=now + wait)
+
+
+def outage_wait_s(outage: Outage | None, now: float, *, default_s: float) -> float:
+    """How long a loop waits before its next try: the outage's backoff, or its usual interval."""
+    if outage is None:
+        return default_s
+    return max(0.0, outage.next_at - now)
+
+
+def outage_over_limit(outage: Outage | None, now: float, limit_s: float) -> bool:
+    """Whether an outage has lasted longer than `limit_s` (only the demo gives up on that)."""
+    return outage is not None and outage.seconds(now) > limit_s
+
+
+@dataclass(frozen=True, slots=True)
+class OutageRecord:
+    """One outage as it is recorded once the database is back: an orchestrator event."""
+
+    started_at: float
+    ended_at: float
+    attempts: int
+    last_error: str
+    waited: tuple[str, ...]  # what could not go on meanwhile, in words
+
+    @property
+    def seconds(self) -> float:
+        return max(0.0, self.ended_at - self.started_at)
+
+    def reason(self) -> str:
+        """`database_outage: unreachable from 17:35:31 to 17:36:02 (31 s, 12 attempts, last error ...); waited: ...`"""
+        text = (
+            f"database_outage: unreachable from {_clock(self.started_at)} to {_clock(self.ended_at)} "
+            f"({self.seconds:.0f} s, {_attempts(self.attempts)}; last error: {self.last_error})"
+        )
+        if self.waited:
+            text += "; waited: " + "; ".join(self.waited)
+        return text
+
+    def details(self) -> dict[str, Any]:
+        return {
+            "started_at": self.started_at,
+            "ended_at": self.ended_at,
+            "seconds": round(self.seconds, 1),
+            "attempts": self.attempts,
+            "last_error": self.last_error,
+            "waited": list(self.waited),
+        }
+
+
+def outage_record(outage: Outage, ended_at: float, waited: Iterable[str]) -> OutageRecord:
+    """The record of an outage that ended at `ended_at` (the first successful read after it)."""
+    return OutageRecord(
+        started_at=outage.since,
+        ended_at=max(ended_at, outage.since),
+        attempts=outage.attempts,
+        last_error=outage.last_error,
+        waited=tuple(waited),
+    )
+
+
+# --- many workers silent at once: an infrastructure fault, not theirs -------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class FleetSilence:
+    """Which workers that should heartbeat look lost now, and whether that is an infrastructure fault."""
+
+    silent: tuple[str, ...]
+    expected: int  # workers expected to heartbeat (active or draining)
+    infrastructure_fault: bool
+    reason: str
+
+
+_HEARTBEATING = frozenset({WorkerState.ACTIVE, WorkerState.DRAINING})
+
+
+def fleet_silence(
+    workers: Iterable[WorkerView],
+    now: float,
+    *,
+    timeout_s: float,
+    counts_from: float | None,
+    share: float,
+    min_workers: int,
+) -> FleetSilence:
+    """Workers whose heartbeat is older than `timeout_s` (silence counted from `counts_from` at the
+    earliest: when the database came back, it could take no heartbeat before), and whether more than
+    `share` of those expected to heartbeat, and at least `min_workers`, look lost at the same moment.
+
+    That is an infrastructure fault (the database, the network, the host of many pods), not the
+    workers': the Kubernetes node-lifecycle controller stops evictions in a zone disruption for the
+    same reason. Nobody is terminated for it; the caller re-checks after a grace period.
+    """
+    expected = [w for w in workers if w.state in _HEARTBEATING]
+    silent: list[str] = []
+    for w in expected:
+        last = w.last_heartbeat_at if w.last_heartbeat_at is not None else (w.promoted_at or w.created_at)
+        if counts_from is not None:
+            last = max(last, counts_from)
+        if now - last > timeout_s:
+            silent.append(w.id)
+    fault = len(silent) >= min_workers and len(silent) > share * len(expected)
+    if fault:
+        reason = (
+            f"infrastructure_fault: {len(silent)} of {len(expected)} workers silent past {timeout_s:.0f}s at once "
+            f"(more than {share:.0%}, at least {min_workers}): the database, network or hosts, not the workers; "
+            "nobody is terminated for it"
+        )
+    elif silent:
+        reason = f"{len(silent)} of {len(expected)} workers silent past {timeout_s:.0f}s: each one's own failure"
+    else:
+        reason = f"none of {len(expected)} workers silent past {timeout_s:.0f}s"
+    return FleetSilence(silent=tuple(sorted(silent)), expected=len(expected), infrastructure_fault=fault, reason=reason)
+
+
+def silence_held(hold_until: float | None, now: float) -> bool:
+    """Whether a heartbeat loss waits: an infrastructure fault was found and its grace is not over."""
+    return hold_until is not None and now < hold_until
+
+
+def hold_after(fleet: FleetSilence, now: float, grace_s: float) -> tuple[float | None, str | None]:
+    """After judging the fleet: (hold until, note for the worker's record), or (None, None) when the
+    silence is the worker's own and may be acted on."""
+    if not fleet.infrastructure_fault:
+        return None, None
+    until = now + grace_s
+    return until, f"{fleet.reason}; this worker is held and re-checked at {_clock(until)}"

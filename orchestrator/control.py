@@ -8,7 +8,9 @@
 - `status` reads the database (leader, epoch, last decision, workers) and, when Ray answers, the
   Scaler and every actor's Ray state and restart count. It works with Ray down. The Scaler's and
   each WorkerLifecycle's `health()` are facts with a verdict: `status` says plainly when the loop is
-  stuck (and in which phase) or which phase keeps failing and why.
+  stuck (and in which phase) or which phase keeps failing and why. With the database unreachable it
+  still answers (exit 1): what the Scaler says of the outage, "database unreachable since HH:MM:SS
+  (N attempts)", and every actor's Ray state.
 """
 
 from __future__ import annotations
@@ -202,11 +204,28 @@ def _terminate_everything(settings: OrchestratorSettings, timeout_s: float, echo
 def collect_status(
     settings: OrchestratorSettings, address: str | None = None, *, scaler_name: str = names.SCALER_NAME
 ) -> dict[str, Any]:
-    """The whole picture as plain data: database first (always), then Ray (when reachable)."""
+    """The whole picture as plain data: database first (always tried), then Ray (when reachable).
+    An unreachable database is part of the picture (`database.reachable` False), not an error."""
+    from store.base import DatabaseUnavailable
+
+    out: dict[str, Any] = {"at": datetime.now(tz=UTC).isoformat()}
+    try:
+        _database_status(settings, out)
+        out["database"] = {"reachable": True}
+    except DatabaseUnavailable as exc:
+        out["database"] = {"reachable": False, "error": str(exc)}
+        out.setdefault("workers", [])
+    out["ray"] = _ray_status(settings, address, scaler_name)
+    if out["ray"].get("reachable"):
+        out["ray"]["lifecycles"] = _lifecycle_health(settings, [w["id"] for w in out["workers"]])
+    return out
+
+
+def _database_status(settings: OrchestratorSettings, out: dict[str, Any]) -> None:
+    """What the database says: leader, last decision, last start or stop, tasks, workers."""
     from store.base import TaskStatus
     from store.factory import one_shot_store
 
-    out: dict[str, Any] = {"at": datetime.now(tz=UTC).isoformat()}
     with one_shot_store(settings) as store:
         now = store.now()
         lease = store.get_leader_lease("scaler")
@@ -242,10 +261,6 @@ def collect_status(
             }
             for w in store.list_workers()
         ]
-    out["ray"] = _ray_status(settings, address, scaler_name)
-    if out["ray"].get("reachable"):
-        out["ray"]["lifecycles"] = _lifecycle_health(settings, [w["id"] for w in out["workers"]])
-    return out
 
 
 def _lifecycle_health(settings: OrchestratorSettings, worker_ids: list[str]) -> dict[str, dict[str, Any]]:
@@ -316,8 +331,10 @@ def status(
         raise _fail(f"database: {exc}") from None
     if as_json:
         typer.echo(json.dumps(data, indent=2, default=str))
-        return
-    render_status(data)
+    else:
+        render_status(data)
+    if not data["database"]["reachable"]:
+        raise typer.Exit(1)
 
 
 def _verdict(health: dict[str, Any]) -> str:
@@ -380,6 +397,26 @@ def scaler_lines(scaler: dict[str, Any], now: float) -> list[str]:
     return lines
 
 
+def database_lines(database: dict[str, Any], scaler: dict[str, Any]) -> list[str]:
+    """What `status` says while the database is out of reach: since when and how many attempts, as
+    the Scaler counts them (it keeps trying), and that nothing is decided meanwhile."""
+    if database.get("reachable", True):
+        return []
+    lines = [f"[bold red]database unreachable[/] now: {database.get('error')}"]
+    seen = scaler.get("database") or {}
+    if seen.get("reachable") is False:
+        lines.append(
+            f"[bold red]{seen.get('summary')}[/] (the Scaler's count; {seen.get('cycles_without_decision')} cycle(s) "
+            "without a decision: nothing is spawned, drained or terminated until it is back; the workers keep "
+            "their tasks and pods)"
+        )
+    elif scaler.get("role"):
+        lines.append("the Scaler has not noticed yet (its next cycle will)")
+    else:
+        lines.append("the Scaler did not answer, so since when is unknown here")
+    return lines
+
+
 def render_status(data: dict[str, Any]) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -388,7 +425,12 @@ def render_status(data: dict[str, Any]) -> None:
     leader = data.get("leader")
     ray_info = data.get("ray", {})
     scaler = ray_info.get("scaler") or {}
-    if leader is None:
+    database = data.get("database") or {"reachable": True}
+    for line in database_lines(database, scaler):
+        console.print(line)
+    if not database.get("reachable", True):
+        pass  # leader, decisions, tasks and workers are in the database: unknown now
+    elif leader is None:
         console.print("[bold]leader[/] none yet")
     else:
         valid = "" if leader["valid"] else " [red](expired)[/]"
@@ -407,7 +449,8 @@ def render_status(data: dict[str, Any]) -> None:
         )
         for reason in decision["reasons"]:
             console.print(f"  {reason}")
-    console.print(f"[bold]tasks[/] {data.get('tasks')}")
+    if database.get("reachable", True):
+        console.print(f"[bold]tasks[/] {data.get('tasks')}")
 
     lifecycles: dict[str, dict[str, Any]] = ray_info.get("lifecycles") or {}
     table = Table(title="workers")

@@ -61,6 +61,8 @@ class Snapshot:
     last_decision_age_s: float | None = None
     fleet_history: tuple[int, ...] = ()  # live workers, one sample a second since the start
     max_workers: int | None = None
+    # "database unreachable since HH:MM:SS (N attempts)" while it is; the rest is the last view read.
+    database_outage: str | None = None
 
 
 def _age(seconds: float) -> str:
@@ -157,8 +159,19 @@ def render(snap: Snapshot) -> Panel:
     where.add_row("Afterwards:", "orchestrator explain --worker <id>   |   orchestrator status")
     where.add_row("Stop:", "Ctrl-C (stops Ray, the pods and Postgres; nothing is left running)")
     title = f"orchestrator demo: {snap.trace_name} at {snap.speed:g}x, {_age(snap.elapsed_s)} elapsed ({snap.phase})"
+    outage: list[Text] = []
+    if snap.database_outage:
+        outage = [
+            Text(
+                f"{snap.database_outage}: waiting for it; nothing is spawned, drained or terminated meanwhile "
+                "(the figures below are from before it)",
+                style="bold red",
+            ),
+            Text(""),
+        ]
     return Panel(
         Group(
+            *outage,
             tasks,
             fleet,
             Text(""),
@@ -191,6 +204,8 @@ def plain_line(snap: Snapshot) -> str:
     for w in snap.workers:
         states[w.state] = states.get(w.state, 0) + 1
     fleet = ", ".join(f"{n} {s}" for s, n in sorted(states.items())) or "no workers"
+    if snap.database_outage:
+        return f"[{_age(snap.elapsed_s):>6}] {snap.database_outage}: waiting for it (nothing is decided meanwhile)"
     return (
         f"[{_age(snap.elapsed_s):>6}] tasks {snap.submitted}/{snap.total} submitted: {snap.queued} queued, "
         f"{snap.running} running, {snap.done} done, {snap.failed} failed | {fleet} | "

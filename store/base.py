@@ -152,6 +152,11 @@ class DecisionRecord(_Row):
 class OrchestratorEventKind(StrEnum):
     STARTED = "started"  # a Scaler took the leader lease: the orchestrator runs (again)
     STOPPED = "stopped"  # a clean stop (`orchestrator down`, the demo's end, SIGTERM): quiet after it is no outage
+    # The database was out of reach from `at` to `ended_at` and nothing was decided meanwhile; recorded
+    # once it was back, with what waited in `details`. Quiet in that time is no silence.
+    DATABASE_OUTAGE = "database_outage"
+    # Many workers looked lost at once: nobody was terminated for it (see fleet.supervision.fleet_silence).
+    INFRASTRUCTURE_FAULT = "infrastructure_fault"
 
 
 class OrchestratorEvent(_Row):
@@ -162,6 +167,8 @@ class OrchestratorEvent(_Row):
     kind: OrchestratorEventKind
     holder: str
     reason: str
+    ended_at: datetime | None = None  # an incident's end (a database outage)
+    details: dict[str, Any] = Field(default_factory=dict)  # an incident's facts (what waited)
 
 
 class LogRecord(_Row):
@@ -404,9 +411,17 @@ class Store(Protocol):
         ...
 
     def record_orchestrator_event(
-        self, kind: OrchestratorEventKind, holder: str, reason: str, *, at: datetime | None = None
+        self,
+        kind: OrchestratorEventKind,
+        holder: str,
+        reason: str,
+        *,
+        at: datetime | None = None,
+        ended_at: datetime | None = None,
+        details: dict[str, Any] | None = None,
     ) -> int:
-        """Record a start or clean stop of the orchestrator (not fenced); returns its id. `at`: now when None."""
+        """Record a start, clean stop or ridden-out incident of the orchestrator (not fenced); returns
+        its id. `at`: now when None; `ended_at` and `details` for an incident (a database outage)."""
         ...
 
     def list_orchestrator_events(

@@ -35,7 +35,11 @@ def conninfo_for(database: DatabaseSettings) -> str | None:
 
 
 def open_store(
-    settings: OrchestratorSettings, *, migrate: bool | None = None, pool_max_size: int | None = None
+    settings: OrchestratorSettings,
+    *,
+    migrate: bool | None = None,
+    pool_max_size: int | None = None,
+    require_reachable: bool = True,
 ) -> Store:
     """Open the store the settings select. `migrate` None means: migrate only the embedded database.
 
@@ -43,7 +47,9 @@ def open_store(
     it) for a process that does one thing at a time, e.g. a WorkerLifecycle: 100 of them must not
     hold 800 connections.
 
-    Raises DatabaseUnavailable (a one-line, secret-free message) when it cannot be reached.
+    Raises DatabaseUnavailable (a one-line, secret-free message) when it cannot be reached, unless
+    `require_reachable` is False (an actor's store: it opens during an outage, and its calls raise
+    DatabaseUnavailable until the database answers; the embedded server is still started here).
     """
     database = settings.database
     backend = database.backend
@@ -75,6 +81,7 @@ def open_store(
         connect_timeout_s=database.connect_timeout_s,
         retries=database.request_retries,
         change_probe_s=_change_probe_s(settings),
+        require_reachable=require_reachable,
     )
 
 

@@ -5,6 +5,15 @@ transaction (a claim's advisory lock is released when it commits). Works with a 
 the embedded pgserver and Supabase's direct and pooler connection strings. Postgres-only extras:
 `wait_for_task_change` LISTENs on `task_changes` on a dedicated connection (falling back to a
 sleep where LISTEN is not available, e.g. behind a transaction-mode pooler).
+
+A database outage (a restart, a failover, a crash): a call whose connection fails asks the server
+directly with one connection attempt. No answer: DatabaseUnavailable at once, and the store
+remembers the server is down, so every later call first makes that one attempt instead of waiting
+on the pool (a caller's loop learns of the outage in milliseconds, not after the pool's timeout and
+retries). An answer: the server is back, the pool's connections (all cut by the restart, and its
+own reconnect backing off for up to minutes) are replaced by a fresh pool, and a call that is safe
+to repeat runs again. The store never waits out an outage itself: its callers do, with their own
+backoff (fleet.supervision.Outage), and never give up on their own.
 """
 
 from __future__ import annotations
@@ -17,7 +26,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 from psycopg.types.json import Jsonb
-from psycopg_pool import ConnectionPool, PoolTimeout
+from psycopg_pool import ConnectionPool, PoolClosed, PoolTimeout
 
 from store.base import StoreError
 from store.errors import describe_conninfo, error_from_sql, unavailable
@@ -46,9 +55,14 @@ class PostgresStore(RpcStore):
         retries: int = 2,
         application_name: str = "gpu-orchestrator",
         change_probe_s: float | None = None,
+        require_reachable: bool = True,
     ) -> None:
         """`change_probe_s` makes `wait_for_task_change` poll `queue_marker()` at that interval
-        instead of LISTENing (a queue whose table has no trigger of ours: the reigh profile)."""
+        instead of LISTENing (a queue whose table has no trigger of ours: the reigh profile).
+
+        `require_reachable` False opens the store even while the database is down (an actor that Ray
+        restarts during an outage must come up, not fail its constructor for good): calls raise
+        DatabaseUnavailable until it answers."""
         self._conninfo = conninfo
         self._where = describe_conninfo(conninfo)
         self._connect_timeout_s = connect_timeout_s
@@ -68,17 +82,19 @@ class PostgresStore(RpcStore):
         self._listen_lock = threading.Lock()
         self._listen_conn: psycopg.Connection[Any] | None = None
         self._listen_broken = False
+        self._min_size = min_size
+        self._max_size = max(min_size, max_size)
+        # Set while the server is known to be down (monotonic time of the first failed call); the
+        # pool is replaced under the lock once it answers again.
+        self._down_since: float | None = None
+        self._pool_lock = threading.Lock()
+        if not require_reachable:
+            self._pool = self._new_pool()
+            self._pool.open(wait=False)
+            return
         # One direct attempt first: a clear, secret-free error instead of the pool's retry noise.
         check_reachable(conninfo, connect_timeout_s)
-        self._pool = ConnectionPool(
-            conninfo,
-            min_size=min_size,
-            max_size=max(min_size, max_size),
-            kwargs=self._kwargs,
-            timeout=connect_timeout_s,
-            open=False,
-            name="store",
-        )
+        self._pool = self._new_pool()
         try:
             self._pool.open(wait=True, timeout=connect_timeout_s)
         except PoolTimeout as exc:
@@ -88,6 +104,17 @@ class PostgresStore(RpcStore):
                 conninfo, f"connecting for {connect_timeout_s:g}s with a pool of {min_size}", cause
             ) from exc
 
+    def _new_pool(self) -> ConnectionPool:
+        return ConnectionPool(
+            self._conninfo,
+            min_size=self._min_size,
+            max_size=self._max_size,
+            kwargs=self._kwargs,
+            timeout=self._connect_timeout_s,
+            open=False,
+            name="store",
+        )
+
     def _probe_error(self) -> BaseException | None:
         """Why a connection fails (the pool hides it): one direct attempt."""
         try:
@@ -95,6 +122,38 @@ class PostgresStore(RpcStore):
         except psycopg.Error as exc:
             return exc
         return None
+
+    @property
+    def database_down(self) -> bool:
+        """Whether the last call found the server down (the next one asks it directly first)."""
+        return self._down_since is not None
+
+    def _check_server(self, fn: str, seen: ConnectionPool, *, replace: bool = True) -> None:
+        """After a failed connection, or while the server is known to be down: one direct attempt.
+        Down: remember it and raise DatabaseUnavailable. Up: the pool `seen` (whose connections the
+        server cut) is replaced by a fresh one, unless another thread did so already, or unless
+        `replace` is False and the server was not down (a pool that is only busy is kept)."""
+        cause = self._probe_error()
+        if cause is not None:
+            if self._down_since is None:
+                self._down_since = time.monotonic()
+                _log.warning("store: the database at %s is unreachable (calling %s)", self._where, fn)
+            raise unavailable(self._conninfo, f"calling {fn}", cause) from None
+        with self._pool_lock:
+            was_down = self._down_since
+            self._down_since = None
+            if self._pool is not seen or (not replace and was_down is None):
+                return
+            fresh = self._new_pool()
+            fresh.open(wait=False)
+            self._pool = fresh
+        if was_down is not None:
+            _log.warning(
+                "store: the database at %s answers again after %.1fs; fresh connections",
+                self._where,
+                time.monotonic() - was_down,
+            )
+        seen.close(timeout=0)  # its connections are dead; a call still holding one fails and retries
 
     # --- lifecycle -------------------------------------------------------------------------------
     def close(self) -> None:
@@ -133,8 +192,12 @@ class PostgresStore(RpcStore):
         rollbacks = backoff_delays(max(self._retries, 2), base_s=0.01)
         attempt = 0
         while True:
+            pool = self._pool
+            if self._down_since is not None:  # known down: ask the server, not the pool's timeout
+                self._check_server(fn, pool)
+                pool = self._pool
             try:
-                with self._pool.connection() as conn:
+                with pool.connection() as conn:
                     row = conn.execute(query, params).fetchone()
                 return None if row is None else row[0]
             except psycopg.errors.TransactionRollback as exc:
@@ -146,6 +209,15 @@ class PostgresStore(RpcStore):
             except (psycopg.OperationalError, PoolTimeout) as exc:
                 if isinstance(exc, psycopg.errors.QueryCanceled):
                     raise StoreError(f"{fn}: {exc}") from None
+                # Is the server there at all? Down: DatabaseUnavailable now. Up again (a restart
+                # cut this connection): a fresh pool, and a safe call runs again below. A call that
+                # never got a connection (the pool timed out, or was replaced while it waited) was
+                # never sent, so it may run again whatever it is, once.
+                never_sent = isinstance(exc, (PoolTimeout, PoolClosed))
+                self._check_server(fn, pool, replace=not never_sent)
+                if never_sent and attempt == 0 and not delays:
+                    attempt += 1
+                    continue
                 if attempt >= len(delays):
                     what = f"calling {fn}" + (f", {attempt + 1} attempts" if attempt else "")
                     raise unavailable(self._conninfo, what, exc) from None

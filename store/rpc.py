@@ -251,10 +251,19 @@ class RpcStore(ABC):
         return _DECISIONS.validate_python(self._call("list_decisions", args, safe=True))
 
     def record_orchestrator_event(
-        self, kind: OrchestratorEventKind, holder: str, reason: str, *, at: datetime | None = None
+        self,
+        kind: OrchestratorEventKind,
+        holder: str,
+        reason: str,
+        *,
+        at: datetime | None = None,
+        ended_at: datetime | None = None,
+        details: dict[str, Any] | None = None,
     ) -> int:
         # Not repeated: a lost answer would record the stop twice.
-        args = {"p_kind": str(kind), "p_holder": holder, "p_reason": reason, "p_at": at}
+        args: dict[str, Any] = {"p_kind": str(kind), "p_holder": holder, "p_reason": reason, "p_at": at}
+        if ended_at is not None or details is not None:  # only then: older databases lack the two
+            args |= {"p_ended_at": ended_at, "p_details": JsonArg(details or {})}
         return int(self._call("record_orchestrator_event", args, safe=False))
 
     def list_orchestrator_events(

@@ -18,7 +18,8 @@ SUPABASE_SERVICE_ROLE_KEY); everything else has a default. Environment (the pod 
                             failure injection (LocalProvider tests and demos)
 
 Exit codes: 0 drained or stopped by SIGTERM, 3 told to stop by its row (error/terminated) or no
-row, 2 bad arguments or no database settings, 1 an unexpected error, 70 injected crash.
+row, 2 bad arguments or no database settings, 1 an unexpected error, 70 injected crash. A database
+that cannot be reached is waited out (at start, and for every call after it), never an exit.
 """
 
 from __future__ import annotations
@@ -35,7 +36,11 @@ from pathlib import Path
 __all__ = ["main"]
 
 CRASH_EXIT_CODE = 70
-_OPEN_ATTEMPTS = 3  # tries to reach the database at start (2 s, then 4 s apart)
+# A database that cannot be reached at start is an outage to wait out, never an exit: tries with
+# exponential backoff and jitter, at most this far apart. (The orchestrator's spawn timeout, counted
+# from the database's return, decides about a worker that never comes up.)
+_OPEN_BACKOFF_BASE_S = 0.5
+_OPEN_BACKOFF_CAP_S = 10.0
 
 
 def _float(environ: Mapping[str, str], key: str, default: float | None) -> float | None:
@@ -107,21 +112,32 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         # Like a real pod whose container runs while the worker loads: alive, no heartbeat yet.
         log.info("booting for %.1fs", boot_delay)
         time.sleep(boot_delay)
+    import random
+
+    from fleet import supervision
+
     store = None
-    for attempt in range(1, _OPEN_ATTEMPTS + 1):
+    outage: supervision.Outage | None = None
+    while store is None:
         try:
             store = open_store_from_env(environ)
-            break
-        except DatabaseUnavailable as exc:  # the database may be restarting: a few tries, then give up
+        except DatabaseUnavailable as exc:  # the database may be restarting: wait it out
             metrics.record_error("worker", "open_store")
-            log.warning("cannot reach the database (attempt %d/%d): %s", attempt, _OPEN_ATTEMPTS, exc)
-            if attempt == _OPEN_ATTEMPTS:
-                return 2
-            time.sleep(2.0 * attempt)
+            outage = supervision.after_outage_failure(
+                outage,
+                time.time(),
+                str(exc),
+                base_s=_OPEN_BACKOFF_BASE_S,
+                cap_s=_OPEN_BACKOFF_CAP_S,
+                jitter=random.random(),
+            )
+            log.warning("cannot reach the database: %s; %s, waiting", exc, outage.summary())
+            time.sleep(supervision.outage_wait_s(outage, time.time(), default_s=_OPEN_BACKOFF_CAP_S))
         except StoreError as exc:
             log.error("cannot open the database: %s", exc)
             return 2
-    assert store is not None
+    if outage is not None:
+        log.info("the database answers again after %.0fs", outage.seconds(time.time()))
     fallback = Path(
         environ.get("WORKER_LOG_FALLBACK_FILE") or f".orchestrator/logs/worker-{args.worker_id}.fallback.jsonl"
     )

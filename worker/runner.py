@@ -12,6 +12,9 @@ Rules (the pod contract; see the README):
   `shutdown_grace_s`, fail it back to the queue if it is still running, exit 3.
 - SIGTERM (or `stop()`): the same, but exit 0. A task is never left In Progress by a worker that
   exits on its own: it is completed, or failed (requeued, or Failed past max attempts).
+- The database out of reach is waited out, never a reason to exit: heartbeats keep trying every
+  interval, claims back off (capped, with jitter), and a task that runs meanwhile finishes and is
+  completed once the database is back.
 - A `complete_task` / `fail_task` that fails is tried again, with exponential backoff and full
   jitter, until it succeeds; only a worker that is stopping gives up, once its shutdown grace is
   over (its pod is then about to go, and the orchestrator requeues what it held). One failed call
@@ -36,6 +39,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from fleet import supervision
 from fleet.models import WorkerState
 from store.base import DatabaseUnavailable, Store, StoreError, TaskRow, TaskStatus
 from telemetry import metrics
@@ -125,6 +129,7 @@ class WorkerRunner:
         self._heartbeats = 0
         self._done_lock = threading.Lock()  # tasks_done is counted by every task slot
         self._fatal: BaseException | None = None  # an unexpected error in a task slot
+        self._claim_outage: supervision.Outage | None = None  # claims failing: the database is away
         if self.concurrency < 1:
             raise ValueError(f"concurrency must be at least 1, got {self.concurrency}")
 
@@ -211,7 +216,9 @@ class WorkerRunner:
                 slots = [slot for slot in slots if slot.is_alive()]
                 task = self._claim() if len(slots) < self.concurrency else None
                 if task is None:
-                    self._wake.wait(self.poll_interval_s)  # a finished task or a stop cuts it short
+                    # A finished task or a stop cuts the wait short; while claims fail it backs off.
+                    wait = supervision.outage_wait_s(self._claim_outage, time.time(), default_s=self.poll_interval_s)
+                    self._wake.wait(max(wait, self.poll_interval_s))
                     self._wake.clear()
                     continue
                 slot = threading.Thread(target=self._slot, args=(task,), name=f"slot-{task.id[:8]}", daemon=True)
@@ -242,11 +249,26 @@ class WorkerRunner:
 
     def _claim(self) -> TaskRow | None:
         try:
-            return self.store.claim_next_task(self.worker_id, self.task_types)
-        except Exception as exc:  # the next poll claims again
+            task = self.store.claim_next_task(self.worker_id, self.task_types)
+        except Exception as exc:  # the next poll claims again (after a backoff while the database is away)
             metrics.record_error("worker", "claim")
-            logger.warning("claim failed: %s: %s", type(exc).__name__, exc)
+            if isinstance(exc, DatabaseUnavailable):
+                self._claim_outage = supervision.after_outage_failure(
+                    self._claim_outage,
+                    time.time(),
+                    str(exc),
+                    base_s=self.poll_interval_s,
+                    cap_s=REPORT_BACKOFF_CAP_S,
+                    jitter=random.random(),
+                )
+                logger.warning("claim failed: %s; %s", exc, self._claim_outage.summary())
+            else:
+                logger.warning("claim failed: %s: %s", type(exc).__name__, exc)
             return None
+        if self._claim_outage is not None:
+            logger.info("claims work again after %.0fs", self._claim_outage.seconds(time.time()))
+            self._claim_outage = None
+        return task
 
     def _run_task(self, task: TaskRow) -> None:
         handler = self.handlers.for_type(task.task_type)

@@ -2,7 +2,9 @@
 
 SIGTERM stops the run like Ctrl-C; while everything is being stopped a second Ctrl-C is ignored,
 so neither can leave Ray, pods or Postgres behind. The exit code is 0 when every task finished,
-1 when some did not (or the run failed), 130 after an interrupt, 2 for a bad trace or config.
+1 when some did not (or the run failed, or the database stayed unreachable longer than
+`database.outage_limit_s`), 130 after an interrupt, 2 for a bad trace or config. A shorter database
+outage is waited out and costs its own length, nothing more.
 """
 
 from __future__ import annotations
@@ -130,6 +132,10 @@ def command(
         example_worker = summary.example_worker(run.store, run.started_at)
         if result.tasks_unfinished or workload.error:
             code = 1
+    except view.OutageTooLong as exc:
+        say(f"stopping: {exc}")
+        run.stop_reason = "demo gave up: the database was unreachable too long"
+        code = 1
     except (KeyboardInterrupt, _Stop) as exc:
         say("interrupted: stopping everything ...")
         run.stop_reason = "demo interrupted by " + ("SIGTERM" if isinstance(exc, _Stop) else "Ctrl-C")

@@ -2,12 +2,15 @@
 
 `Replay.run` is the target of one thread; it inserts the rows due together in one call, waits on
 an Event between arrivals (so `stop` ends it at once), and keeps a failure as `error` for the view
-and the summary instead of raising: the run goes on and reports it.
+and the summary instead of raising: the run goes on and reports it. A database out of reach is no
+failure: the insert (safe to repeat, every id is given) is tried again with capped, jittered
+backoff until it lands, and the rows due meanwhile go in with it.
 """
 
 from __future__ import annotations
 
 import logging
+import random
 import threading
 import time
 import uuid
@@ -23,6 +26,10 @@ if TYPE_CHECKING:
 __all__ = ["ReighApp", "Replay"]
 
 logger = logging.getLogger(__name__)
+
+# Between tries of an insert while the database is out of reach.
+_RETRY_BASE_S = 0.5
+_RETRY_CAP_S = 5.0
 
 
 class Replay:
@@ -72,6 +79,30 @@ class Replay:
             self.error = f"{type(exc).__name__}: {exc}"
 
     def _insert(self, store: Store, indexes: list[int], ids: list[str]) -> None:
+        """Insert the rows, again and again while the database is out of reach (until stopped)."""
+        from fleet import supervision
+        from store.base import DatabaseUnavailable
+
+        outage: supervision.Outage | None = None
+        while True:
+            try:
+                self._insert_once(store, indexes, ids)
+            except DatabaseUnavailable as exc:
+                outage = supervision.after_outage_failure(
+                    outage, time.time(), str(exc), base_s=_RETRY_BASE_S, cap_s=_RETRY_CAP_S, jitter=random.random()
+                )
+                if outage.attempts == 1:  # once; the view says the rest
+                    logger.warning("inserting %d task(s) waits for the database: %s", len(indexes), exc)
+                if self._stop.wait(supervision.outage_wait_s(outage, time.time(), default_s=_RETRY_CAP_S)):
+                    return
+                continue
+            if outage is not None:
+                logger.info(
+                    "inserted %d task(s) after %.0f s without the database", len(indexes), outage.seconds(time.time())
+                )
+            return
+
+    def _insert_once(self, store: Store, indexes: list[int], ids: list[str]) -> None:
         if self._reigh is not None:
             self._reigh.insert(
                 [(ids[i], self.rows[i], self._params(self.rows[i])) for i in indexes],

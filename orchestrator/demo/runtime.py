@@ -54,6 +54,7 @@ class Runtime:
         self.conninfo: str | None = None  # the Postgres the demo runs on, once started
         self.ray_started = False
         self.dashboard_url: str | None = None
+        self.ray_address: str | None = None  # the demo's own Ray, for `status --address` from elsewhere
         self.scaler: ActorHandle[Scaler] | None = None
         self.shipper: ActorHandle[LogShipper] | None = None
         self.started_at = datetime.now(UTC)  # database time once started
@@ -72,6 +73,9 @@ class Runtime:
         from store.errors import describe_conninfo
         from store.factory import conninfo_for, open_store
 
+        # While the database is away the store says so once and the view shows it; the pool's own
+        # line per reconnect attempt would only bury the view under the same news.
+        logging.getLogger("psycopg.pool").setLevel(logging.ERROR)
         database = self.settings.database
         if database.backend is DatabaseBackend.EMBEDDED:
             say(f"starting the embedded Postgres in {database.embedded_dir} ...")
@@ -105,6 +109,8 @@ class Runtime:
         self.dashboard_url = f"http://{url}" if url and not url.startswith("http") else url
         for line in dashboard_lines(self.dashboard_url, os.environ.get("RAY_AUTH_MODE")):
             say(line)
+        self.ray_address = str(ray.get_runtime_context().gcs_address)
+        say(f"Ray cluster: {self.ray_address} (`orchestrator status --address {self.ray_address}` asks its actors)")
         say("starting the LogShipper and Scaler actors ...")
         self.shipper, self.scaler = _start_actors(self.settings)
         self.started_at = self.store.now()

@@ -2,17 +2,25 @@
 watch loop that shows them until the work is done and the fleet is back to zero (or time is up).
 
 The store is read once per poll; the fleet size is sampled once a second for the sparkline.
+
+A database outage is waited out: the view says "database unreachable since HH:MM:SS (N attempts)",
+polls again with capped, jittered backoff, and moves its own deadlines by the time lost. Only an
+outage longer than `database.outage_limit_s` ends the run (`OutageTooLong`, a clear message).
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import random
 import time
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from fleet import supervision
 from orchestrator.demo.replay import Replay
 from orchestrator.demo.runtime import Runtime, Say
+from store.base import DatabaseUnavailable
 
 if TYPE_CHECKING:
     from ray import ObjectRef
@@ -22,9 +30,13 @@ if TYPE_CHECKING:
     from actors.log_shipper import LogShipper
     from orchestrator.live_view import Snapshot
 
-__all__ = ["View", "shipper_health", "sparkline"]
+__all__ = ["OutageTooLong", "View", "shipper_health", "sparkline"]
 
 _POLL_S = 0.5  # live view refresh
+
+
+class OutageTooLong(Exception):
+    """The database stayed unreachable longer than `database.outage_limit_s`: the demo gives up."""
 
 
 class View:
@@ -41,6 +53,9 @@ class View:
         # Tasks already final in the database before this run (a second demo on the same state dir).
         self.done_before = 0
         self.failed_before = 0
+        self.outage: supervision.Outage | None = None  # the database out of reach, while it is
+        self.outages: list[supervision.OutageRecord] = []  # those ridden out in this run
+        self._last_snapshot: Snapshot | None = None
 
     def count_earlier_tasks(self) -> None:
         """Remember the tasks finished before this run, so the view counts only this run's."""
@@ -118,8 +133,66 @@ class View:
         counts = self.runtime.require_store().task_counts()
         return not (counts.get("Queued", 0) or counts.get("In Progress", 0))
 
+    def database_unreachable(self, exc: DatabaseUnavailable, say: Say) -> float:
+        """One more failed poll: the outage goes on (said once when it begins); returns how long to
+        wait before the next poll. Raises OutageTooLong past `database.outage_limit_s`."""
+        database = self.runtime.settings.database
+        now = time.time()
+        if self.outage is None:
+            say(f"the database is unreachable ({exc}); waiting for it, nothing is decided meanwhile")
+        self.outage = supervision.after_outage_failure(
+            self.outage,
+            now,
+            str(exc),
+            base_s=_POLL_S,
+            cap_s=database.outage_backoff_cap_s,
+            jitter=random.random(),
+        )
+        if supervision.outage_over_limit(self.outage, now, database.outage_limit_s):
+            raise OutageTooLong(
+                f"{self.outage.summary()}, longer than database.outage_limit_s ({database.outage_limit_s:g} s; "
+                f"ORCHESTRATOR_DATABASE__OUTAGE_LIMIT_S): giving up. Last error: {self.outage.last_error}"
+            )
+        return supervision.outage_wait_s(self.outage, now, default_s=_POLL_S)
+
+    def database_back(self, say: Say) -> float:
+        """The first good poll after an outage: says so; returns the seconds it lasted (0 if none)."""
+        outage = self.outage
+        if outage is None:
+            return 0.0
+        self.outage = None
+        record = supervision.outage_record(outage, time.time(), ())
+        self.outages.append(record)
+        say(f"the database answers again after {record.seconds:.0f} s ({outage.attempts} attempts); the run goes on")
+        return record.seconds
+
+    def outage_snapshot(self, phase: str) -> Snapshot:
+        """The view while the database is away: the last one read, saying so."""
+        from orchestrator import live_view
+
+        assert self.outage is not None
+        base = self._last_snapshot or live_view.Snapshot(
+            elapsed_s=0.0,
+            speed=self.speed,
+            trace_name=self.trace_name,
+            submitted=self.replay.submitted,
+            total=self.replay.total,
+            queued=0,
+            running=0,
+            done=0,
+            failed=0,
+        )
+        return dataclasses.replace(
+            base,
+            elapsed_s=time.monotonic() - self.runtime.t0,
+            submitted=self.replay.submitted,
+            phase=phase,
+            database_outage=self.outage.summary(),
+        )
+
     def watch(self, console: Console, live_ok: bool, say: Say) -> int:
-        """Show the run until every task is done and the fleet is back to zero (or time runs out)."""
+        """Show the run until every task is done and the fleet is back to zero (or time runs out).
+        A database outage is waited out (its length moves the deadlines); see the module docstring."""
         from rich.live import Live
 
         from orchestrator import live_view
@@ -132,13 +205,30 @@ class View:
         live = Live(console=console, refresh_per_second=4, transient=False) if live_ok else None
         with live if live is not None else contextlib.nullcontext():
             while True:
-                snap = self.snapshot(phase)
+                try:
+                    snap = self.snapshot(phase)
+                    tasks_done = self.tasks_finished()
+                except DatabaseUnavailable as exc:
+                    wait = self.database_unreachable(exc, say)
+                    snap = self.outage_snapshot(phase)
+                    if live is not None:
+                        live.update(live_view.render(snap))
+                    elif time.monotonic() - last_plain >= 5:
+                        console.print(live_view.plain_line(snap), highlight=False, soft_wrap=True)
+                        last_plain = time.monotonic()
+                    time.sleep(wait)
+                    continue
+                lost = self.database_back(say)
+                if lost:  # a minute without the database costs a minute, not the run
+                    deadline += lost
+                    if scale_down_by is not None:
+                        scale_down_by += lost
+                self._last_snapshot = snap
                 if live is not None:
                     live.update(live_view.render(snap))
                 elif time.monotonic() - last_plain >= 5:
                     console.print(live_view.plain_line(snap), highlight=False, soft_wrap=True)
                     last_plain = time.monotonic()
-                tasks_done = self.tasks_finished()
                 if tasks_done and not snap.workers:  # the snapshot's workers are the live ones
                     break
                 if tasks_done:
@@ -161,7 +251,8 @@ class View:
                     break
                 time.sleep(_POLL_S)
         if live is None:
-            console.print(live_view.plain_line(self.snapshot("done")), highlight=False, soft_wrap=True)
+            with contextlib.suppress(DatabaseUnavailable):  # the summary says what it can
+                console.print(live_view.plain_line(self.snapshot("done")), highlight=False, soft_wrap=True)
         return 0
 
 

@@ -15,7 +15,16 @@ from __future__ import annotations
 
 from orchestrator.forensics.at_report import AtReport, build_at_report, render_at
 from orchestrator.forensics.formatting import format_duration, trace_id_of
-from orchestrator.forensics.silences import Gap, Silence, Stop, gaps_of, silences_from_gaps, stops_of
+from orchestrator.forensics.silences import (
+    DatabaseOutage,
+    Gap,
+    Silence,
+    Stop,
+    gaps_of,
+    outages_of,
+    silences_from_gaps,
+    stops_of,
+)
 from orchestrator.forensics.timeline import TimelineEntry, TimelineReport, build_timeline, render_timeline
 from orchestrator.forensics.timeparse import TimeParseError, parse_time
 from orchestrator.forensics.wording import is_note
@@ -23,6 +32,7 @@ from orchestrator.forensics.worker_report import WorkerReport, build_worker_repo
 
 __all__ = [
     "AtReport",
+    "DatabaseOutage",
     "Gap",
     "Report",
     "Silence",
@@ -37,6 +47,7 @@ __all__ = [
     "format_duration",
     "gaps_of",
     "is_note",
+    "outages_of",
     "parse_time",
     "render",
     "render_at",

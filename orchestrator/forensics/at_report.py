@@ -14,14 +14,18 @@ from typing import Any
 
 from orchestrator.forensics.formatting import clock, format_duration, iso, stamp
 from orchestrator.forensics.silences import (
+    DatabaseOutage,
     Gap,
     Silence,
     Stop,
+    outage_line,
+    outages_of,
     silence_line,
     silences_from_gaps,
     stop_line,
     stops_in,
     stops_of,
+    without_outages,
     without_stops,
 )
 from orchestrator.forensics.wording import (
@@ -54,6 +58,7 @@ class AtReport:
     previous: dict[int, WorkerEvent] = field(default_factory=dict)
     last_decision_before: DecisionRecord | None = None
     stops: list[Stop] = field(default_factory=list)  # clean stops whose stopped time overlaps the window
+    outages: list[DatabaseOutage] = field(default_factory=list)  # database outages that touch the window
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -62,6 +67,7 @@ class AtReport:
             "silence_threshold_s": self.threshold_s,
             "silences": [s.to_json() for s in self.silences],
             "stops": [s.to_json() for s in self.stops],
+            "outages": [o.to_json() for o in self.outages],
             "decisions": [
                 {
                     **decision_json(d),
@@ -122,11 +128,16 @@ def build_at_report(
     unexplained_ids = {e.id for e in unexplained}
     other = [e for e in window_events if e.id not in explained and e.id not in unexplained_ids]
     stops = stops_of(runs, [d.at for d in decisions if d.at is not None])
-    silences = without_stops(
-        silences_from_gaps(
-            gaps, since=since, until=min(until, silence_until or until), threshold_s=threshold, events=events
+    outages = [o for o in outages_of(runs) if o.at <= until and (o.until is None or o.until >= since)]
+    silences = without_outages(
+        without_stops(
+            silences_from_gaps(
+                gaps, since=since, until=min(until, silence_until or until), threshold_s=threshold, events=events
+            ),
+            stops,
         ),
-        stops,
+        outages,
+        threshold,
     )
     return AtReport(
         at=at,
@@ -142,6 +153,7 @@ def build_at_report(
         previous=previous_events([*history, *events]),
         last_decision_before=last_decision_before,
         stops=stops_in(stops, since, until),
+        outages=outages,
     )
 
 
@@ -152,7 +164,9 @@ def render_at(report: AtReport) -> str:
         lines.append(silence_line(silence, report.threshold_s, report.cycle_interval_s))
     for stop in report.stops:
         lines.append(stop_line(stop))
-    if report.silences or report.stops:
+    for outage in report.outages:
+        lines.append(outage_line(outage))
+    if report.silences or report.stops or report.outages:
         lines.append("")
     if not report.decisions:
         lines.append("No scaling decision was recorded in this window.")

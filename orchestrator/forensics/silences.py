@@ -9,28 +9,36 @@ the history); this module only turns that answer into `Silence`s and words them.
 A clean stop is no silence: `orchestrator down`, the demo's end and a SIGTERM are recorded
 (`orchestrator_events`, with the reason), and from a stop until the next start (a recorded start,
 or a decision) a gap is reported as "stopped at ... (reason)", never as ORCHESTRATOR SILENT.
+
+A database outage is no silence either: the Scaler records it once the database is back (an
+`orchestrator_events` row of kind `database_outage`, with its start, end and what waited), and a
+gap that lies within it (give or take the silence threshold) is reported as that outage.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from orchestrator.forensics.formatting import clock, format_duration, iso
 from store.base import OrchestratorEvent, OrchestratorEventKind, OrchestratorSignals, WorkerEvent
 
 __all__ = [
+    "DatabaseOutage",
     "Gap",
     "Silence",
     "Stop",
     "gaps_of",
+    "outage_line",
+    "outages_of",
     "silence_line",
     "silences_from_gaps",
     "stop_line",
     "stops_in",
     "stops_of",
+    "without_outages",
     "without_stops",
 ]
 
@@ -156,3 +164,75 @@ def stop_line(stop: Stop) -> str:
     if stop.until is not None:
         return line + f"; started again at {clock(stop.until)}"
     return line + "; not started again since, so its quiet after that is no outage"
+
+
+@dataclass(frozen=True)
+class DatabaseOutage:
+    """The database was out of reach from `at` to `until`; the orchestrator waited and decided nothing."""
+
+    at: datetime
+    until: datetime | None
+    reason: str
+    holder: str
+    details: dict[str, Any]
+
+    @property
+    def seconds(self) -> float | None:
+        return None if self.until is None else max(0.0, (self.until - self.at).total_seconds())
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "at": iso(self.at),
+            "until": iso(self.until),
+            "seconds": None if self.seconds is None else round(self.seconds, 1),
+            "reason": self.reason,
+            "holder": self.holder,
+            "attempts": self.details.get("attempts"),
+            "waited": list(self.details.get("waited") or []),
+        }
+
+
+def outages_of(events: Iterable[OrchestratorEvent]) -> list[DatabaseOutage]:
+    """The recorded database outages, oldest first."""
+    return [
+        DatabaseOutage(at=e.at, until=e.ended_at, reason=e.reason, holder=e.holder, details=dict(e.details))
+        for e in sorted(events, key=lambda e: (e.at, e.id))
+        if e.kind is OrchestratorEventKind.DATABASE_OUTAGE
+    ]
+
+
+def without_outages(
+    silences: Iterable[Silence], outages: Sequence[DatabaseOutage], threshold_s: float
+) -> list[Silence]:
+    """The silences that are not a database outage: a gap that lies within one, give or take the
+    silence threshold (the last signal before it and the first after), is the outage, not a silence."""
+    margin = timedelta(seconds=threshold_s)
+    kept = []
+    for silence in silences:
+        explained = any(
+            o.until is not None
+            and silence.start is not None
+            and silence.end is not None
+            and o.at - margin <= silence.start
+            and silence.end <= o.until + margin
+            for o in outages
+        )
+        if not explained:
+            kept.append(silence)
+    return kept
+
+
+def outage_line(outage: DatabaseOutage) -> str:
+    """`Database unreachable from 17:35:31 to 17:36:02 (31 s, 12 attempts): ...`, for the head of a report."""
+    span = f"from {clock(outage.at)}" + (f" to {clock(outage.until)}" if outage.until is not None else "")
+    if outage.seconds is not None:
+        attempts = outage.details.get("attempts")
+        span += f" ({format_duration(outage.seconds)}" + (f", {attempts} attempts)" if attempts else ")")
+    line = (
+        f"Database unreachable {span}: the orchestrator waited and decided nothing meanwhile "
+        "(no silence, no worker lost for it)"
+    )
+    waited = outage.details.get("waited") or []
+    if waited:
+        line += "; waited: " + "; ".join(str(w) for w in waited)
+    return line

@@ -15,14 +15,18 @@ from typing import Any
 
 from orchestrator.forensics.formatting import clock, format_duration, iso, stamp
 from orchestrator.forensics.silences import (
+    DatabaseOutage,
     Gap,
     Silence,
     Stop,
+    outage_line,
+    outages_of,
     silence_line,
     silences_from_gaps,
     stop_line,
     stops_in,
     stops_of,
+    without_outages,
     without_stops,
 )
 from orchestrator.forensics.wording import (
@@ -42,7 +46,16 @@ __all__ = ["TimelineEntry", "TimelineReport", "build_timeline", "render_timeline
 
 # Entries at the same second: a silence ends before the decision that ended it, and starts last.
 # A start comes before what it started, a stop after what it ended.
-_ORDER = {"silence_end": 0, "started": 1, "decision": 2, "transition": 3, "stopped": 4, "silence_start": 5}
+_ORDER = {
+    "silence_end": 0,
+    "database_outage": 1,
+    "infrastructure_fault": 1,
+    "started": 1,
+    "decision": 2,
+    "transition": 3,
+    "stopped": 4,
+    "silence_start": 5,
+}
 
 
 @dataclass(frozen=True)
@@ -66,10 +79,12 @@ class TimelineReport:
     silences: list[Silence]
     counts: dict[str, int]
     stops: list[Stop] = field(default_factory=list)  # clean stops whose stopped time overlaps the window
+    outages: list[DatabaseOutage] = field(default_factory=list)  # database outages that touch the window
 
     def to_json(self) -> dict[str, Any]:
         return {
             "query": {"since": iso(self.since), "until": iso(self.until)},
+            "outages": [o.to_json() for o in self.outages],
             "cycle_interval_s": self.cycle_interval_s,
             "silence_threshold_s": self.threshold_s,
             "counts": self.counts,
@@ -95,13 +110,15 @@ def _decision_entry(decision: DecisionRecord, at: datetime) -> TimelineEntry:
 
 
 def _run_entry(event: OrchestratorEvent) -> TimelineEntry:
-    verb = "stopped" if event.kind is OrchestratorEventKind.STOPPED else "started"
-    return TimelineEntry(
-        event.at,
-        event.kind.value,
-        f"orchestrator {verb} ({event.reason}; {event.holder})",
-        {"orchestrator_event": {"kind": event.kind.value, "holder": event.holder, "reason": event.reason}},
-    )
+    data: dict[str, Any] = {"kind": event.kind.value, "holder": event.holder, "reason": event.reason}
+    if event.kind is OrchestratorEventKind.DATABASE_OUTAGE:
+        data |= {"ended_at": iso(event.ended_at), "details": event.details}
+        text = outage_line(outages_of([event])[0])
+        return TimelineEntry(event.at, event.kind.value, text[0].lower() + text[1:], {"orchestrator_event": data})
+    if event.kind in (OrchestratorEventKind.STARTED, OrchestratorEventKind.STOPPED):
+        text = f"orchestrator {event.kind.value} ({event.reason}; {event.holder})"
+        return TimelineEntry(event.at, event.kind.value, text, {"orchestrator_event": data})
+    return TimelineEntry(event.at, event.kind.value, f"{event.reason} ({event.holder})", {"orchestrator_event": data})
 
 
 def _silence_entries(silence: Silence, since: datetime, until: datetime) -> list[TimelineEntry]:
@@ -155,11 +172,16 @@ def build_timeline(
     window_events = [e for e in events if since <= e.at <= until]
     previous = previous_events([*history, *events])
     stops = stops_of(runs, [d.at for d in decisions if d.at is not None])
-    silences = without_stops(
-        silences_from_gaps(
-            gaps, since=since, until=min(until, silence_until or until), threshold_s=threshold, events=window_events
+    outages = [o for o in outages_of(runs) if o.at <= until and (o.until is None or o.until >= since)]
+    silences = without_outages(
+        without_stops(
+            silences_from_gaps(
+                gaps, since=since, until=min(until, silence_until or until), threshold_s=threshold, events=window_events
+            ),
+            stops,
         ),
-        stops,
+        outages,
+        threshold,
     )
     entries: list[TimelineEntry] = [_run_entry(e) for e in runs if since <= e.at <= until]
     for decision in window_decisions:
@@ -190,6 +212,7 @@ def build_timeline(
         "errors": sum(1 for e in moves if e.to_status == "error"),
         "silences": len(silences),
         "stops": sum(1 for e in runs if since <= e.at <= until and e.kind is OrchestratorEventKind.STOPPED),
+        "database_outages": len(outages),
     }
     return TimelineReport(
         since=since,
@@ -200,6 +223,7 @@ def build_timeline(
         silences=silences,
         counts=counts,
         stops=stops_in(stops, since, until),
+        outages=outages,
     )
 
 
@@ -209,7 +233,9 @@ def render_timeline(report: TimelineReport) -> str:
         lines.append(silence_line(silence, report.threshold_s, report.cycle_interval_s))
     for stop in report.stops:
         lines.append(stop_line(stop))
-    if report.silences or report.stops:
+    for outage in report.outages:
+        lines.append(outage_line(outage))
+    if report.silences or report.stops or report.outages:
         lines.append("")
     day: date | None = None
     multi_day = report.since.date() != report.until.date()

@@ -44,13 +44,26 @@ CREATE OR REPLACE FUNCTION list_decisions(
           ORDER BY d.at DESC, d.id DESC LIMIT p_limit) s
 $$;
 
--- A start or clean stop of the orchestrator (see orchestrator_events). Not fenced: a stop is recorded
--- by whoever stops it, after the lease is given up. `p_at` is for fixtures that replay history.
+-- Besides starts and clean stops, orchestrator_events holds the incidents the orchestrator rode out:
+-- a database outage (recorded once the database is back: `at` is when it began, `ended_at` when it
+-- ended, `details` what waited) and an infrastructure fault (many workers silent at once).
+ALTER TABLE orchestrator_events ADD COLUMN IF NOT EXISTS ended_at timestamptz;
+ALTER TABLE orchestrator_events ADD COLUMN IF NOT EXISTS details jsonb NOT NULL DEFAULT '{}'::jsonb;
+ALTER TABLE orchestrator_events DROP CONSTRAINT IF EXISTS orchestrator_events_kind_check;
+ALTER TABLE orchestrator_events ADD CONSTRAINT orchestrator_events_kind_check
+    CHECK (kind IN ('started', 'stopped', 'database_outage', 'infrastructure_fault'));
+
+-- A start, clean stop or ridden-out incident of the orchestrator (see orchestrator_events). Not
+-- fenced: a stop is recorded by whoever stops it, after the lease is given up; an outage by the
+-- Scaler that saw it, whoever leads by then. `p_at` is for fixtures that replay history, and for
+-- an outage the time it began.
+DROP FUNCTION IF EXISTS record_orchestrator_event(text, text, text, timestamptz);
 CREATE OR REPLACE FUNCTION record_orchestrator_event(
-    p_kind text, p_holder text, p_reason text, p_at timestamptz DEFAULT NULL
+    p_kind text, p_holder text, p_reason text, p_at timestamptz DEFAULT NULL,
+    p_ended_at timestamptz DEFAULT NULL, p_details jsonb DEFAULT NULL
 ) RETURNS bigint LANGUAGE sql AS $$
-    INSERT INTO orchestrator_events (at, kind, holder, reason)
-    VALUES (coalesce(p_at, now()), p_kind, p_holder, p_reason)
+    INSERT INTO orchestrator_events (at, kind, holder, reason, ended_at, details)
+    VALUES (coalesce(p_at, now()), p_kind, p_holder, p_reason, p_ended_at, coalesce(p_details, '{}'::jsonb))
     RETURNING id
 $$;
 
