@@ -23,6 +23,8 @@ test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 	$(BIN)/python -m pytest -q -m "not cluster" tests
+	# Multi-node Ray clusters of their own (one Ray per pytest process): tests/multinode, ~2-4 min.
+	$(BIN)/python -m pytest -q -m multinode tests/multinode
 
 # The `ray up` end-to-end test of the existing-host path (root; 2.5-6.5 min). Not in `make test`: with it the
 # whole CI run (install + suite, ~15 min of tests) would come too close to its 20-minute budget.

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import signal
 import socket
 import sys
@@ -49,6 +50,11 @@ logger = logging.getLogger(__name__)
 def _in_group(group: str) -> Callable[[_F], _F]:
     """`ray.method(concurrency_group=group)`, typed as what it is: the method itself, with an option."""
     return cast(Callable[[_F], _F], ray.method(concurrency_group=group))
+
+
+def where() -> dict[str, Any]:
+    """This actor's process and Ray node (which node a lifecycle runs on after a node loss)."""
+    return {"pid": os.getpid(), "node_id": ray.get_runtime_context().get_node_id()}
 
 
 # --- Scaler and WorkerLifecycle ----------------------------------------------------------------
@@ -85,6 +91,10 @@ class Scaler(_scaler.Scaler):
     @_in_group("health")
     def pid(self) -> int:
         return super().pid()
+
+    @_in_group("health")
+    def where(self) -> dict[str, Any]:
+        return where()
 
 
 def _stop_cleanly_on_sigterm(scaler: _scaler.Scaler) -> None:
@@ -134,6 +144,10 @@ class WorkerLifecycle(_lifecycle.WorkerLifecycle):
     @_in_group("health")
     def pid(self) -> int:
         return super().pid()
+
+    @_in_group("health")
+    def where(self) -> dict[str, Any]:
+        return where()
 
 
 _SCALER_OPTIONS: dict[str, Any] = {
@@ -192,7 +206,9 @@ def lifecycle_placement(settings: OrchestratorSettings) -> dict[str, Any]:
     if not resource:
         return {}
     if _cluster_offers(resource):
-        return {"resources": {resource: 1}}
+        # SPREAD: a node's loss takes the fewest lifecycles with it (and restarts them on the rest);
+        # Ray's default packs actors that ask no CPU onto one node.
+        return {"resources": {resource: 1}, "scheduling_strategy": "SPREAD"}
     _telemetry.record_error("lifecycle_placement", "no_lifecycle_slots")
     logger.warning(
         "no Ray node advertises the resource %r (lifecycle slots): the WorkerLifecycle goes to any node; "
@@ -329,6 +345,10 @@ class StoreGateway(_store_gateway.StoreGateway):
     @_in_group("health")
     def pid(self) -> int:
         return super().pid()
+
+    @_in_group("health")
+    def where(self) -> dict[str, Any]:
+        return where()
 
 
 _GATEWAY_OPTIONS: dict[str, Any] = {
