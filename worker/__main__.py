@@ -1,7 +1,9 @@
 """`python -m worker --worker-id ID [--handler module:function | --handler type=module:function ...]`
 
-What a pod runs. Needs only the database settings (DATABASE_URL, or SUPABASE_URL and
-SUPABASE_SERVICE_ROLE_KEY); everything else has a default. Environment (the pod contract):
+What a pod runs. Needs only the database settings (DATABASE_URL with this worker's own role, or
+SUPABASE_URL and SUPABASE_WORKER_TOKEN, its own JWT, with SUPABASE_ANON_KEY as `apikey`; a
+SUPABASE_SERVICE_ROLE_KEY still works); everything else has a default. What that credential may do
+is in the README's pod contract. Environment (the pod contract):
 
   WORKER_ID                 the worker id (= pod name); --worker-id wins
   HEARTBEAT_INTERVAL_S      seconds between heartbeats (default 10)
