@@ -203,6 +203,10 @@ def test_one_credential_per_pod_its_password_forgotten_once_promoted(
         orchestrator.issue_worker_credential(WORKER_A, WorkerCredentialKind.TOKEN, 60)
     with pytest.raises(StoreError, match="no worker"):
         orchestrator.issue_worker_credential("gpu-nobody", WorkerCredentialKind.LOGIN, 60)
+    assert orchestrator.revoke_worker_credential(WORKER_A, "revoked: test") is True
+    assert orchestrator.revoke_worker_credential("gpu-nobody", "revoked: test") is False
+    with pytest.raises(StoreError, match="revoked"):
+        orchestrator.issue_worker_credential(WORKER_A, WorkerCredentialKind.LOGIN, 60)
 
 
 def test_reconcile_reaps_what_a_crash_left_behind(orchestrator: PostgresStore, database_url: str) -> None:
