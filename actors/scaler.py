@@ -251,7 +251,7 @@ class Scaler:
         # one until it is written; cycles it cost; what the last sync saw (for "what waited").
         self._outage: supervision.Outage | None = None
         self._outage_cycles = 0
-        self._outage_to_record: supervision.OutageRecord | None = None
+        self._outages_to_record: list[supervision.OutageRecord] = []
         self._last_seen: tuple[list[str], DemandSnapshot | None] = ([], None)
         if start:
             self.start()
@@ -522,25 +522,25 @@ class Scaler:
                 waited.append(f"the lifecycles of {len(worker_ids)} worker(s), pods kept: {', '.join(worker_ids)}")
             if snapshot is not None:
                 waited.append(f"{snapshot.in_progress} task(s) in progress and {snapshot.queued} queued when it began")
-            self._outage_to_record = supervision.outage_record(outage, time.time(), waited)
-            logger.warning("the database answers again: %s", self._outage_to_record.reason())
-        record = self._outage_to_record
-        if record is None:
-            return
-        try:
-            self._store.record_orchestrator_event(
-                store_base.OrchestratorEventKind.DATABASE_OUTAGE,
-                self.holder,
-                record.reason(),
-                at=datetime.fromtimestamp(record.started_at, tz=UTC),
-                ended_at=datetime.fromtimestamp(record.ended_at, tz=UTC),
-                details=record.details(),
-            )
-        except Exception as exc:  # tried again next cycle; the outage stays in the logs meanwhile
-            _telemetry.record_error("scaler", "record_database_outage")
-            logger.warning("recording the database outage failed (%s: %s); next cycle", type(exc).__name__, exc)
-            return
-        self._outage_to_record = None
+            record = supervision.outage_record(outage, time.time(), waited)
+            self._outages_to_record.append(record)
+            logger.warning("the database answers again: %s", record.reason())
+        while self._outages_to_record:
+            record = self._outages_to_record[0]
+            try:
+                self._store.record_orchestrator_event(
+                    store_base.OrchestratorEventKind.DATABASE_OUTAGE,
+                    self.holder,
+                    record.reason(),
+                    at=datetime.fromtimestamp(record.started_at, tz=UTC),
+                    ended_at=datetime.fromtimestamp(record.ended_at, tz=UTC),
+                    details=record.details(),
+                )
+            except Exception as exc:  # tried again next cycle; the outage stays in the logs meanwhile
+                _telemetry.record_error("scaler", "record_database_outage")
+                logger.warning("recording the database outage failed (%s: %s); next cycle", type(exc).__name__, exc)
+                return
+            self._outages_to_record.pop(0)
 
     # --- phases ------------------------------------------------------------------------------------
     def _phase_lease(self, cycle: _Cycle) -> None:
@@ -558,7 +558,13 @@ class Scaler:
         if self._lease is not None and (previous is None or previous.epoch != lease.epoch):
             logger.info("%s leads with epoch %d", self.holder, lease.epoch)
             self._record_run_event(store_base.OrchestratorEventKind.STARTED, f"leads with epoch {lease.epoch}")
-            self._become_leader()
+            try:
+                self._become_leader()
+            except Exception:
+                # Not leading on a half-rebuilt memory (the database went away in the middle): the
+                # next cycle takes the lease again and rebuilds from the start.
+                self._lease = None
+                raise
 
     def _become_leader(self) -> None:
         """Rebuild everything the policy remembers from the database (restart or takeover)."""
