@@ -23,6 +23,11 @@ Choices worth knowing:
   the fleet's failure (`pod_lost`), and so is heartbeat silence with the pod still running (the
   worker heartbeats from a thread of its own, so a task cannot silence it; the network or the host
   can), as is a crash the worker reports itself (reigh: the app requeues its tasks with that report).
+- Heartbeat silence counts from `Observation.silence_counts_from` at the earliest: the moment the
+  database came back after an outage (no worker could heartbeat while it was down). A worker booting
+  through an outage gets a heartbeat timeout after it, whatever its spawn timeout said meanwhile.
+  A verdict that rests on silence alone is marked (`Transition.heartbeat_silence`) so that the actor
+  can hold it when many workers are silent at once (fleet.supervision.fleet_silence).
 """
 
 from __future__ import annotations

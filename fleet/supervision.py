@@ -53,6 +53,7 @@ __all__ = [
     "after_failure",
     "after_outage_failure",
     "decision_record_key",
+    "fault_episode",
     "fleet_silence",
     "hold_after",
     "lifecycle_action",
@@ -537,3 +538,11 @@ def hold_after(fleet: FleetSilence, now: float, grace_s: float) -> tuple[float |
         return None, None
     until = now + grace_s
     return until, f"{fleet.reason}; this worker is held and re-checked at {_clock(until)}"
+
+
+def fault_episode(fleet: FleetSilence, recorded: bool) -> tuple[bool, bool]:
+    """(record it now, recorded from now on): an infrastructure fault is recorded once when it begins,
+    not every cycle it lasts; one that ended may be recorded again when the next one begins."""
+    if not fleet.infrastructure_fault:
+        return False, False
+    return not recorded, True

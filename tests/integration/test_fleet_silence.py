@@ -4,7 +4,8 @@ Drives plain WorkerLifecycles (no Ray, no pods) over the test's own database: th
 whose pods the provider reports running. When most of them have been silent past the heartbeat
 timeout at the same moment (as after a network or database fault), a lifecycle notes
 `infrastructure_fault` on its worker's record and moves nobody to `error` (so the breaker counts
-nothing); when only one is silent, that one is lost as always.
+nothing), and the Scaler records the episode once as an orchestrator event for `explain`; when
+only one is silent, that one is lost as always.
 """
 
 from __future__ import annotations
@@ -14,9 +15,11 @@ from pathlib import Path
 import psycopg
 
 from actors.lifecycle import WorkerLifecycle
+from actors.scaler import Scaler
 from cloud import base as cloud
 from fleet import policy
 from fleet.models import WorkerState
+from store.base import OrchestratorEventKind
 from store.postgres import PostgresStore
 from tests.support.fleet_harness import fast_settings
 
@@ -116,5 +119,50 @@ def test_one_silent_worker_among_live_ones_is_lost_as_always(database_url: str, 
         (lost,) = [e for e in store.list_worker_events(worker_id=WORKERS[0]) if e.to_status == "error"]
         assert lost.reason.startswith("heartbeat_lost:"), lost
     finally:
+        store.close()
+        _close_all()
+
+
+class NoLifecycles:
+    """The Scaler's lifecycle directory, doing nothing: the lifecycles are not what is looked at here."""
+
+    def __len__(self) -> int:
+        return 0
+
+    def ensure(self, worker_id: str) -> None:
+        pass
+
+    def drain(self, worker_id: str, reason: str, epoch: int | None) -> None:
+        pass
+
+    def keep_only(self, worker_ids: set[str]) -> None:
+        pass
+
+
+def test_the_scaler_records_the_fault_once_for_explain(database_url: str, tmp_path: Path) -> None:
+    store = PostgresStore(database_url, min_size=1, max_size=2)
+    settings = fast_settings(database_url, tmp_path, heartbeat_timeout_s=4.0)
+    scaler = Scaler(
+        settings,
+        holder="test/fleet-silence",
+        name="scaler-fleet-silence",
+        lifecycles=NoLifecycles(),
+        store_factory=lambda s: _store(database_url),
+        provider_factory=lambda s: RunningPods(),
+        start=False,
+    )
+    try:
+        _fleet(store, database_url, {w: 30.0 for w in WORKERS})
+        for _ in range(3):
+            report = scaler.step()
+            assert report["phase_errors"] == {}, report
+        faults = [e for e in store.list_orchestrator_events() if e.kind is OrchestratorEventKind.INFRASTRUCTURE_FAULT]
+        assert len(faults) == 1, faults
+        assert faults[0].reason.startswith("infrastructure_fault: 3 of 3 workers silent") and faults[0].details == {
+            "silent": WORKERS,
+            "expected": 3,
+        }
+    finally:
+        scaler.stop()
         store.close()
         _close_all()

@@ -287,3 +287,36 @@ def test_the_demo_waits_out_an_outage_and_gives_up_only_past_its_limit(tmp_path)
     assert watcher.database_back(said.append) == pytest.approx(12, abs=1)
     assert said[-1].startswith("the database answers again after 12 s (9 attempts)")
     assert watcher.database_back(said.append) == 0.0
+
+
+def test_an_infrastructure_fault_is_recorded_once_per_episode() -> None:
+    now = T0 + 100
+    fault = judge([view(w, S.ACTIVE, now - 30) for w in "abc"], now)
+    calm = judge([view(w, S.ACTIVE, now) for w in "abc"], now)
+    assert supervision.fault_episode(fault, recorded=False) == (True, True)
+    assert supervision.fault_episode(fault, recorded=True) == (False, True)  # still the same episode
+    assert supervision.fault_episode(calm, recorded=True) == (False, False)  # over: the next one is new
+
+
+def test_explain_shows_an_infrastructure_fault_as_what_it_is() -> None:
+    from orchestrator import forensics
+    from store.base import OrchestratorEvent, OrchestratorEventKind
+
+    at = datetime(2025, 10, 16, 17, 40, tzinfo=UTC)
+    fault = OrchestratorEvent(
+        id=1,
+        at=at,
+        kind=OrchestratorEventKind.INFRASTRUCTURE_FAULT,
+        holder="host/scaler",
+        reason="infrastructure_fault: 3 of 3 workers silent past 15s at once (...): gpu-a, gpu-b, gpu-c",
+    )
+    report = forensics.build_timeline(
+        since=at - timedelta(minutes=5),
+        until=at + timedelta(minutes=5),
+        decisions=[],
+        events=[],
+        gaps=[],
+        cycle_interval_s=10,
+        runs=[fault],
+    )
+    assert "  17:40:00 infrastructure_fault: 3 of 3 workers silent" in forensics.render_timeline(report)
