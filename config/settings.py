@@ -264,6 +264,20 @@ class ScalingSettings(_Section):
     cycle_interval_s: float = Field(
         default=10.0, gt=0, le=3600, description="Seconds between Scaler cycles when nothing wakes it."
     )
+    wake_debounce_s: float = Field(
+        default=1.0,
+        ge=0,
+        le=600,
+        description="Least seconds between cycles woken by a task notification (a stream of inserts wakes the "
+        "Scaler at most once per this); 0: every notification.",
+    )
+    provider_list_interval_s: float = Field(
+        default=10.0,
+        ge=0,
+        le=3600,
+        description="A cycle woken by a notification reuses the provider's pod list when it is younger than "
+        "this; timed cycles always list. 0: list on every cycle.",
+    )
     spawn_timeout_s: float = Field(
         default=300.0,
         gt=0,
@@ -450,6 +464,35 @@ class RaySettings(_Section):
     )
 
 
+class RetentionSettings(_Section):
+    """How long the orchestrator keeps its own rows; the leading Scaler deletes older ones in small
+    batches (never the reigh app's tables). `explain` answers inside the kept window."""
+
+    enabled: bool = Field(default=True, description="Apply retention at all.")
+    system_logs_s: float = Field(
+        default=14 * 86_400, gt=0, description="Seconds a system_logs row is kept (by its `at`)."
+    )
+    worker_events_s: float = Field(
+        default=30 * 86_400,
+        gt=0,
+        description="Seconds a worker_events row is kept; at least scaling.failure_window_s (the breaker's memory).",
+    )
+    terminated_workers_s: float = Field(
+        default=30 * 86_400, gt=0, description="Seconds a terminated worker's row is kept after it ended."
+    )
+    finished_tasks_s: float = Field(
+        default=30 * 86_400,
+        gt=0,
+        description="native: seconds a Complete, Failed or Cancelled task is kept after it finished.",
+    )
+    interval_s: float = Field(default=300.0, gt=0, le=86_400, description="Seconds between retention runs.")
+    batch_size: int = Field(
+        default=1000, ge=1, le=100_000, description="Rows deleted per batch (one short transaction each)."
+    )
+    max_batches: int = Field(
+        default=10, ge=1, le=10_000, description="Most batches per target per run; a backlog goes over several runs."
+    )
+
 
 class OrchestratorSettings(BaseSettings):
     """Everything the orchestrator reads. See config/orchestrator.example.yaml."""
@@ -469,6 +512,9 @@ class OrchestratorSettings(BaseSettings):
     log_shipping: LogShippingSettings = Field(default_factory=LogShippingSettings, description="Log shipping.")
     worker: WorkerSettings = Field(default_factory=WorkerSettings, description="The reference worker.")
     ray: RaySettings = Field(default_factory=RaySettings, description="Ray.")
+    retention: RetentionSettings = Field(
+        default_factory=RetentionSettings, description="How long the orchestrator's own rows are kept."
+    )
     lease_ttl_s: float = Field(default=30.0, gt=0, le=3600, description="Leader lease time to live.")
     state_dir: Path = Field(default=Path(".orchestrator"), description="Local state (pgdata, spool, logs).")
 
@@ -480,6 +526,15 @@ class OrchestratorSettings(BaseSettings):
                 "embedded on this machine (it listens on this host only), so no worker could heartbeat or claim "
                 "a task; set database.backend to postgres (with DATABASE_URL) or supabase (with SUPABASE_URL "
                 "and SUPABASE_SERVICE_ROLE_KEY)"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _retention_keeps_the_breakers_memory(self) -> Self:
+        if self.retention.worker_events_s < self.scaling.failure_window_s:
+            raise ValueError(
+                f"retention.worker_events_s ({self.retention.worker_events_s:g}) must be at least "
+                f"scaling.failure_window_s ({self.scaling.failure_window_s:g}): the breaker rebuilds from those events"
             )
         return self
 

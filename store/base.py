@@ -32,6 +32,8 @@ __all__ = [
     "OrchestratorEventKind",
     "OrchestratorSignals",
     "RejectedLog",
+    "RetentionTarget",
+    "RetentionWindow",
     "SignalGap",
     "StaleEpoch",
     "Store",
@@ -217,6 +219,27 @@ class OrchestratorSignals(_Row):
     first_inside: datetime | None = None
     last_inside: datetime | None = None
     signals_inside: int = 0
+
+
+class RetentionTarget(StrEnum):
+    """What retention deletes from (store/migrations/0070_retention.sql): by age, terminated
+    workers' rows by when they ended, finished tasks of the native queue by when they finished."""
+
+    SYSTEM_LOGS = "system_logs"
+    WORKER_EVENTS = "worker_events"
+    WORKERS = "workers"
+    TASKS = "tasks"
+
+
+class RetentionWindow(_Row):
+    """Where the retained window of one target starts: rows older than `cutoff` were deleted (or
+    are being deleted in batches) by the last run, with `keep_s` as the window."""
+
+    target: str
+    keep_s: float
+    cutoff: datetime
+    deleted: int = 0  # rows deleted so far, all runs
+    applied_at: datetime
 
 
 class WorkerCredentialKind(StrEnum):
@@ -492,6 +515,16 @@ class Store(Protocol):
         ...
 
     # --- notifications -----------------------------------------------------------------------
+    # --- retention ---------------------------------------------------------------------------
+    def apply_retention(self, target: RetentionTarget, keep_s: float, batch: int = 1000) -> int:
+        """Delete at most `batch` rows of `target` older than `keep_s` seconds (database clock), in one
+        short transaction that locks only those rows; returns how many. Never the reigh app's rows."""
+        ...
+
+    def retention_windows(self) -> list[RetentionWindow]:
+        """Where each retained window starts, for the targets retention has run on."""
+        ...
+
     def wait_for_task_change(self, timeout_s: float) -> bool:
         """Block until a task is inserted or changes status (True) or the timeout passes (False).
 

@@ -17,29 +17,46 @@ another), so callers need no search_path of their own and an app's table of the 
 taken for ours. A database migrated before the namespace (our tables in `public`, recorded in
 `public.schema_migrations`) has them moved into the schema with their data, once.
 
-A migration is known by its file name; the checksum is recorded, never compared. So files may be
-reorganized as long as the new ones are idempotent: a database migrated with the old names simply
-applies the new names once, harmlessly (tests/integration/test_store_migrations.py checks it for
-the move from 0002_functions/0003_demand_snapshot/0900_explain to one file per domain).
+A migration is known by its file name, and its checksum is recorded and compared: a file that was
+applied to this database and has changed since is an error naming the file (MigrationChanged),
+never silently skipped. A change goes in a new file. Files may still be reorganized under new names
+as long as the new ones are idempotent: a database migrated with the old names simply applies the
+new names once, harmlessly (tests/integration/test_store_migrations.py checks it for the move from
+0002_functions/0003_demand_snapshot/0900_explain to one file per domain).
+
+A file whose first line is OUTSIDE_TRANSACTION (`-- migrate: outside-transaction`) holds only
+`CREATE INDEX CONCURRENTLY` / `DROP INDEX CONCURRENTLY` statements: the pending files before it are
+committed first, then each of its statements runs on its own (a concurrent build cannot run in a
+transaction, and never blocks the table's writers: claims go on while an index of a large `tasks`
+is built), an invalid index left by an interrupted build is dropped and built again, and the files
+after it go in a transaction of their own. So a run is one transaction per stretch of ordinary
+files; the runner holds a session-level advisory lock for the whole run (taken by polling, so a
+waiting migrator holds no snapshot a concurrent build would wait for). `render_sql()` (one script
+for an SQL editor, which runs it as one transaction) emits those statements without CONCURRENTLY.
 """
 
 from __future__ import annotations
 
 import hashlib
 import re
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import resources
 from importlib.resources.abc import Traversable
 from pathlib import Path
+from typing import Any
 
 import psycopg
 
 __all__ = [
     "MIGRATIONS_LOCK_KEY",
+    "OUTSIDE_TRANSACTION",
     "PROFILES",
     "SCHEMA",
     "Migration",
+    "MigrationChanged",
+    "MigrationFileError",
     "ProfileMismatch",
     "applied_migrations",
     "apply_migrations",
@@ -75,7 +92,7 @@ _LEGACY_TABLES = {
     "queue_settings": "value",
 }
 # Functions of that layout that no current file defines any more.
-_LEGACY_FUNCTIONS = ("queue_settings_json", "count_system_logs", "renew_leader_lease")
+_LEGACY_FUNCTIONS = ("queue_settings_json", "count_system_logs", "renew_leader_lease", "notify_task_change")
 
 # Pins every function of the schema to it (a function whose file set its own search_path keeps it).
 _PIN_SEARCH_PATH = f"""
@@ -99,6 +116,22 @@ class ProfileMismatch(Exception):
     """The database was migrated for another queue profile."""
 
 
+class MigrationChanged(Exception):
+    """A migration applied to the database has changed since (its checksum differs)."""
+
+
+class MigrationFileError(ValueError):
+    """A migration file breaks a rule of the runner (what an outside-transaction file may hold)."""
+
+
+# First line of a file whose statements run one by one outside any transaction (see the docstring).
+OUTSIDE_TRANSACTION = "-- migrate: outside-transaction"
+_INDEX_STATEMENT = re.compile(r"^(CREATE\s+(UNIQUE\s+)?INDEX|DROP\s+INDEX)\s+CONCURRENTLY\s", re.IGNORECASE)
+_INDEX_NAME = re.compile(r"^CREATE\s+(?:UNIQUE\s+)?INDEX\s+CONCURRENTLY\s+IF\s+NOT\s+EXISTS\s+(\w+)", re.IGNORECASE)
+# How long a migrator waits between tries of the runner's lock.
+_LOCK_POLL_S = 0.05
+
+
 @dataclass(frozen=True, slots=True)
 class Migration:
     name: str  # file name without `.sql`, with its profile folder: `0001_schema`, `native/0020_tasks`
@@ -112,6 +145,29 @@ class Migration:
     def profile(self) -> str | None:
         """The queue profile the file belongs to; None for a core file."""
         return self.name.split("/", 1)[0] if "/" in self.name else None
+
+    @property
+    def path(self) -> str:
+        """The file, as named in errors: `store/migrations/native/0020_tasks.sql`."""
+        return f"store/migrations/{self.name}.sql"
+
+    @property
+    def outside_transaction(self) -> bool:
+        """Its statements run one by one, outside any transaction (CREATE INDEX CONCURRENTLY)."""
+        return self.sql.lstrip().startswith(OUTSIDE_TRANSACTION)
+
+    def statements(self) -> list[str]:
+        """The statements of an outside-transaction file; MigrationFileError for anything but
+        CREATE/DROP INDEX CONCURRENTLY (those are the only statements it may hold)."""
+        code = "\n".join(line for line in self.sql.splitlines() if not line.lstrip().startswith("--"))
+        found = [" ".join(part.split()) for part in code.split(";") if part.strip()]
+        for statement in found:
+            if not _INDEX_STATEMENT.match(statement):
+                raise MigrationFileError(
+                    f"{self.path}: an outside-transaction migration may hold only CREATE/DROP INDEX "
+                    f"CONCURRENTLY statements, not {statement[:60]!r}"
+                )
+        return found
 
 
 def _order(migration: Migration) -> tuple[str, str]:
@@ -205,6 +261,47 @@ def _check_profile(done: set[str], profile: str) -> None:
         )
 
 
+def _check_unchanged(recorded: dict[str, str], pending: Sequence[Migration]) -> None:
+    """MigrationChanged naming the first file applied here whose content has changed since."""
+    for migration in pending:
+        checksum = recorded.get(migration.name)
+        if checksum is not None and checksum != migration.checksum:
+            raise MigrationChanged(
+                f"{migration.path} was applied to this database (checksum {checksum[:12]}) and has "
+                f"changed since (now {migration.checksum[:12]}): an applied migration must never change. "
+                "Put the change in a new migration file, or restore the file as it was applied"
+            )
+
+
+def _take_lock(conn: psycopg.Connection[Any]) -> None:
+    """The runner's session-level lock, by polling: a migrator that waits holds no snapshot, so a
+    concurrent index build of the migrator holding it never waits for it."""
+    while True:
+        row = conn.execute("SELECT pg_try_advisory_lock(%s)", (MIGRATIONS_LOCK_KEY,)).fetchone()
+        if row is not None and row[0]:
+            return
+        time.sleep(_LOCK_POLL_S)
+
+
+def _run_outside_transaction(conn: psycopg.Connection[Any], migration: Migration) -> None:
+    """Each statement on its own (autocommit); an invalid index left by an interrupted concurrent
+    build is dropped first, so IF NOT EXISTS does not take it for a built one."""
+    conn.execute(f"SET search_path = {SCHEMA}")
+    for statement in migration.statements():
+        name = _INDEX_NAME.match(statement)
+        if name is not None:
+            invalid = conn.execute(
+                "SELECT 1 FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
+                "WHERE c.relname = %s AND c.relnamespace = %s::regnamespace AND NOT i.indisvalid",
+                (name.group(1), SCHEMA),
+            ).fetchone()
+            if invalid:
+                conn.execute(f'DROP INDEX CONCURRENTLY IF EXISTS {SCHEMA}."{name.group(1)}"'.encode())
+        conn.execute(statement.encode())
+    conn.execute("INSERT INTO schema_migrations (name, checksum) VALUES (%s, %s)", (migration.name, migration.checksum))
+    conn.execute("RESET search_path")
+
+
 def apply_migrations(
     conninfo: str,
     *,
@@ -212,34 +309,50 @@ def apply_migrations(
     connect_timeout_s: float | None = None,
     migrations: Sequence[Migration] | None = None,
 ) -> list[str]:
-    """Apply pending migrations (default: the package's, for `profile`) in one transaction; returns
-    the names applied (empty when none).
+    """Apply pending migrations (default: the package's, for `profile`); returns the names applied
+    (empty when none). One transaction per stretch of ordinary files, outside-transaction files
+    between them (see the module docstring): a failure leaves the stretches before it applied.
 
     Raises psycopg.OperationalError when the database cannot be reached (callers that talk to a
     person turn it into a one-line message; see store.errors), ProfileMismatch when the database
-    belongs to the other queue profile.
+    belongs to the other queue profile, MigrationChanged when an applied file has changed.
     """
     timeout = max(1, round(connect_timeout_s)) if connect_timeout_s is not None else None
     applied: list[str] = []
     pending = load_migrations(profile) if migrations is None else list(migrations)
-    with psycopg.connect(conninfo, connect_timeout=timeout) as conn, conn.transaction():
-        conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATIONS_LOCK_KEY,))
-        conn.execute(_PREAMBLE)
-        conn.execute(_relocation_sql().encode())
-        conn.execute(_LEDGER_DDL)
-        done = {row[0] for row in conn.execute("SELECT name FROM schema_migrations")}
-        _check_profile(done, profile)
-        for migration in pending:
-            if migration.name in done:
-                continue
-            conn.execute(migration.sql.encode())
-            conn.execute(
-                "INSERT INTO schema_migrations (name, checksum) VALUES (%s, %s)",
-                (migration.name, migration.checksum),
-            )
-            applied.append(migration.name)
-        if applied:
-            conn.execute(_PIN_SEARCH_PATH.encode())
+    with psycopg.connect(conninfo, connect_timeout=timeout, autocommit=True) as conn:
+        _take_lock(conn)
+        try:
+            with conn.transaction():
+                conn.execute(_PREAMBLE)
+                conn.execute(_relocation_sql().encode())
+                conn.execute(_LEDGER_DDL)
+                recorded: dict[str, str] = dict(conn.execute("SELECT name, checksum FROM schema_migrations").fetchall())
+            _check_profile(set(recorded), profile)
+            _check_unchanged(recorded, pending)
+            todo = [m for m in pending if m.name not in recorded]
+            while todo:
+                stretch: list[Migration] = []
+                while todo and not todo[0].outside_transaction:
+                    stretch.append(todo.pop(0))
+                if stretch:
+                    with conn.transaction():
+                        conn.execute(_PREAMBLE)
+                        for migration in stretch:
+                            conn.execute(migration.sql.encode())
+                            conn.execute(
+                                "INSERT INTO schema_migrations (name, checksum) VALUES (%s, %s)",
+                                (migration.name, migration.checksum),
+                            )
+                        conn.execute(_PIN_SEARCH_PATH.encode())
+                    applied += [m.name for m in stretch]
+                if todo:
+                    outside = todo.pop(0)
+                    _run_outside_transaction(conn, outside)
+                    applied.append(outside.name)
+        finally:
+            if not conn.closed:
+                conn.execute("SELECT pg_advisory_unlock(%s)", (MIGRATIONS_LOCK_KEY,))
     return applied
 
 
@@ -257,10 +370,20 @@ def render_sql(profile: str = "native") -> str:
     ]
     for migration in load_migrations(profile):
         parts.append(f"\n-- ===== {migration.name} =====")
-        parts.append(migration.sql.rstrip())
+        if migration.outside_transaction:
+            # The script runs as one transaction, where CONCURRENTLY cannot: a plain build (on a
+            # large live table, run these statements one by one with CONCURRENTLY instead).
+            parts += [
+                re.sub(r"\s+CONCURRENTLY\s+", " ", s, count=1, flags=re.IGNORECASE) + ";"
+                for s in migration.statements()
+            ]
+        else:
+            parts.append(migration.sql.rstrip())
+        # The script has just run the file as it is now: the ledger records that version.
         parts.append(
             "INSERT INTO schema_migrations (name, checksum) "
-            f"VALUES ('{migration.name}', '{migration.checksum}') ON CONFLICT (name) DO NOTHING;"
+            f"VALUES ('{migration.name}', '{migration.checksum}') "
+            "ON CONFLICT (name) DO UPDATE SET checksum = EXCLUDED.checksum;"
         )
     parts.append(_PIN_SEARCH_PATH)
     parts.append("COMMIT;")

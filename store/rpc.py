@@ -28,6 +28,8 @@ from store.base import (
     OrchestratorEvent,
     OrchestratorEventKind,
     OrchestratorSignals,
+    RetentionTarget,
+    RetentionWindow,
     TaskRow,
     WorkerCredential,
     WorkerCredentialKind,
@@ -45,6 +47,7 @@ _EVENTS = TypeAdapter(list[WorkerEvent])
 _DECISIONS = TypeAdapter(list[DecisionRecord])
 _RUN_EVENTS = TypeAdapter(list[OrchestratorEvent])
 _LOGS = TypeAdapter(list[LogRecord])
+_RETENTION = TypeAdapter(list[RetentionWindow])
 
 
 @dataclass(frozen=True, slots=True)
@@ -336,6 +339,15 @@ class RpcStore(ABC):
     def worker_tasks(self, worker_id: str, limit: int = 1000) -> list[TaskRow]:
         args = {"p_worker_id": worker_id, "p_limit": limit}
         return _TASKS.validate_python(self._call("explain_worker_tasks", args, safe=True))
+
+    # --- retention -------------------------------------------------------------------------------
+    def apply_retention(self, target: RetentionTarget, keep_s: float, batch: int = 1000) -> int:
+        # Safe: deleting what is older than the window again deletes nothing more than it should.
+        args = {"p_target": str(target), "p_keep_s": float(keep_s), "p_batch": int(batch)}
+        return int(self._call("apply_retention", args, safe=True) or 0)
+
+    def retention_windows(self) -> list[RetentionWindow]:
+        return _RETENTION.validate_python(self._call("retention_windows", {}, safe=True) or [])
 
     # --- clock -----------------------------------------------------------------------------------
     def now(self) -> datetime:

@@ -121,9 +121,13 @@ def test_demand_snapshot_counts(store: RpcStore, database_url: str) -> None:
     assert (snapshot.queued, snapshot.claimable, snapshot.in_progress) == (0, 0, 0)
     assert snapshot.taken_at > 0
     store.insert_tasks([NewTask(task_type="t", user_id=f"u{i % 3}") for i in range(10)])
-    store.insert_tasks([NewTask(task_type="t", user_id="u9", depends_on="nope")])
+    # a task waiting for one that does not exist could never run: failed with the reason, no demand
+    (orphan,) = store.insert_tasks([NewTask(task_type="t", user_id="u9", depends_on="nope")])
     snapshot = store.demand_snapshot(per_user_limit=3)
-    assert (snapshot.queued, snapshot.claimable, snapshot.in_progress) == (11, 9, 0)
+    assert (snapshot.queued, snapshot.claimable, snapshot.in_progress) == (10, 9, 0)
+    failed = store.get_task(orphan)
+    assert failed is not None and failed.status == TaskStatus.FAILED
+    assert failed.error is not None and "nope" in failed.error and "does not exist" in failed.error
     store.configure_queue(per_user_limit=1, max_task_attempts=3)
     assert store.demand_snapshot().claimable == 3
     assert _queue_settings(database_url) == {"per_user_concurrency_limit": 1, "max_task_attempts": 3}

@@ -37,8 +37,15 @@ def test_wait_for_task_change(pg_store: PostgresStore, database_url: str) -> Non
     assert pg_store.wait_for_task_change(0.05) is False  # the burst was folded into one wake-up
     pg_store.create_worker("w", reason="t")
     pg_store.transition_worker("w", WorkerState.SPAWNING, WorkerState.ACTIVE, "t")
-    assert pg_store.claim_next_task("w") is not None  # a status change wakes too
+    task = pg_store.claim_next_task("w")
+    assert task is not None  # a claim changes no decision: it wakes nobody
+    assert pg_store.wait_for_task_change(0.3) is False
+    # a task waiting for an unfinished one is not claimable: no wake-up either
+    pg_store.insert_tasks([NewTask(task_type="t", user_id="u", depends_on=task.id)])
+    assert pg_store.wait_for_task_change(0.3) is False
+    assert pg_store.complete_task(task.id, "w")  # a task ends (and its dependent becomes claimable)
     assert pg_store.wait_for_task_change(5.0) is True
+    assert pg_store.wait_for_task_change(0.05) is False
 
 
 def test_lease_contenders_at_once_get_one_leader(database_url: str) -> None:
