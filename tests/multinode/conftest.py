@@ -34,17 +34,17 @@ def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool 
     return True
 
 
-def kill_processes_of(temp_dir: Path) -> int:
-    """SIGKILL every process whose command line names `temp_dir` (this cluster's, no other's)."""
+def kill_processes_of(*marks: str) -> int:
+    """SIGKILL every process whose command line names one of `marks` (this cluster's temp dir or
+    session name, no other cluster's)."""
     import psutil
 
-    mine = str(temp_dir)
     killed = 0
     for proc in psutil.process_iter(["pid", "cmdline"]):
         if proc.pid == os.getpid():
             continue
         try:
-            if any(mine in arg for arg in proc.info["cmdline"] or ()):
+            if any(mark in arg for arg in proc.info["cmdline"] or () for mark in marks):
                 os.kill(proc.pid, signal.SIGKILL)
                 killed += 1
         except (psutil.Error, ProcessLookupError, PermissionError):
@@ -59,5 +59,5 @@ def cluster_temp_dir(prefix: str) -> Iterator[Path]:
     try:
         yield path
     finally:
-        kill_processes_of(path)
+        kill_processes_of(str(path))
         shutil.rmtree(path, ignore_errors=True)
