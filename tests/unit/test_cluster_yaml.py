@@ -179,3 +179,24 @@ def test_the_head_gets_a_ray_auth_token_never_printed(name: str) -> None:
     assert not [cmd for cmd in config["setup_commands"] if "get-auth-token" in cmd]
     (generate,) = [cmd for cmd in config["head_setup_commands"] if "get-auth-token" in cmd]
     assert "--generate" in generate and generate.rstrip().endswith("> /dev/null")
+
+
+def test_nodes_advertise_lifecycle_slots_for_the_whole_fleet() -> None:
+    """The head and the worker node type advertise the resource each WorkerLifecycle asks for, and
+    their slots at the autoscaler's ceiling carry the fleet's max_workers (README, "Scaling out")."""
+    from config import load_settings
+
+    settings = load_settings(
+        ROOT / "config" / "cluster.yaml",
+        environ={"DATABASE_URL": "postgresql://u@db.example/app", "ORCHESTRATOR_CLUSTER": "1"},
+    )
+    resource = settings.ray.lifecycle_resource
+    assert resource == "orchestrator_lifecycle"
+    config = _check_as_ray_up_does(_load("ray_cluster.yaml"))
+    types = config["available_node_types"]
+    head = types.pop(config["head_node_type"])
+    assert head["resources"].get(resource, 0) >= 1, "the head's slots: a small fleet needs no worker node"
+    assert types and all(spec["resources"].get(resource, 0) > 0 for spec in types.values())
+    at_most = head["resources"][resource] + sum(s["max_workers"] * s["resources"][resource] for s in types.values())
+    assert at_most >= settings.scaling.max_workers
+    assert config["max_workers"] >= sum(s["max_workers"] for s in types.values())
