@@ -1,20 +1,28 @@
-"""How big a fleet the actors supervise on this 2-core machine, measured with the real actors.
+"""How big a fleet the actors supervise, measured with the real actors on a multi-node Ray.
 
-Starts its own local Ray (never attaches to another cluster) and its own throwaway Postgres with
-max_connections raised, then brings up N real WorkerLifecycle actors (Ray actors, num_cpus=0, each
-polling its worker row and its pod like in production) and cycles a Scaler over the same fleet
-with 100,000 queued tasks from 1,000 users while the N lifecycles run.
+Starts its own Ray cluster of local processes (`ray.cluster_utils.Cluster`: a head, where the
+Scaler's StoreGateway lives, and `--nodes` worker nodes advertising `--node-slots` lifecycle slots;
+never attaches to another cluster, and kills only its own processes) and its own throwaway
+Postgres, then brings up N real WorkerLifecycle actors (Ray actors, num_cpus=0, spread over the
+worker nodes, each polling its worker row through the StoreGateway and its pod through the
+gateway's shared pod list, like in production) and cycles a Scaler over a fleet of `--rows` worker
+rows (the N supervised by real lifecycles, the rest rows whose pods exist at the loopback RunPod
+API: this machine cannot hold 1,000 lifecycle processes) with 100,000 queued tasks from 1,000 users.
 
-Prints: USS per lifecycle actor (psutil over the actors' pids: mean, max, total; target: 100 pods
-within 24 GiB), the USS/RSS of all the Ray processes, the time to bring up the N, the database
-connections they hold, and the Scaler's cycle time p50/p95 (target: under 100 ms).
+Prints: USS per lifecycle actor (psutil over the actors' pids: mean, max, total; target <= 55 MiB),
+the modules a lifecycle has loaded (no psycopg, no runpod), the USS/RSS of all the Ray processes,
+the number of nodes and where the lifecycles run, the time to bring up the N, the database
+connections by application (the orchestrator's must not grow with the fleet: target <= 10), the
+time until a removed node's lifecycles are back on the others, and the Scaler's cycle time p50/p95
+over `--rows` pod rows (target: p95 under 100 ms).
 
 The supervised pods are loopback RunPod pods (tests/support/runpod_api.py, in this process) driven
-through the real SDK; the bench heartbeats for them, so every worker stays `active`. The Scaler
-runs in this process (to time `step()` exactly) with the real RayLifecycles directory: its cycles
-re-attach the N live actors by name, as the Scaler actor does in production.
+through the real SDK (in the StoreGateway, for the shared pod list); the bench heartbeats for them,
+so every worker stays `active`. The Scaler runs in this process (to time `step()` exactly) with the
+real RayLifecycles directory for the N (its cycles re-attach them by name, as the Scaler actor does)
+and a no-op for the row-only workers (a cached handle: what ensure() costs for a known lifecycle).
 
-    .venv/bin/python bench/fleet_scale.py [--lifecycles 100] [--tasks 100000] [--users 1000] [--cycles 30]
+    .venv/bin/python bench/fleet_scale.py [--lifecycles 100] [--rows 1000] [--nodes 2] [--tasks 100000] [--cycles 30]
 """
 
 from __future__ import annotations
@@ -119,7 +127,10 @@ def _print_memory(pids: list[int]) -> None:
         f"max {max(uss) / MIB:.1f} MiB, total {total / MIB / 1024:.2f} GiB; "
         f"RSS mean {statistics.fmean(rss) / MIB:.0f} MiB"
     )
-    print(f"  -> 100 pods: {100 * total / n / MIB / 1024:.1f} GiB of lifecycle actors (target <= 24 GiB)")
+    print(
+        f"  -> target <= 55 MiB per lifecycle (a bare Ray actor ~49 MiB); 1,000 pods: "
+        f"{1000 * total / n / MIB / 1024:.1f} GiB of lifecycle actors over the nodes"
+    )
     grand_uss = grand_rss = 0
     print("ray processes (USS / RSS):")
     for kind, kind_pids in sorted(_ray_processes().items()):
@@ -135,15 +146,17 @@ def _print_memory(pids: list[int]) -> None:
     )
 
 
-def _connections(url: str) -> int:
+def _connections(url: str) -> dict[str, int]:
+    """Client connections to the bench's database by application name (this query's own left out)."""
     import psycopg
 
-    with psycopg.connect(url, autocommit=True) as conn:
-        row = conn.execute(
-            "SELECT count(*) FROM pg_stat_activity"
+    with psycopg.connect(url, autocommit=True, application_name="bench-count") as conn:
+        rows = conn.execute(
+            "SELECT application_name, count(*) FROM pg_stat_activity"
             " WHERE datname = current_database() AND backend_type = 'client backend'"
-        ).fetchone()
-    return int(row[0]) - 1 if row else -1  # less this query's own
+            " AND pid <> pg_backend_pid() GROUP BY 1"
+        ).fetchall()
+    return {str(name): int(n) for name, n in rows}
 
 
 def _bring_up(ids: list[str], settings: Any) -> tuple[list[Any], list[int]]:
@@ -153,7 +166,8 @@ def _bring_up(ids: list[str], settings: Any) -> tuple[list[Any], list[int]]:
 
     t0 = time.perf_counter()
     handles = [remote.get_or_create_lifecycle(worker_id, settings) for worker_id in ids]
-    pids: list[int] = ray.get([h.pid.remote() for h in handles], timeout=1800)
+    places: list[dict[str, Any]] = ray.get([h.where.remote() for h in handles], timeout=1800)
+    pids = [p["pid"] for p in places]
     up_s = time.perf_counter() - t0
     n = len(ids)
     print(f"lifecycles: {n} real WorkerLifecycle actors up in {up_s:.1f}s ({up_s / n:.2f}s each, 2 cores)")
@@ -167,7 +181,33 @@ def _bring_up(ids: list[str], settings: Any) -> tuple[list[Any], list[int]]:
     return handles, pids
 
 
-def _cycle(settings: Any, cycles: int, gap_s: float, label: str) -> None:
+class _RealAndRows:
+    """The Scaler's directory: the real RayLifecycles for the supervised workers, a cached no-op for
+    the row-only ones (what ensure() costs for a lifecycle it already knows)."""
+
+    def __init__(self, real: Any, real_ids: set[str]) -> None:
+        self._real = real
+        self._real_ids = real_ids
+        self._rows: set[str] = set()
+
+    def __len__(self) -> int:
+        return len(self._real) + len(self._rows)
+
+    def ensure(self, worker_id: str) -> None:
+        if worker_id in self._real_ids:
+            self._real.ensure(worker_id)
+        else:
+            self._rows.add(worker_id)
+
+    def drain(self, worker_id: str, reason: str, epoch: int | None) -> None:
+        raise AssertionError(f"the bench fleet never drains ({worker_id}: {reason})")
+
+    def keep_only(self, worker_ids: set[str]) -> None:
+        self._real.keep_only(worker_ids & self._real_ids)
+        self._rows &= worker_ids
+
+
+def _cycle(settings: Any, cycles: int, gap_s: float, label: str, real_ids: set[str], url: str) -> None:
     from actors import remote
     from actors.scaler import Scaler
 
@@ -175,7 +215,7 @@ def _cycle(settings: Any, cycles: int, gap_s: float, label: str) -> None:
         settings,
         holder="bench",
         name="scaler-bench",
-        lifecycles=remote.lifecycle_directory(settings),
+        lifecycles=_RealAndRows(remote.lifecycle_directory(settings), real_ids),
         start=False,
     )
     scaler.step()  # lease + rebuild + re-attach every live lifecycle by name
@@ -193,6 +233,7 @@ def _cycle(settings: Any, cycles: int, gap_s: float, label: str) -> None:
         print(f"  phase {name:8s} {summary(values, 'ms', 1000)}")
     print(f"  lifecycles known to the Scaler: {len(scaler._lifecycles)}")
     print(f"  last decision: {scaler.status()['last_decision']['reasons'][0][:160]}")
+    print(f"database connections with the Scaler running too: {_connections(url)} (target <= 10)")
     scaler.stop()  # gives the lease up
 
 
@@ -243,45 +284,127 @@ def _compare_snapshots(url: str) -> None:
     print(f"  demand_snapshot current/baseline p50 = {now / base:.2f} (same answer: {same})")
 
 
+def _start_cluster(args: argparse.Namespace, resource: str, temp_dir: Path) -> Any:
+    """Head (the StoreGateway's node; `--head-slots` lifecycle slots) and `--nodes` worker nodes."""
+    from ray.cluster_utils import Cluster
+
+    cluster = Cluster(
+        initialize_head=True,
+        head_node_args={
+            "num_cpus": args.num_cpus,
+            "resources": {resource: args.head_slots} if args.head_slots else {},
+            "temp_dir": str(temp_dir),
+            "include_dashboard": False,
+            # A lost node is noticed within ~3 s (Ray's default is ~30 s).
+            "_system_config": {"health_check_period_ms": 1000, "health_check_failure_threshold": 3},
+        },
+    )
+    for _ in range(args.nodes):
+        cluster.add_node(num_cpus=args.num_cpus, resources={resource: args.node_slots or args.lifecycles})
+    return cluster
+
+
+def _where(handles: list[Any], timeout_s: float = 30.0) -> list[dict[str, Any]]:
+    import ray
+
+    return list(ray.get([h.where.remote() for h in handles], timeout=timeout_s))
+
+
+def _spread(places: list[dict[str, Any]]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for place in places:
+        counts[place["node_id"][:8]] = counts.get(place["node_id"][:8], 0) + 1
+    return counts
+
+
+def _lose_a_node(cluster: Any, handles: list[Any]) -> None:
+    """Remove the worker node with the most lifecycles; time until every lifecycle answers from another."""
+    import ray
+
+    places = _where(handles)
+    counts = _spread(places)
+    lost = max(cluster.worker_nodes, key=lambda node: counts.get(node.node_id[:8], 0))
+    moved = counts.get(lost.node_id[:8], 0)
+    t0 = time.perf_counter()
+    cluster.remove_node(lost, allow_graceful=False)
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline:
+        try:
+            after = _where(handles, timeout_s=10)
+        except (ray.exceptions.GetTimeoutError, ray.exceptions.RayActorError):
+            continue
+        if all(p["node_id"] != lost.node_id for p in after):
+            back_s = time.perf_counter() - t0
+            print(
+                f"node loss: {moved} lifecycles of the removed node back on the others in {back_s:.1f}s "
+                f"(Ray notices a lost node in ~3 s here, ~30 s by default); now {_spread(after)}"
+            )
+            return
+        time.sleep(0.5)
+    print("node loss: the lifecycles were NOT back within 600 s")
+
+
 def bench(url: str, api: Any, args: argparse.Namespace) -> None:
     import ray
 
+    from actors import remote
     from store.postgres import PostgresStore
+    from tests.multinode.conftest import kill_processes_of
 
     n = args.lifecycles
+    total = max(args.rows, n)
     state_dir = Path(tempfile.mkdtemp(prefix="bench-state-"))
-    # Production defaults for the pool (the Scaler's 8; a lifecycle caps its own, see actors/lifecycle.py),
-    # the poll period (min of heartbeat and cycle interval: 10 s) and the cycle interval.
-    # 30 s to connect: 100 processes starting at once on 2 cores can take more than the default 5 s.
+    # Production defaults for the pools (the Scaler's 8, the gateway's 3), the poll period (min of
+    # heartbeat and cycle interval: 10 s) and the cycle interval. 30 s to connect: 100 processes
+    # starting at once on 2 cores can take more than the default 5 s.
     settings = settings_for(
-        url, state_dir, api.base_url, pool_max_size=8, connect_timeout_s=30.0, max_workers=n, idle_timeout_s=86_400.0
+        url,
+        state_dir,
+        api.base_url,
+        pool_max_size=8,
+        connect_timeout_s=30.0,
+        max_workers=min(total, 1000),
+        idle_timeout_s=86_400.0,
     )
-    store = PostgresStore(url, min_size=1, max_size=2)
+    store = PostgresStore(url, min_size=1, max_size=2, application_name="bench")
     ids = _fleet_rows(store, api, n, "a")
+    rows_only = _fleet_rows(store, api, total - n, "b")
     _queue(store, args.tasks, args.users)
     stop = threading.Event()
     beats = threading.Thread(
-        target=_heartbeats, args=(store, ids, stop, settings.scaling.heartbeat_interval_s), daemon=True
+        target=_heartbeats, args=(store, ids + rows_only, stop, settings.scaling.heartbeat_interval_s), daemon=True
     )
     beats.start()
-    before = _connections(url)
-    ray.init(
-        address="local",
-        num_cpus=args.num_cpus,
-        namespace=settings.ray.namespace,
-        include_dashboard=False,
-        log_to_driver=False,
-    )
+    temp_dir = Path(tempfile.mkdtemp(prefix="rfs-", dir="/tmp"))
+    cluster = _start_cluster(args, settings.ray.lifecycle_resource, temp_dir)
+    ray.init(address=cluster.address, namespace=settings.ray.namespace, log_to_driver=False)
     try:
+        print(f"ray: {len([x for x in ray.nodes() if x['Alive']])} nodes (head + {args.nodes} worker nodes)")
         handles, pids = _bring_up(ids, settings)
         time.sleep(args.settle_s)  # a poll or two in steady state
-        print(f"database connections: {_connections(url) - before} held by the {n} lifecycles ({before} by the driver)")
+        places = _where(handles)
+        head_id = cluster.head_node.node_id
+        print(f"lifecycles by node: {_spread(places)} (head {head_id[:8]})")
+        gateway = remote.get_or_create_store_gateway(settings)
+        print(f"store gateway on the head: {ray.get(gateway.where.remote())['node_id'] == head_id}")
+        loaded = ray.get(handles[0].loaded_modules.remote(["psycopg", "psycopg_pool", "runpod", "supabase"]))
+        print(f"modules a lifecycle loaded of psycopg, psycopg_pool, runpod, supabase: {loaded or 'none'}")
+        connections = _connections(url)
+        print(
+            f"database connections by application: {connections} "
+            f"(gpu-orchestrator: the store gateway serving {n} lifecycles; target <= 10)"
+        )
         _print_memory(pids)
+        if args.nodes >= 2:
+            _lose_a_node(cluster, handles)
+            print(f"database connections after the node loss: {_connections(url)}")
         _cycle(
             settings,
             args.cycles,
             args.cycle_gap_s,
-            f"with {n} live lifecycles, {args.tasks} queued tasks, {args.users} users",
+            f"with {total} pod rows ({n} supervised by live lifecycles), {args.tasks} queued tasks, {args.users} users",
+            set(ids),
+            url,
         )
         _compare_snapshots(url)
         states = ray.get([h.status.remote() for h in handles])
@@ -290,9 +413,10 @@ def bench(url: str, api: Any, args: argparse.Namespace) -> None:
         for s in states:
             by_state[str(s["state"])] = by_state.get(str(s["state"]), 0) + 1
         steps = [s["steps"] for s in states]
+        calls = ray.get(gateway.status.remote())["calls"]
         print(
             f"lifecycles after the cycles: states {by_state}, steps min {min(steps)} max {max(steps)}, "
-            f"errors {len(errors)} {errors[:1]}"
+            f"errors {len(errors)} {errors[:1]}; the gateway served {calls} calls"
         )
         stop.set()
         for handle in handles:
@@ -301,6 +425,8 @@ def bench(url: str, api: Any, args: argparse.Namespace) -> None:
     finally:
         stop.set()
         ray.shutdown()
+        cluster.shutdown()
+        kill_processes_of(str(temp_dir))
         store.close()
 
 
@@ -312,8 +438,12 @@ def main() -> None:
     parser.add_argument("--cycles", type=int, default=30)
     parser.add_argument("--cycle-gap-s", type=float, default=1.0, help="pause between timed Scaler cycles")
     parser.add_argument("--settle-s", type=float, default=15.0, help="steady-state wait before measuring memory")
-    parser.add_argument("--num-cpus", type=int, default=2, help="CPUs of the bench's own Ray (lifecycles use 0)")
-    parser.add_argument("--max-connections", type=int, default=400, help="of the bench's throwaway Postgres")
+    parser.add_argument("--rows", type=int, default=1000, help="worker rows the Scaler cycles over (>= lifecycles)")
+    parser.add_argument("--nodes", type=int, default=2, help="Ray worker nodes (local processes)")
+    parser.add_argument("--head-slots", type=int, default=0, help="lifecycle slots of the head node")
+    parser.add_argument("--node-slots", type=int, default=0, help="lifecycle slots per worker node (0: --lifecycles)")
+    parser.add_argument("--num-cpus", type=int, default=1, help="CPUs per Ray node (lifecycles use 0)")
+    parser.add_argument("--max-connections", type=int, default=100, help="of the bench's throwaway Postgres")
     args = parser.parse_args()
 
     from tests.support.runpod_api import FakeRunPodApi
