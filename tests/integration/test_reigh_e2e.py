@@ -157,6 +157,10 @@ def test_a_worker_lost_mid_task_gives_its_task_to_another(
             return row[0] if row else None
 
         first = wait_for(holder, 60, "the task claimed", explain=lambda: explain_fleet(store))
+        # Freeze the worker at once so that its short task cannot finish under load before it is lost;
+        # its first heartbeat came before its claim, so the orchestrator still promotes it.
+        pid = _pod_pid(provider, first)
+        os.kill(pid, signal.SIGSTOP)
         # The app's claim ignores worker status, so a task can be taken before promotion; lose the
         # worker once the orchestrator has promoted it, as in the field.
         wait_for(
@@ -165,12 +169,10 @@ def test_a_worker_lost_mid_task_gives_its_task_to_another(
             "the worker promoted",
             explain=lambda: explain_fleet(store),
         )
-        pid = _pod_pid(provider, first)
         if how == "sigkill":
             os.kill(pid, signal.SIGKILL)  # no goodbye: its heartbeat just stops
         else:
             # The worker hangs; its guardian reports the crash (and the app's function requeues).
-            os.kill(pid, signal.SIGSTOP)
             app.execute(
                 "SELECT public.func_worker_heartbeat_with_logs(worker_id_param => %s, status_param => 'crashed')",
                 (first,),
