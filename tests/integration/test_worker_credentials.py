@@ -20,6 +20,7 @@ import pytest
 from psycopg import sql
 
 from actors import lifecycle
+from actors.scaler import Scaler
 from cloud.base import InvalidSpec
 from config.settings import OrchestratorSettings, WorkerCredentials
 from fleet.models import WorkerState
@@ -27,6 +28,7 @@ from store import credentials
 from store.base import LogRecord, NewTask, StoreError, WorkerCredentialKind
 from store.postgres import PostgresStore
 from store.supabase import SupabaseStore
+from tests.support.fleet_harness import fast_settings
 from tests.support.polling import wait_for
 from tests.support.postgrest_standin import TEST_JWT_SECRET, PostgrestStandin
 
@@ -209,7 +211,20 @@ def test_one_credential_per_pod_its_password_forgotten_once_promoted(
         orchestrator.issue_worker_credential(WORKER_A, WorkerCredentialKind.LOGIN, 60)
 
 
-def test_reconcile_reaps_what_a_crash_left_behind(orchestrator: PostgresStore, database_url: str) -> None:
+class _NoLifecycles:
+    def __len__(self) -> int:
+        return 0
+
+    def ensure(self, worker_id: str) -> None: ...
+
+    def drain(self, worker_id: str, reason: str, epoch: int | None) -> None: ...
+
+    def keep_only(self, worker_ids: set[str]) -> None: ...
+
+
+def test_reconcile_reaps_what_a_crash_left_behind(
+    orchestrator: PostgresStore, database_url: str, tmp_path: Path
+) -> None:
     _active_worker(orchestrator, WORKER_A)
     _active_worker(orchestrator, WORKER_B)
     url_a = _pod_conninfo(orchestrator, database_url, WORKER_A)
@@ -226,12 +241,25 @@ def test_reconcile_reaps_what_a_crash_left_behind(orchestrator: PostgresStore, d
         admin.execute("DELETE FROM orchestrator.workers WHERE id = %s", (WORKER_A,))
     psycopg.connect(url_a).close()  # both still connect: nothing revoked them yet
     psycopg.connect(url_b).close()
-    reaped = orchestrator.reap_worker_credentials()
-    assert sorted(reaped.revoked) == [WORKER_A, WORKER_B]
-    assert stray in reaped.dropped_roles
+    # One Scaler cycle reconciles: its act phase reaps them.
+    scaler = Scaler(
+        fast_settings(database_url, tmp_path), holder="test/scaler", lifecycles=_NoLifecycles(), start=False
+    )
+    try:
+        report = scaler.step()
+    finally:
+        scaler.stop()
+    assert "act" not in report["phase_errors"], report["phase_errors"]
     for url in (url_a, url_b):
         with pytest.raises(psycopg.OperationalError):
             psycopg.connect(url, connect_timeout=5).close()
+    with psycopg.connect(database_url) as admin:
+        reasons = admin.execute(
+            "SELECT worker_id, revoke_reason FROM orchestrator.worker_credentials ORDER BY worker_id"
+        ).fetchall()
+        assert reasons == [(WORKER_A, "reaped: worker row gone"), (WORKER_B, "reaped: worker terminated")]
+        left = admin.execute("SELECT count(*) FROM pg_roles WHERE starts_with(rolname, %s)", prefix).fetchone()
+        assert left == (0,), f"{stray} and the workers' roles are dropped"
     assert orchestrator.reap_worker_credentials().model_dump() == {"revoked": [], "dropped_roles": []}
 
 
