@@ -204,6 +204,10 @@ BEGIN
         END IF;
         RETURN worker_credential_json(v_cred);
     END IF;
+    IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'orchestrator_worker') THEN
+        RAISE EXCEPTION 'the role orchestrator_worker does not exist: `orchestrator migrate` ran without CREATEROLE'
+            USING ERRCODE = 'undefined_object', HINT = 'run `orchestrator migrate` again with a role that has CREATEROLE';
+    END IF;
     IF p_kind = 'token' THEN
         INSERT INTO worker_credentials (worker_id, kind, token_id, expires_at)
         VALUES (p_worker_id, 'token', gen_random_uuid(), v_until)
@@ -216,10 +220,6 @@ BEGIN
             USING ERRCODE = 'insufficient_privilege',
                   HINT = format('ALTER ROLE %I CREATEROLE; or set database.worker_credentials: shared to hand pods '
                                 'the orchestrator''s own credential (not recommended)', current_user);
-    END IF;
-    IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'orchestrator_worker') THEN
-        RAISE EXCEPTION 'the role orchestrator_worker does not exist: `orchestrator migrate` ran without CREATEROLE'
-            USING ERRCODE = 'undefined_object', HINT = 'run `orchestrator migrate` again with a role that has CREATEROLE';
     END IF;
     v_role := worker_role_name(p_worker_id);
     IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = v_role) THEN
