@@ -27,20 +27,22 @@ import threading
 import time
 from collections.abc import Callable
 from types import FrameType
-from typing import Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import ray
 from ray.actor import ActorClass, ActorHandle
 
 from actors import _telemetry, directory, names
 from actors import lifecycle as _lifecycle
-from actors import log_shipper as _log_shipper
-from actors import scaler as _scaler
 from actors import store_gateway as _store_gateway
 from cloud import base as cloud
 from config.settings import OrchestratorSettings
 from store import base as store_base
 from telemetry import shipper_health
+
+if TYPE_CHECKING:
+    from actors import log_shipper as _log_shipper
+    from actors import scaler as _scaler
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 
@@ -63,38 +65,6 @@ def where() -> dict[str, Any]:
 # status, health and pid of the Scaler and of a WorkerLifecycle run there, so a probe gets an
 # answer, not a queue position, while a slow cycle or step holds the main group.
 _CONCURRENCY_GROUPS = {"health": 2}
-
-
-class Scaler(_scaler.Scaler):
-    """The Scaler with its Ray method options and its Ray wiring (the loop runs in a thread started by __init__).
-
-    `probe_log_shipper=False` leaves the LogShipper unprobed (tests that run without one).
-    """
-
-    def __init__(self, settings: OrchestratorSettings, *, probe_log_shipper: bool = True, **kwargs: Any) -> None:
-        super().__init__(
-            settings,
-            lifecycles=lifecycle_directory(settings),
-            shipper_probe=functools.partial(probe_log_shipper_once, settings) if probe_log_shipper else None,
-            **kwargs,
-        )
-        _stop_cleanly_on_sigterm(self)
-
-    @_in_group("health")
-    def status(self) -> dict[str, Any]:
-        return super().status()
-
-    @_in_group("health")
-    def health(self) -> dict[str, Any]:
-        return super().health()
-
-    @_in_group("health")
-    def pid(self) -> int:
-        return super().pid()
-
-    @_in_group("health")
-    def where(self) -> dict[str, Any]:
-        return where()
 
 
 def _stop_cleanly_on_sigterm(scaler: _scaler.Scaler) -> None:
@@ -157,7 +127,44 @@ _SCALER_OPTIONS: dict[str, Any] = {
     "max_concurrency": 4,
     "concurrency_groups": _CONCURRENCY_GROUPS,
 }
-ScalerActor: ActorClass[Scaler] = ray.remote(**_SCALER_OPTIONS)(Scaler)
+
+
+def _build_scaler() -> dict[str, Any]:
+    """The Scaler's Ray class (see `__getattr__`: built on first use, never in a lifecycle's process)."""
+    from actors import scaler as _scaler
+
+    class Scaler(_scaler.Scaler):
+        """The Scaler with its Ray method options and its Ray wiring (the loop runs in a thread started by __init__).
+
+        `probe_log_shipper=False` leaves the LogShipper unprobed (tests that run without one).
+        """
+
+        def __init__(self, settings: OrchestratorSettings, *, probe_log_shipper: bool = True, **kwargs: Any) -> None:
+            super().__init__(
+                settings,
+                lifecycles=lifecycle_directory(settings),
+                shipper_probe=functools.partial(probe_log_shipper_once, settings) if probe_log_shipper else None,
+                **kwargs,
+            )
+            _stop_cleanly_on_sigterm(self)
+
+        @_in_group("health")
+        def status(self) -> dict[str, Any]:
+            return super().status()
+
+        @_in_group("health")
+        def health(self) -> dict[str, Any]:
+            return super().health()
+
+        @_in_group("health")
+        def pid(self) -> int:
+            return super().pid()
+
+        @_in_group("health")
+        def where(self) -> dict[str, Any]:
+            return where()
+
+    return {"Scaler": Scaler, "ScalerActor": ray.remote(**_SCALER_OPTIONS)(Scaler)}
 
 _LIFECYCLE_OPTIONS: dict[str, Any] = {
     "num_cpus": 0,
@@ -187,7 +194,8 @@ def control_placement(settings: OrchestratorSettings) -> dict[str, Any]:
 
 
 def _cluster_offers(resource: str) -> bool:
-    """Whether some node of the cluster advertises `resource` (cached for _RESOURCE_CHECK_TTL_S)."""
+    """Whether some node of the cluster advertises `resource` (looked at once per _RESOURCE_CHECK_TTL_S;
+    each look that finds none is one WARNING and one count of orchestrator_errors)."""
     now = time.monotonic()
     with _resource_lock:
         seen = _resource_seen.get(resource)
@@ -197,26 +205,25 @@ def _cluster_offers(resource: str) -> bool:
     offered = totals.get(resource, 0) > 0
     with _resource_lock:
         _resource_seen[resource] = (now, offered)
+    if not offered:
+        _telemetry.record_error("lifecycle_placement", "no_lifecycle_slots")
+        logger.warning(
+            "no Ray node advertises the resource %r (lifecycle slots): WorkerLifecycles go to any node; start "
+            "Ray with --resources='{\"%s\": N}' (ray_cluster.yaml's nodes do) or set ray.lifecycle_resource: ''",
+            resource,
+            resource,
+        )
     return offered
 
 
 def lifecycle_placement(settings: OrchestratorSettings) -> dict[str, Any]:
     """Ray options of a WorkerLifecycle: one lifecycle slot (`ray.lifecycle_resource`) when the cluster has any."""
     resource = settings.ray.lifecycle_resource
-    if not resource:
+    if not resource or not _cluster_offers(resource):
         return {}
-    if _cluster_offers(resource):
-        # SPREAD: a node's loss takes the fewest lifecycles with it (and restarts them on the rest);
-        # Ray's default packs actors that ask no CPU onto one node.
-        return {"resources": {resource: 1}, "scheduling_strategy": "SPREAD"}
-    _telemetry.record_error("lifecycle_placement", "no_lifecycle_slots")
-    logger.warning(
-        "no Ray node advertises the resource %r (lifecycle slots): the WorkerLifecycle goes to any node; "
-        "start Ray with --resources='{\"%s\": N}' (ray_cluster.yaml does) or set ray.lifecycle_resource: ''",
-        resource,
-        resource,
-    )
-    return {}
+    # SPREAD: a node's loss takes the fewest lifecycles with it (and restarts them on the rest);
+    # Ray's default packs actors that ask no CPU onto one node.
+    return {"resources": {resource: 1}, "scheduling_strategy": "SPREAD"}
 
 
 def scaler_holder(name: str = names.SCALER_NAME) -> str:
@@ -227,16 +234,16 @@ def scaler_holder(name: str = names.SCALER_NAME) -> str:
 
 def get_or_create_scaler(
     settings: OrchestratorSettings, *, name: str = names.SCALER_NAME, **kwargs: Any
-) -> ActorHandle[Scaler]:
+) -> ActorHandle[_scaler.Scaler]:
     """The cluster's Scaler: re-attached when it exists, else created (detached). Never two."""
-    handle = ScalerActor.options(
+    handle = _actor_class("ScalerActor").options(
         name=name,
         namespace=settings.ray.namespace,
         lifetime="detached",
         get_if_exists=True,
         **control_placement(settings),
     ).remote(settings, holder=kwargs.pop("holder", None) or scaler_holder(name), name=name, **kwargs)
-    return cast(ActorHandle[Scaler], handle)  # Ray's stub also allows the class itself
+    return cast("ActorHandle[_scaler.Scaler]", handle)
 
 
 def get_or_create_lifecycle(
@@ -273,29 +280,34 @@ def find_actor(name: str, namespace: str) -> ActorHandle[Any] | None:
 _LOG_SHIPPER_GROUPS = {"health": 1, "control": 1}
 
 
-class LogShipper(_log_shipper.LogShipper):
-    """The LogShipper with its Ray method options; ship/ship_packed run in the default group."""
-
-    @_in_group("health")
-    def health(self) -> dict[str, Any]:
-        return super().health()
-
-    @_in_group("health")
-    def getpid(self) -> int:
-        return super().getpid()
-
-    @_in_group("control")
-    def flush_now(self, timeout: float = 10.0) -> dict[str, Any]:
-        return super().flush_now(timeout)
-
-
 _LOG_SHIPPER_OPTIONS: dict[str, Any] = {
     "num_cpus": 0,
     "max_restarts": -1,  # a SIGKILLed or probe-killed LogShipper comes back and replays its spool
     "max_task_retries": -1,  # ship calls are replayed on the new process: the spool and LogRecord.id dedupe
     "concurrency_groups": _LOG_SHIPPER_GROUPS,
 }
-LogShipperActor: ActorClass[LogShipper] = ray.remote(**_LOG_SHIPPER_OPTIONS)(LogShipper)
+
+
+def _build_log_shipper() -> dict[str, Any]:
+    """The LogShipper's Ray class (see `__getattr__`: built on first use, never in a lifecycle's process)."""
+    from actors import log_shipper as _log_shipper
+
+    class LogShipper(_log_shipper.LogShipper):
+        """The LogShipper with its Ray method options; ship/ship_packed run in the default group."""
+
+        @_in_group("health")
+        def health(self) -> dict[str, Any]:
+            return super().health()
+
+        @_in_group("health")
+        def getpid(self) -> int:
+            return super().getpid()
+
+        @_in_group("control")
+        def flush_now(self, timeout: float = 10.0) -> dict[str, Any]:
+            return super().flush_now(timeout)
+
+    return {"LogShipper": LogShipper, "LogShipperActor": ray.remote(**_LOG_SHIPPER_OPTIONS)(LogShipper)}
 
 
 def _absolute_log_paths(settings: OrchestratorSettings) -> OrchestratorSettings:
@@ -311,16 +323,16 @@ def _absolute_log_paths(settings: OrchestratorSettings) -> OrchestratorSettings:
     return settings.model_copy(update={"log_shipping": resolved})
 
 
-def get_or_create_log_shipper(settings: OrchestratorSettings) -> ActorHandle[LogShipper]:
+def get_or_create_log_shipper(settings: OrchestratorSettings) -> ActorHandle[_log_shipper.LogShipper]:
     """The cluster's LogShipper (`log-shipper`, detached): re-attached when it exists, else created."""
-    handle = LogShipperActor.options(
+    handle = _actor_class("LogShipperActor").options(
         name=names.LOG_SHIPPER_NAME,
         namespace=settings.ray.namespace,
         lifetime="detached",
         get_if_exists=True,
         **control_placement(settings),
     ).remote(_absolute_log_paths(settings))
-    return cast(ActorHandle[LogShipper], handle)  # Ray's stub also allows the class itself
+    return cast("ActorHandle[_log_shipper.LogShipper]", handle)
 
 
 def probe_log_shipper_once(settings: OrchestratorSettings) -> shipper_health.Verdict:
@@ -409,3 +421,37 @@ def gateway_store(settings: OrchestratorSettings) -> store_base.Store:
 def gateway_provider(settings: OrchestratorSettings) -> cloud.Provider:
     """A WorkerLifecycle's provider: reads from the gateway's shared pod list, its own creates and terminates."""
     return _store_gateway.GatewayProvider(settings, gateway_caller(settings))
+
+
+# --- built on first use -------------------------------------------------------------------------
+
+_BUILDERS: dict[str, Callable[[], dict[str, Any]]] = {
+    "Scaler": _build_scaler,
+    "ScalerActor": _build_scaler,
+    "LogShipper": _build_log_shipper,
+    "LogShipperActor": _build_log_shipper,
+}
+_build_lock = threading.Lock()
+
+
+def __getattr__(name: str) -> Any:
+    """`Scaler`, `ScalerActor`, `LogShipper`, `LogShipperActor`: built on first use (PEP 562).
+
+    A WorkerLifecycle's process imports this module for its own Ray class; building the Scaler's
+    and the LogShipper's only when asked keeps their code (~1 MiB per process) out of every
+    lifecycle. Built once and kept as module attributes, so Ray pickles them by reference as before.
+    """
+    builder = _BUILDERS.get(name)
+    if builder is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    with _build_lock:
+        if name not in globals():
+            for attr, value in builder().items():
+                if isinstance(value, type):
+                    value.__module__, value.__qualname__ = __name__, attr
+                globals()[attr] = value
+    return globals()[name]
+
+
+def _actor_class(name: str) -> ActorClass[Any]:
+    return cast(ActorClass[Any], __getattr__(name))

@@ -16,11 +16,12 @@ connections by application (the orchestrator's must not grow with the fleet: tar
 time until a removed node's lifecycles are back on the others, and the Scaler's cycle time p50/p95
 over `--rows` pod rows (target: p95 under 100 ms).
 
-The supervised pods are loopback RunPod pods (tests/support/runpod_api.py, in this process) driven
-through the real SDK (in the StoreGateway, for the shared pod list); the bench heartbeats for them,
-so every worker stays `active`. The Scaler runs in this process (to time `step()` exactly) with the
-real RayLifecycles directory for the N (its cycles re-attach them by name, as the Scaler actor does)
-and a no-op for the row-only workers (a cached handle: what ensure() costs for a known lifecycle).
+The supervised pods are loopback RunPod pods (tests/support/runpod_api.py, served by a child
+process that also heartbeats for them, so every worker stays `active`) driven through the real SDK
+(in the StoreGateway, for the shared pod list, and in the Scaler). The Scaler runs in this
+process (to time `step()` exactly) with the real RayLifecycles directory for the N (its cycles
+re-attach them by name, as the Scaler actor does) and a no-op for the row-only workers (a cached
+handle: what ensure() costs for a known lifecycle).
 
     .venv/bin/python bench/fleet_scale.py [--lifecycles 100] [--rows 1000] [--nodes 2] [--tasks 100000] [--cycles 30]
 """
@@ -57,6 +58,27 @@ def _fleet_rows(store: Any, api: Any, count: int, prefix: str) -> list[str]:
         store.transition_worker(worker_id, WorkerState.SPAWNING, WorkerState.ACTIVE, "promoted: bench set-up")
         ids.append(worker_id)
     return ids
+
+
+def _pods_and_workers(url: str, n: int, total: int, every_s: float, conn: Any) -> None:
+    """A child process: the loopback RunPod API with the fleet's pods, the worker rows, and the
+    workers' heartbeats. Kept out of the bench's own process, where the timed Scaler runs: its GIL
+    is then shared with nothing a production Scaler does not share it with."""
+    from store.postgres import PostgresStore
+    from tests.support.runpod_api import FakeRunPodApi
+
+    store = PostgresStore(url, min_size=1, max_size=2, application_name="bench")
+    with FakeRunPodApi(api_key="bench-key") as api:
+        ids = _fleet_rows(store, api, n, "a")
+        rows_only = _fleet_rows(store, api, total - n, "b")
+        stop = threading.Event()
+        beats = threading.Thread(target=_heartbeats, args=(store, ids + rows_only, stop, every_s), daemon=True)
+        beats.start()
+        conn.send((api.base_url, api.api_key, ids, rows_only))
+        conn.recv()  # until the bench is done
+        stop.set()
+        conn.send({"deploy": api.count("deploy"), "pods": api.count("pods"), "pod": api.count("pod")})
+    store.close()
 
 
 def _heartbeats(store: Any, ids: list[str], stop: threading.Event, every_s: float) -> None:
@@ -344,7 +366,9 @@ def _lose_a_node(cluster: Any, handles: list[Any]) -> None:
     print("node loss: the lifecycles were NOT back within 600 s")
 
 
-def bench(url: str, api: Any, args: argparse.Namespace) -> None:
+def bench(url: str, args: argparse.Namespace) -> None:
+    import multiprocessing
+
     import ray
 
     from actors import remote
@@ -354,27 +378,28 @@ def bench(url: str, api: Any, args: argparse.Namespace) -> None:
     n = args.lifecycles
     total = max(args.rows, n)
     state_dir = Path(tempfile.mkdtemp(prefix="bench-state-"))
+    store = PostgresStore(url, min_size=1, max_size=2, application_name="bench")
+    _queue(store, args.tasks, args.users)
+    heartbeat_s = 10.0  # the production default: settings_for keeps it
+    ours, theirs = multiprocessing.get_context("spawn").Pipe()
+    fleet = multiprocessing.get_context("spawn").Process(
+        target=_pods_and_workers, args=(url, n, total, heartbeat_s, theirs), daemon=True
+    )
+    fleet.start()
+    base_url, _key, ids, _rows_only = ours.recv()
     # Production defaults for the pools (the Scaler's 8, the gateway's 3), the poll period (min of
     # heartbeat and cycle interval: 10 s) and the cycle interval. 30 s to connect: 100 processes
     # starting at once on 2 cores can take more than the default 5 s.
     settings = settings_for(
         url,
         state_dir,
-        api.base_url,
+        base_url,
         pool_max_size=8,
         connect_timeout_s=30.0,
         max_workers=min(total, 1000),
         idle_timeout_s=86_400.0,
     )
-    store = PostgresStore(url, min_size=1, max_size=2, application_name="bench")
-    ids = _fleet_rows(store, api, n, "a")
-    rows_only = _fleet_rows(store, api, total - n, "b")
-    _queue(store, args.tasks, args.users)
-    stop = threading.Event()
-    beats = threading.Thread(
-        target=_heartbeats, args=(store, ids + rows_only, stop, settings.scaling.heartbeat_interval_s), daemon=True
-    )
-    beats.start()
+    assert settings.scaling.heartbeat_interval_s == heartbeat_s
     temp_dir = Path(tempfile.mkdtemp(prefix="rfs-", dir="/tmp"))
     cluster = _start_cluster(args, settings.ray.lifecycle_resource, temp_dir)
     ray.init(address=cluster.address, namespace=settings.ray.namespace, log_to_driver=False)
@@ -418,16 +443,17 @@ def bench(url: str, api: Any, args: argparse.Namespace) -> None:
             f"lifecycles after the cycles: states {by_state}, steps min {min(steps)} max {max(steps)}, "
             f"errors {len(errors)} {errors[:1]}; the gateway served {calls} calls"
         )
-        stop.set()
+        ours.send("done")
+        print(f"loopback RunPod API calls (deploy = pods created; pods = list; pod = get): {ours.recv()}")
         for handle in handles:
             ray.get(handle.stop.remote())
             ray.kill(handle, no_restart=True)
     finally:
-        stop.set()
         ray.shutdown()
         cluster.shutdown()
         kill_processes_of(str(temp_dir))
         store.close()
+        fleet.kill()
 
 
 def main() -> None:
@@ -446,10 +472,8 @@ def main() -> None:
     parser.add_argument("--max-connections", type=int, default=100, help="of the bench's throwaway Postgres")
     args = parser.parse_args()
 
-    from tests.support.runpod_api import FakeRunPodApi
-
-    with postgres(max_connections=args.max_connections) as url, FakeRunPodApi(api_key="bench-key") as api:
-        bench(url, api, args)
+    with postgres(max_connections=args.max_connections) as url:
+        bench(url, args)
 
 
 if __name__ == "__main__":

@@ -200,3 +200,5 @@ def test_nodes_advertise_lifecycle_slots_for_the_whole_fleet() -> None:
     at_most = head["resources"][resource] + sum(s["max_workers"] * s["resources"][resource] for s in types.values())
     assert at_most >= settings.scaling.max_workers
     assert config["max_workers"] >= sum(s["max_workers"] for s in types.values())
+    # The Scaler's pool, the LogShipper's and the store gateway's: the orchestrator's connections.
+    assert 2 * settings.database.pool_max_size + settings.database.gateway_pool_size <= 10
