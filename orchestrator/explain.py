@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from contextlib import ExitStack
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -22,7 +22,7 @@ import typer
 
 from orchestrator import forensics
 from orchestrator.explain_queries import ExplainError, explain_at, explain_timeline, explain_worker, resolve_time
-from store.base import Store, StoreError
+from store.base import RetentionWindow, Store, StoreError
 
 if TYPE_CHECKING:
     from config import OrchestratorSettings
@@ -106,15 +106,18 @@ def command(
         now = store.now()
         span = timedelta(minutes=window)
         report: forensics.Report
+        asked_from: datetime | None = None  # the earliest time the question is about, if any
         if worker:
             report = explain_worker(store, worker.strip(), cycle_interval_s=cycle, now=now)
         elif at:
             moment = resolve_time(store, at, now=now, window=span)
+            asked_from = moment - span
             report = explain_at(store, moment, window=span, cycle_interval_s=cycle, threshold_s=threshold, now=now)
         else:
             assert since is not None
             start = resolve_time(store, since, now=now, window=timedelta(hours=1))
             end = resolve_time(store, until, now=now, window=span, near=start) if until else now
+            asked_from = start
             if end <= start:
                 raise ExplainError(
                     f"--until {until!r} is not after --since {since!r}"
@@ -124,10 +127,17 @@ def command(
             report = explain_timeline(
                 store, start, end, cycle_interval_s=cycle, threshold_s=threshold, now=now, all_decisions=all_decisions
             )
+        windows = store.retention_windows()
         if as_json:
-            typer.echo(json.dumps({"database": store.describe(), **report.to_json()}, indent=2, default=str))
+            retained = [w.model_dump(mode="json") for w in windows]
+            typer.echo(
+                json.dumps(
+                    {"database": store.describe(), "retained": retained, **report.to_json()}, indent=2, default=str
+                )
+            )
         else:
             typer.echo(f"database: {store.describe()}")
+            typer.echo(_retention_text(windows, asked_from))
             typer.echo(forensics.render(report).rstrip())
     except ExplainError as exc:
         raise _fail(str(exc)) from None
@@ -143,3 +153,19 @@ def command(
             close()
         except Exception as exc:  # stopping the embedded server must not mask the answer
             typer.echo(f"orchestrator explain: could not stop the embedded database: {exc}", err=True)
+
+
+def _retention_text(windows: list[RetentionWindow], asked_from: datetime | None) -> str:
+    """Where the retained window starts (settings.retention; the Scaler deletes older rows), and a
+    warning when the question reaches before it: what happened then is no longer on record."""
+    if not windows:
+        return "retained: everything so far (retention has not run on this database)"
+    line = "retained: " + ", ".join(f"{w.target} since {w.cutoff:%Y-%m-%d %H:%M} UTC" for w in windows)
+    cut = [w for w in windows if asked_from is not None and w.cutoff > asked_from]
+    if cut and asked_from is not None:
+        line += (
+            f"\nnote: {asked_from:%Y-%m-%d %H:%M:%S} UTC is before the retained window of "
+            + ", ".join(w.target for w in cut)
+            + ": what happened then has been deleted, and silence there is no evidence"
+        )
+    return line

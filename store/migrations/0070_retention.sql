@@ -44,22 +44,25 @@ BEGIN
     v_cutoff := now() - make_interval(secs => p_keep_s);
     CASE p_target
         WHEN 'system_logs' THEN
-            DELETE FROM system_logs WHERE id IN (
+            -- MATERIALIZED: the batch is chosen (and locked) once, never re-run per row
+            WITH batch AS MATERIALIZED (
                 SELECT l.id FROM system_logs l WHERE l.at < v_cutoff ORDER BY l.at LIMIT p_batch
-                FOR UPDATE SKIP LOCKED);
+                FOR UPDATE SKIP LOCKED)
+            DELETE FROM system_logs l USING batch b WHERE l.id = b.id;
             GET DIAGNOSTICS v_deleted = ROW_COUNT;
         WHEN 'worker_events' THEN
-            DELETE FROM worker_events WHERE id IN (
+            WITH batch AS MATERIALIZED (
                 SELECT e.id FROM worker_events e WHERE e.at < v_cutoff ORDER BY e.at LIMIT p_batch
-                FOR UPDATE SKIP LOCKED);
+                FOR UPDATE SKIP LOCKED)
+            DELETE FROM worker_events e USING batch b WHERE e.id = b.id;
             GET DIAGNOSTICS v_deleted = ROW_COUNT;
         WHEN 'workers' THEN
-            DELETE FROM workers WHERE id IN (
+            WITH batch AS MATERIALIZED (
                 SELECT w.id FROM workers w
                 WHERE w.status = 'terminated' AND w.terminated_at < v_cutoff
                 ORDER BY w.terminated_at LIMIT p_batch
                 FOR UPDATE SKIP LOCKED)
-              AND status = 'terminated';
+            DELETE FROM workers w USING batch b WHERE w.id = b.id AND w.status = 'terminated';
             GET DIAGNOSTICS v_deleted = ROW_COUNT;
         WHEN 'tasks' THEN
             -- the profile's own queue only (native: retain_finished_tasks); none in the reigh profile

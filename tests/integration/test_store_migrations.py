@@ -13,7 +13,16 @@ from typing import Any
 import psycopg
 import pytest
 
-from store.migrate import Migration, applied_migrations, apply_migrations, load_migrations, render_sql
+from store.migrate import (
+    OUTSIDE_TRANSACTION,
+    Migration,
+    MigrationChanged,
+    MigrationFileError,
+    applied_migrations,
+    apply_migrations,
+    load_migrations,
+    render_sql,
+)
 from store.postgres import PostgresStore
 
 TABLES = [
@@ -262,3 +271,39 @@ def test_supabase_api_roles_get_nothing(pg_server_url: str, empty_database_url: 
         conn.execute("SET ROLE anon")
         with pytest.raises(psycopg.errors.InsufficientPrivilege):
             conn.execute("SELECT orchestrator.claim_next_task('w', NULL)")
+
+
+def test_a_changed_applied_migration_is_refused_naming_its_file(empty_database_url: str) -> None:
+    migrations = load_migrations()
+    assert apply_migrations(empty_database_url, migrations=migrations) == [m.name for m in migrations]
+    changed = [
+        Migration(m.name, m.sql + "\n-- edited after it was applied\n") if m.name == "native/0020_tasks" else m
+        for m in migrations
+    ]
+    with pytest.raises(MigrationChanged, match=r"store/migrations/native/0020_tasks\.sql was applied"):
+        apply_migrations(empty_database_url, migrations=changed)
+    # a new file next to the unchanged ones is applied as before
+    added = [*migrations, Migration("0095_added", "CREATE TABLE IF NOT EXISTS added_later (id int);")]
+    assert apply_migrations(empty_database_url, migrations=added) == ["0095_added"]
+
+
+def test_an_outside_transaction_file_builds_indexes_concurrently_and_holds_nothing_else(
+    database_url: str,
+) -> None:
+    index = Migration(
+        "0096_index",
+        f"{OUTSIDE_TRANSACTION}\nCREATE INDEX CONCURRENTLY IF NOT EXISTS tasks_bench_idx ON tasks (task_type);\n",
+    )
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        # an interrupted concurrent build leaves an invalid index of that name: dropped and built again
+        conn.execute("CREATE INDEX tasks_bench_idx ON tasks (task_type)")
+        conn.execute("UPDATE pg_index SET indisvalid = false WHERE indexrelid = 'tasks_bench_idx'::regclass")
+    assert apply_migrations(database_url, migrations=[index]) == ["0096_index"]
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        valid = conn.execute(
+            "SELECT indisvalid FROM pg_index WHERE indexrelid = 'tasks_bench_idx'::regclass"
+        ).fetchone()
+    assert valid == (True,)
+    bad = Migration("0097_bad", f"{OUTSIDE_TRANSACTION}\nCREATE TABLE nope (id int);\n")
+    with pytest.raises(MigrationFileError, match=r"store/migrations/0097_bad\.sql: .*only CREATE/DROP INDEX"):
+        apply_migrations(database_url, migrations=[bad])

@@ -24,8 +24,8 @@ CREATE TABLE IF NOT EXISTS tasks (
 CREATE INDEX IF NOT EXISTS tasks_queued_idx ON tasks (created_at, id) WHERE status = 'Queued';
 -- demand_snapshot groups Queued tasks by user.
 CREATE INDEX IF NOT EXISTS tasks_queued_user_idx ON tasks (user_id, depends_on) WHERE status = 'Queued';
--- The per-user limit counts In Progress tasks of one user (claim and demand).
-CREATE INDEX IF NOT EXISTS tasks_in_progress_user_idx ON tasks (user_id) WHERE status = 'In Progress';
+-- (tasks_in_progress_user_idx, for the per-user limit, is gone: queue_users counts them; every
+-- claim paid an insert into it. native/0076_queue_indexes.sql drops it where it exists.)
 -- A worker's tasks: requeue on death, tasks_in_progress and idle_since of list_workers.
 CREATE INDEX IF NOT EXISTS tasks_worker_idx ON tasks (worker_id, status, finished_at);
 -- task_counts and list_tasks(status).

@@ -35,8 +35,10 @@ $$;
 -- a row it locks) and no other claim of that user runs until it commits. A claimer that finds the
 -- row locked takes the next user instead of waiting.
 --
--- With p_task_types, each user with capacity is probed for its oldest ready task of those types
--- (tasks_ready_user_idx): the cost grows with the users that have capacity, never with the depth.
+-- With p_task_types, users with capacity are probed in the order of their heads for their oldest
+-- ready task of those types (tasks_ready_user_idx), until the next user's head is younger than the
+-- best found: the cost grows with the users whose ready tasks are all of other types, never with
+-- the depth of the queue.
 CREATE OR REPLACE FUNCTION claim_next_task(p_worker_id text, p_task_types text[] DEFAULT NULL) RETURNS jsonb
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -44,6 +46,9 @@ DECLARE
     v_user queue_users;
     v_user_id text;
     v_task tasks;
+    v_candidate record;
+    v_best_at timestamptz;
+    v_best_id text;
     v_skipped_users text[] := '{}';
     v_all_types boolean := p_task_types IS NULL OR cardinality(p_task_types) = 0;
 BEGIN
@@ -72,18 +77,30 @@ BEGIN
             WHERE t.id = v_user.head_id AND t.status = 'Queued' AND NOT t.blocked
             FOR UPDATE SKIP LOCKED;
         ELSE
-            SELECT c.user_id INTO v_user_id FROM (
-                SELECT u.user_id, f.created_at, f.id FROM queue_users u
-                CROSS JOIN LATERAL (
-                    SELECT t.created_at, t.id FROM tasks t
-                    WHERE t.user_id = u.user_id AND t.status = 'Queued' AND NOT t.blocked
-                      AND t.task_type = ANY (p_task_types)
-                    ORDER BY t.created_at, t.id LIMIT 1) f
+            -- Users by their head, each probed for its oldest ready task of those types, until
+            -- a user's head is younger than the best task found: none of its tasks can be older.
+            -- With mostly served types that is one or two users.
+            v_user_id := NULL;
+            v_best_at := NULL;
+            v_best_id := NULL;
+            FOR v_candidate IN
+                SELECT u.user_id, u.head_created_at, u.head_id FROM queue_users u
                 WHERE u.head_id IS NOT NULL AND NOT u.at_limit AND u.user_id <> ALL (v_skipped_users)
-            ) c
-            ORDER BY c.created_at, c.id
-            LIMIT 1;
-            IF NOT FOUND THEN
+                ORDER BY u.head_created_at, u.head_id
+            LOOP
+                EXIT WHEN v_best_at IS NOT NULL
+                    AND (v_candidate.head_created_at, v_candidate.head_id) > (v_best_at, v_best_id);
+                SELECT t.created_at, t.id INTO v_task.created_at, v_task.id FROM tasks t
+                WHERE t.user_id = v_candidate.user_id AND t.status = 'Queued' AND NOT t.blocked
+                  AND t.task_type = ANY (p_task_types)
+                ORDER BY t.created_at, t.id LIMIT 1;
+                IF FOUND AND (v_best_at IS NULL OR (v_task.created_at, v_task.id) < (v_best_at, v_best_id)) THEN
+                    v_best_at := v_task.created_at;
+                    v_best_id := v_task.id;
+                    v_user_id := v_candidate.user_id;
+                END IF;
+            END LOOP;
+            IF v_user_id IS NULL THEN
                 RETURN NULL;
             END IF;
             SELECT u.* INTO v_user FROM queue_users u
@@ -104,13 +121,26 @@ BEGIN
             v_skipped_users := v_skipped_users || v_user.user_id;
             CONTINUE;
         END IF;
-        -- queue_users_adjust (the trigger) counts the claim and moves the user's head, under the
-        -- lock this transaction holds
+        -- The claim counts itself and moves the user's head (under the lock it holds) instead of
+        -- the UPDATE trigger: it knows the one change (a ready Queued task of this user now In
+        -- Progress; nothing finished, nothing to settle, nobody to wake), and the trigger's
+        -- generic work was most of a claim's time. The trigger skips the statement that names
+        -- this task in orchestrator.claiming (transaction-local).
+        PERFORM set_config('orchestrator.claiming', v_task.id, true);
         UPDATE tasks
         SET status = 'In Progress', worker_id = p_worker_id, claimed_at = now(), attempts = attempts + 1,
             finished_at = NULL, error = NULL
         WHERE id = v_task.id
         RETURNING * INTO v_task;
+        PERFORM set_config('orchestrator.claiming', '', true);
+        UPDATE queue_users q
+        SET in_progress = q.in_progress + 1, queued = q.queued - 1, ready = q.ready - 1,
+            at_limit = q.in_progress + 1 >= queue_setting('per_user_concurrency_limit', 3),
+            (head_created_at, head_id) = (
+                SELECT t.created_at, t.id FROM tasks t
+                WHERE t.user_id = v_task.user_id AND t.status = 'Queued' AND NOT t.blocked
+                ORDER BY t.created_at, t.id LIMIT 1)
+        WHERE q.user_id = v_task.user_id;
         RETURN to_jsonb(v_task);
     END LOOP;
 END
@@ -310,6 +340,31 @@ BEGIN
     IF p_users IS NULL OR cardinality(p_users) = 0 THEN
         RETURN;
     END IF;
+    IF cardinality(p_users) = 1 THEN
+        -- one user (a claim, a completion): plain index lookups, the common case
+        PERFORM 1 FROM queue_users WHERE user_id = p_users[1] FOR UPDATE;
+        IF NOT FOUND THEN
+            INSERT INTO queue_users (user_id) VALUES (p_users[1]) ON CONFLICT (user_id) DO NOTHING;
+            PERFORM 1 FROM queue_users WHERE user_id = p_users[1] FOR UPDATE;
+        END IF;
+        v_limit := queue_setting('per_user_concurrency_limit', 3);
+        IF p_head[1] THEN
+            UPDATE queue_users q
+            SET in_progress = q.in_progress + p_in_progress[1], queued = q.queued + p_queued[1],
+                ready = q.ready + p_ready[1], at_limit = q.in_progress + p_in_progress[1] >= v_limit,
+                (head_created_at, head_id) = (
+                    SELECT t.created_at, t.id FROM tasks t
+                    WHERE t.user_id = p_users[1] AND t.status = 'Queued' AND NOT t.blocked
+                    ORDER BY t.created_at, t.id LIMIT 1)
+            WHERE q.user_id = p_users[1];
+        ELSE
+            UPDATE queue_users q
+            SET in_progress = q.in_progress + p_in_progress[1], queued = q.queued + p_queued[1],
+                ready = q.ready + p_ready[1], at_limit = q.in_progress + p_in_progress[1] >= v_limit
+            WHERE q.user_id = p_users[1];
+        END IF;
+        RETURN;
+    END IF;
     LOOP
         SELECT count(*) INTO v_locked
         FROM (SELECT 1 FROM queue_users WHERE user_id = ANY (p_users) ORDER BY user_id FOR UPDATE) s;
@@ -411,6 +466,10 @@ DECLARE
     v_settled text[];
     v_wake boolean;
 BEGIN
+    -- claim_next_task counts its own claim (see there)
+    IF current_setting('orchestrator.claiming', true) <> '' THEN
+        RETURN NULL;
+    END IF;
     -- only the rows whose status, readiness, owner or age changed count (a result or params
     -- update is none of these)
     PERFORM queue_users_adjust(array_agg(d.user_id), array_agg(d.ip), array_agg(d.qd), array_agg(d.rd),
@@ -568,18 +627,19 @@ LANGUAGE plpgsql AS $$
 DECLARE
     v_deleted integer;
 BEGIN
-    DELETE FROM tasks WHERE id IN (
+    -- MATERIALIZED: the batch is chosen (and locked) once, never re-run per row
+    WITH batch AS MATERIALIZED (
         SELECT t.id FROM tasks t
         WHERE t.status IN ('Complete', 'Failed', 'Cancelled') AND t.finished_at < p_cutoff
         ORDER BY t.finished_at LIMIT p_batch
         FOR UPDATE SKIP LOCKED)
-      AND status IN ('Complete', 'Failed', 'Cancelled');
+    DELETE FROM tasks t USING batch b WHERE t.id = b.id AND t.status IN ('Complete', 'Failed', 'Cancelled');
     GET DIAGNOSTICS v_deleted = ROW_COUNT;
     -- users left with nothing queued or in progress (retention keeps queue_users to the live ones)
-    DELETE FROM queue_users WHERE user_id IN (
+    WITH idle AS MATERIALIZED (
         SELECT u.user_id FROM queue_users u WHERE u.queued = 0 AND u.in_progress = 0 LIMIT p_batch
         FOR UPDATE SKIP LOCKED)
-      AND queued = 0 AND in_progress = 0;
+    DELETE FROM queue_users u USING idle i WHERE u.user_id = i.user_id AND u.queued = 0 AND u.in_progress = 0;
     RETURN v_deleted;
 END
 $$;
