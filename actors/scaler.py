@@ -515,9 +515,10 @@ class Scaler:
             jitter=random.random(),
         )
 
-    def _database_back(self) -> None:
+    def _database_back(self, leads: bool) -> None:
         """The database answered again: the outage is recorded (one orchestrator event: start, end,
-        what waited) before anything else is written; a record that fails is tried next cycle."""
+        what waited) before anything else is written; a record that fails is tried next cycle. Only
+        by the Scaler that leads now: a standby's view of the same outage would record it twice."""
         outage = self._outage
         if outage is not None:
             self._outage = None
@@ -556,8 +557,11 @@ class Scaler:
             self._settings.lease_ttl_s,
             successor_of=None if self._lease_asked else self.lineage,
         )
-        self._database_back()
+        self._database_back(lease.acquired)
         self._lease_asked = True
+        if not leads:
+            self._outages_to_record.clear()  # the leader records it; the logs keep this one's view
+            return
         self._seen_lease = lease
         previous = self._lease
         self._lease = lease if lease.acquired else None
