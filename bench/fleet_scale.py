@@ -138,6 +138,27 @@ def _ray_processes() -> dict[str, list[int]]:
     return kinds
 
 
+def _bare_actor_uss(resource: str, count: int = 4) -> float:
+    """Mean USS of do-nothing Ray actors placed like lifecycles: the floor a lifecycle is measured against."""
+    import ray
+
+    @ray.remote(num_cpus=0)
+    class Bare:
+        def pid(self) -> int:
+            return os.getpid()
+
+    actors = [
+        Bare.options(resources={resource: 1}, scheduling_strategy="SPREAD").remote()  # type: ignore[attr-defined]
+        for _ in range(count)
+    ]
+    pids = ray.get([a.pid.remote() for a in actors], timeout=300)
+    time.sleep(5)
+    uss = [_uss(pid)[0] for pid in pids]
+    for actor in actors:
+        ray.kill(actor)
+    return statistics.fmean(uss) / MIB
+
+
 def _print_memory(pids: list[int]) -> None:
     n = len(pids)
     mem = [_uss(pid) for pid in pids]
@@ -322,7 +343,7 @@ def _start_cluster(args: argparse.Namespace, resource: str, temp_dir: Path) -> A
         },
     )
     for _ in range(args.nodes):
-        cluster.add_node(num_cpus=args.num_cpus, resources={resource: args.node_slots or args.lifecycles})
+        cluster.add_node(num_cpus=args.num_cpus, resources={resource: args.node_slots or args.lifecycles + 4})
     return cluster
 
 
@@ -420,6 +441,7 @@ def bench(url: str, args: argparse.Namespace) -> None:
             f"(gpu-orchestrator: the store gateway serving {n} lifecycles; target <= 10)"
         )
         _print_memory(pids)
+        print(f"  a bare Ray actor placed the same way: {_bare_actor_uss(settings.ray.lifecycle_resource):.1f} MiB USS")
         if args.nodes >= 2:
             _lose_a_node(cluster, handles)
             print(f"database connections after the node loss: {_connections(url)}")
