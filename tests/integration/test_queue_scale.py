@@ -6,7 +6,9 @@ while claims go on."""
 from __future__ import annotations
 
 import threading
+import time
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -286,3 +288,73 @@ def test_explain_says_where_the_retained_window_starts(pg_store: PostgresStore, 
     result = CliRunner().invoke(app, ["explain", "--since", before, "--json"], env=env)
     assert result.exit_code == 0, result.output
     assert '"target": "worker_events"' in result.output
+
+
+class _NoLifecycles:
+    """No worker is ever spawned here (max_workers 0): the Scaler's lifecycle directory stays empty."""
+
+    def __len__(self) -> int:
+        return 0
+
+    def ensure(self, worker_id: str) -> None: ...
+
+    def drain(self, worker_id: str, reason: str, epoch: int | None) -> None: ...
+
+    def keep_only(self, worker_ids: set[str]) -> None: ...
+
+
+def test_the_scaler_debounces_wakeups_lists_pods_on_its_cadence_and_applies_retention(
+    database_url: str, tmp_path: Path
+) -> None:
+    from actors.scaler import Scaler
+    from tests.support.fleet_harness import fast_settings, unique_name
+    from tests.support.polling import wait_for
+
+    settings = fast_settings(
+        database_url,
+        tmp_path,
+        max_workers=0,
+        cycle_interval_s=30.0,
+        wake_debounce_s=1.0,
+        provider_list_interval_s=600.0,
+        lease_ttl_s=60.0,
+    )
+    settings = settings.model_copy(
+        update={
+            "retention": settings.retention.model_copy(
+                update={"system_logs_s": 3600.0, "batch_size": 10, "max_batches": 2, "interval_s": 1.0}
+            )
+        }
+    )
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute(
+            """INSERT INTO system_logs (id, at, level, source_type, source_id, message)
+               SELECT 'old' || g, now() - interval '2 hours', 'INFO', 'worker', 'w', 'm'
+               FROM generate_series(0, 49) g"""
+        )
+    scaler = Scaler(settings, holder="test/debounce", name=unique_name("scaler-debounce"), lifecycles=_NoLifecycles())
+    store = PostgresStore(database_url, max_size=1)
+    try:
+        wait_for(lambda: scaler.status()["role"] == "leader", 20, "the Scaler leads")
+        # retention ran in the first cycle: two batches of 10 of the 50 old rows, the rest next runs
+        wait_for(lambda: store.retention_windows(), 20, "a retention run on record")
+        start_wakeups, start_lists = scaler._wakeups, scaler._provider_lists
+        started = time.monotonic()
+        for i in range(100):  # a stream of claimable tasks, each notifying
+            store.insert_tasks([NewTask(task_type="t", user_id=f"u{i % 5}")])
+            time.sleep(0.02)
+        wait_for(lambda: scaler._wakeups > start_wakeups, 20, "a wake-up by the notifications")
+        elapsed = time.monotonic() - started
+        # at most one event-driven cycle per debounce (1 s), whatever the rate of notifications
+        assert scaler._wakeups - start_wakeups <= elapsed / 1.0 + 2
+        # and the provider is not listed per wake-up (its cadence is 600 s; timed cycles are 30 s apart)
+        assert scaler._provider_lists - start_lists <= 1
+        with psycopg.connect(database_url, autocommit=True) as conn:
+            wait_for(
+                lambda: conn.execute("SELECT count(*) FROM system_logs WHERE id LIKE 'old%'").fetchone() == (0,),
+                20,
+                "every old log row deleted over a few runs",
+            )
+    finally:
+        scaler.stop("test over")
+        store.close()
