@@ -15,7 +15,7 @@ outage as one event with its start, end and what waited, and no silence.
 
 from __future__ import annotations
 
-import json
+import contextlib
 import os
 import re
 import shutil
@@ -27,6 +27,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import psutil
 import psycopg
 import pytest
 
@@ -36,12 +37,12 @@ from tests.support.polling import wait_for
 ORCHESTRATOR = str(Path(sys.executable).parent / "orchestrator")
 SPEED = 40  # trace seconds per demo second: the policy's idle and stabilization knobs shrink with it
 OUTAGE_S = 17.0  # > the demo's heartbeat_timeout_s (15 s) and > the old 5 s give-up
-# Three tasks of ~50 s that span both outages, and two short ones that arrive during the first (the
+# Three tasks of 45 s that span both outages, and two short ones that arrive during the first (the
 # replay's insert waits for the database).
 TRACE = """arrival_s,task_type,user_id,duration_s,depends_on
-0,travel_segment,u1,2000,
-0,travel_segment,u2,2000,
-0,travel_segment,u3,2000,
+0,travel_segment,u1,1800,
+0,travel_segment,u2,1800,
+0,travel_segment,u3,1800,
 1000,travel_orchestrator,u4,200,
 1000,travel_orchestrator,u5,200,
 """
@@ -66,6 +67,30 @@ def postgres() -> Iterator[DedicatedPostgres]:
         yield pg
     finally:
         pg.cleanup()
+
+
+def _marked(marker: str) -> list[psutil.Process]:
+    """The live processes the demo started (its pods, its Ray): they inherit its marker variable."""
+    found = []
+    for proc in psutil.process_iter():
+        try:
+            if proc.environ().get("DEMO_TEST_MARKER") == marker and proc.status() != psutil.STATUS_ZOMBIE:
+                found.append(proc)
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            continue
+    return found
+
+
+def _stop_leftovers(marker: str) -> None:
+    """Every process the demo started that still runs: SIGTERM, then SIGKILL."""
+    found = _marked(marker)
+    for proc in found:
+        with contextlib.suppress(psutil.Error):
+            proc.terminate()
+    _, alive = psutil.wait_procs(found, timeout=15)
+    for proc in alive:
+        with contextlib.suppress(psutil.Error):
+            proc.kill()
 
 
 def _in_progress(url: str) -> int:
@@ -142,7 +167,7 @@ def test_demo_rides_out_a_stopped_and_a_killed_database(workdir: Path, postgres:
         try:
             found = wait_for(
                 lambda: re.search(r"Ray cluster: (\S+)", log.read_text()),
-                120,
+                180,
                 "the demo's Ray is up",
                 explain=lambda: log.read_text()[-3000:],
             )
@@ -156,10 +181,15 @@ def test_demo_rides_out_a_stopped_and_a_killed_database(workdir: Path, postgres:
             if demo.poll() is None:
                 os.killpg(demo.pid, 9)
                 demo.wait()
+                _stop_leftovers(env["DEMO_TEST_MARKER"])  # its pods ride out any outage: stop them
     output = log.read_text()
     assert code == 0, output[-4000:]
     assert "tasks:        5/5 done, 0 failed, 0 unfinished" in output, output[-4000:]
     assert "Traceback" not in output, output[-4000:]
+    try:
+        wait_for(lambda: not _marked(env["DEMO_TEST_MARKER"]), 30, "the demo leaves no pod or Ray process behind")
+    finally:
+        _stop_leftovers(env["DEMO_TEST_MARKER"])
     for said in (stopped, killed):
         assert re.search(r"database unreachable since \d\d:\d\d:\d\d \(\d+ attempts?\)", said), said
 
@@ -192,13 +222,5 @@ def test_demo_rides_out_a_stopped_and_a_killed_database(workdir: Path, postgres:
     )
     assert timeline.returncode == 0, timeline.stderr
     assert timeline.stdout.count("Database unreachable from") == 2, timeline.stdout[-4000:]
+    assert "Scaler cycle(s) without a decision" in timeline.stdout, timeline.stdout[-4000:]  # what waited
     assert "SILENT" not in timeline.stdout, timeline.stdout[-4000:]
-    as_json = subprocess.run(
-        [ORCHESTRATOR, "explain", "--since", "1h", "--json"],
-        cwd=workdir,
-        env=cli_env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert [o["attempts"] > 0 for o in json.loads(as_json.stdout)["outages"]] == [True, True], as_json.stdout
