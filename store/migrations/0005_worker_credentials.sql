@@ -232,6 +232,11 @@ BEGIN
         'CREATE ROLE %I LOGIN INHERIT NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS '
         'CONNECTION LIMIT 5 PASSWORD %L VALID UNTIL %L IN ROLE orchestrator_worker',
         v_role, v_cred.password, v_until);
+    -- A pod that opens a transaction and sits in it would hold the row and advisory locks its claim
+    -- took (other workers' claims of that user would wait): it is ended. No statement of a worker
+    -- takes minutes either.
+    EXECUTE format('ALTER ROLE %I SET idle_in_transaction_session_timeout = %L', v_role, '30s');
+    EXECUTE format('ALTER ROLE %I SET statement_timeout = %L', v_role, '2min');
     RETURN worker_credential_json(v_cred);
 END
 $$;

@@ -116,6 +116,8 @@ def test_a_pods_login_role_does_its_own_work_and_nothing_else(orchestrator: Post
     assert role != psycopg.conninfo.conninfo_to_dict(database_url).get("user")
 
     with psycopg.connect(pod_url) as pod:
+        assert pod.execute("SHOW idle_in_transaction_session_timeout").fetchone() == ("30s",)
+        pod.rollback()
         for table in PRIVATE_TABLES:
             assert "permission denied" in _refused(pod, f"SELECT * FROM orchestrator.{table} LIMIT 1")
         assert "only as itself" in _refused(pod, "SELECT orchestrator.claim_next_task(%s)", (WORKER_B,))
