@@ -247,6 +247,15 @@ class Scaler:
         self._last_error: tuple[str, float] | None = None
         # Pod terminates made here that failed, by pod id: retried with backoff (DB clock).
         self._pod_retries: dict[str, supervision.Retry] = {}
+        # Wake-ups (see _debounce and _phase_pods): whether this cycle was woken by a notification,
+        # when the last such cycle started, how many there were; the provider's last pod list
+        # (monotonic time read, database time read, pods) and how many lists were made.
+        self._woken = False
+        self._last_woken_at: float | None = None
+        self._wakeups = 0
+        self._listed: tuple[float, float, list[cloud.Pod]] | None = None
+        self._provider_lists = 0
+        self._retention_at: float | None = None  # monotonic time of the last retention run
         # The database out of reach (this process's clock), while it is; the record of the last
         # one until it is written; cycles it cost; what the last sync saw (for "what waited").
         self._outage: supervision.Outage | None = None
@@ -385,7 +394,9 @@ class Scaler:
             remaining = self._config.cycle_interval_s - (time.monotonic() - started)
             if self._outage is not None:  # the database is away: capped, jittered backoff instead
                 remaining = supervision.outage_wait_s(self._outage, time.time(), default_s=remaining)
-            self._wait(max(remaining, _MIN_CYCLE_GAP_S))
+            self._woken = self._wait(max(remaining, _MIN_CYCLE_GAP_S))
+            if self._woken:
+                self._debounce()
 
     def _watch(self) -> None:
         """Export the seconds since the last completed cycle, also (above all) while a cycle hangs."""
@@ -393,13 +404,26 @@ class Scaler:
             since = self._last_completed_at if self._last_completed_at is not None else self._started_at
             _telemetry.record_seconds_since_cycle(time.time() - since)
 
-    def _wait(self, timeout_s: float) -> None:
-        """Until a task changes (leader only) or the interval passes."""
+    def _debounce(self) -> None:
+        """A cycle woken by a notification starts at least `wake_debounce_s` after the previous
+        such cycle: a stream of inserts (each notifies) wakes the Scaler at most once per that gap.
+        Notifications that arrive meanwhile wait on the LISTEN connection and wake the next wait."""
+        gap = self._config.wake_debounce_s
+        now = time.monotonic()
+        if self._last_woken_at is not None and gap > 0:
+            left = self._last_woken_at + gap - now
+            if left > 0:
+                self._stop.wait(left)
+        self._last_woken_at = time.monotonic()
+        self._wakeups += 1
+
+    def _wait(self, timeout_s: float) -> bool:
+        """Until a task changes (leader only) or the interval passes; True when a notification woke it."""
         if self._lease is None or self._outage is not None or self._stop.is_set():
             self._stop.wait(timeout_s)
-            return
+            return False
         try:
-            self._store.wait_for_task_change(timeout_s)
+            return self._store.wait_for_task_change(timeout_s)
         except store_base.DatabaseUnavailable as exc:  # the next cycle's lease call finds the outage
             _telemetry.record_error("scaler", "wait_for_task_change")
             logger.warning("waiting for task notifications failed (%s); sleeping instead", exc)
@@ -408,6 +432,7 @@ class Scaler:
             _telemetry.record_error("scaler", "wait_for_task_change")
             logger.exception("waiting for task notifications failed; sleeping instead")
             self._stop.wait(timeout_s)
+        return False
 
     def step(self) -> dict[str, Any]:
         """One cycle; returns its report. Public so tests can drive a plain instance."""
@@ -415,6 +440,8 @@ class Scaler:
         cycle = _Cycle(number=self._cycle, started_at=time.time())
         with cycle.scope:
             self._run_phases(cycle)
+        if cycle.spawned or (cycle.plan is not None and (cycle.plan.orphans or cycle.plan.duplicates)):
+            self._listed = None  # pods were made or acted on: the next cycle lists them afresh
         self._completed_cycles += 1
         self._last_completed_at = time.time()
         self._report = {
@@ -604,9 +631,27 @@ class Scaler:
         )
 
     def _phase_pods(self, cycle: _Cycle) -> None:
-        """Passive: the provider's pods with our prefix, read before the rows (see reconcile)."""
+        """Passive: the provider's pods with our prefix, read before the rows (see reconcile).
+
+        The provider is listed on its own cadence, not on every wake-up: a cycle woken by a task
+        notification reuses the last list while it is younger than `provider_list_interval_s`
+        (with the time it was read, so the reconcile still knows the pods were read before the
+        rows); a timed cycle, or one whose list is older, lists again."""
+        listed = self._listed
+        if (
+            self._woken
+            and listed is not None
+            and time.monotonic() - listed[0] < self._config.provider_list_interval_s
+        ):
+            cycle.pods_at, cycle.pods = listed[1], list(listed[2])
+            return
+        # A list that fails leaves nothing to reuse: the next cycles list (and fail, and say so)
+        # again, so a provider outage is never hidden behind an older list.
+        self._listed = None
         cycle.pods_at = self._store.now().timestamp()
         cycle.pods = self._provider.list(self._settings.provider.name_prefix)
+        self._listed = (time.monotonic(), cycle.pods_at, list(cycle.pods))
+        self._provider_lists += 1
 
     def _phase_sync(self, cycle: _Cycle) -> None:
         """Passive: rows, demand, the database clock, and the reconcile plan when the pods are known.
@@ -916,6 +961,35 @@ class Scaler:
         self._provisioner.submit(worker_id, traceparent)
         return worker_id
 
+    def _phase_retention(self, cycle: _Cycle) -> None:
+        """The orchestrator's own rows older than their retention (settings.retention) go, at most
+        every `retention.interval_s`, in batches of `batch_size` (each its own short transaction
+        that locks only the rows it deletes, so claims never wait for it), at most `max_batches`
+        per target per run. Finished tasks only in the native profile: reigh's are the app's."""
+        config = self._settings.retention
+        now = time.monotonic()
+        if not config.enabled or (self._retention_at is not None and now - self._retention_at < config.interval_s):
+            return
+        self._retention_at = now
+        keep = {
+            store_base.RetentionTarget.SYSTEM_LOGS: config.system_logs_s,
+            store_base.RetentionTarget.WORKER_EVENTS: config.worker_events_s,
+            store_base.RetentionTarget.WORKERS: config.terminated_workers_s,
+        }
+        if self._settings.queue.profile is QueueProfile.NATIVE:
+            keep[store_base.RetentionTarget.TASKS] = config.finished_tasks_s
+        deleted: dict[str, int] = {}
+        for target, keep_s in keep.items():
+            total = 0
+            for _ in range(config.max_batches):
+                batch = self._store.apply_retention(target, keep_s, config.batch_size)
+                total += batch
+                if batch < config.batch_size or self._stop.is_set():
+                    break
+            deleted[target.value] = total
+        if any(deleted.values()):
+            logger.info("retention deleted %s", ", ".join(f"{n} {t}" for t, n in deleted.items() if n))
+
     def _phase_probe(self, cycle: _Cycle) -> None:
         if self._shipper_probe is not None:
             self._shipper_probe()
@@ -933,6 +1007,7 @@ class Scaler:
         ("sync", _phase_sync, True),
         ("decide", _phase_decide, True),
         ("act", _phase_act, True),
+        ("retention", _phase_retention, True),
         ("probe", _phase_probe, False),
         ("metrics", _phase_metrics, False),
     )
