@@ -559,6 +559,9 @@ class Scaler:
             self._outages_to_record.append(record)
             self._back_pending = True
             logger.warning("the database answers again: %s", record.reason())
+        if not leads:
+            self._outages_to_record.clear()  # the leader records it; the logs keep this one's view
+            return
         while self._outages_to_record:
             record = self._outages_to_record[0]
             try:
@@ -586,9 +589,6 @@ class Scaler:
         )
         self._database_back(lease.acquired)
         self._lease_asked = True
-        if not leads:
-            self._outages_to_record.clear()  # the leader records it; the logs keep this one's view
-            return
         self._seen_lease = lease
         previous = self._lease
         self._lease = lease if lease.acquired else None
