@@ -58,6 +58,8 @@ CREATE TABLE IF NOT EXISTS worker_credentials (
     role_dropped_at timestamptz   -- login: when the role was dropped (a failed drop is retried by reap)
 );
 ALTER TABLE worker_credentials ENABLE ROW LEVEL SECURITY;
+-- The live ones, read by reap_worker_credentials every Scaler cycle however many revoked rows piled up.
+CREATE INDEX IF NOT EXISTS worker_credentials_live_idx ON worker_credentials (worker_id) WHERE revoked_at IS NULL;
 
 -- The role names of this database's workers start with this (a hash of the database name).
 CREATE OR REPLACE FUNCTION worker_role_prefix() RETURNS text
