@@ -17,6 +17,7 @@ import pytest
 from fleet.models import WorkerState
 from store.base import NewTask, RetentionTarget, TaskStatus
 from store.postgres import PostgresStore
+from store.rpc import RpcStore
 
 LIMIT = 2
 
@@ -210,7 +211,7 @@ def test_retention_deletes_only_what_is_older_in_batches_while_claims_run(
         )
     worker = _active(pg_store, "claimer")
     pg_store.insert_tasks([NewTask(task_type="t", user_id=f"u{i % 5}") for i in range(60)])
-    stop = threading.Event()
+    stop, first_claim = threading.Event(), threading.Event()
     claimed: list[str] = []
     errors: list[BaseException] = []
 
@@ -222,6 +223,7 @@ def test_retention_deletes_only_what_is_older_in_batches_while_claims_run(
                 if task is None:
                     return
                 claimed.append(task.id)
+                first_claim.set()
                 assert store.complete_task(task.id, worker)
         except BaseException as exc:
             errors.append(exc)
@@ -230,6 +232,7 @@ def test_retention_deletes_only_what_is_older_in_batches_while_claims_run(
 
     thread = threading.Thread(target=claim)
     thread.start()
+    assert first_claim.wait(30), errors  # retention runs while the claims go on
     batches: dict[RetentionTarget, list[int]] = {}
     for target in RetentionTarget:
         while True:
@@ -358,3 +361,11 @@ def test_the_scaler_debounces_wakeups_lists_pods_on_its_cadence_and_applies_rete
     finally:
         scaler.stop("test over")
         store.close()
+
+
+def test_retention_through_either_store(store: RpcStore) -> None:
+    """The Supabase REST store and the direct one run the same SQL function."""
+    assert store.retention_windows() == []
+    assert store.apply_retention(RetentionTarget.SYSTEM_LOGS, 3600.0, batch=5) == 0
+    (window,) = store.retention_windows()
+    assert (window.target, window.keep_s, window.deleted) == ("system_logs", 3600.0, 0)
