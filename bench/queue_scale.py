@@ -1,7 +1,8 @@
 """The queue at scale: claim_next_task beside a bare SKIP LOCKED dequeue, demand_snapshot, Scaler wake-ups.
 
 A throwaway embedded Postgres migrated like `orchestrator migrate` (store.migrate.apply_migrations).
-For each depth (1k, 10k, 100k; 1M with --million) a database of its own, filled by one
+For each depth (1k, 10k, 100k, 1M; ~30 s for 1M on this machine when it is quiet, ~3 min under
+load, most of it the INSERT) a database of its own, filled by one
 generate_series INSERT (the tasks' triggers keep queue_users as they would for any writer) with
 the distribution of issue 13: 1,000 users; the oldest 40% of the Queued tasks belong to 400 users
 already at their per-user limit (3 In Progress each); one Queued task in ten waits for a task that
@@ -19,7 +20,7 @@ real Scaler (fake provider and lifecycles, max_workers 0, cycle_interval_s 10) l
 database while 100 tasks a second are inserted one by one for 10 s, with wake_debounce_s 0 and 1;
 it prints wake-ups, cycles and provider lists per second.
 
-    .venv/bin/python bench/queue_scale.py [--million] [--sizes 1000,10000]
+    .venv/bin/python bench/queue_scale.py [--sizes 1000,10000] [--no-scaler]
 """
 
 from __future__ import annotations
@@ -225,13 +226,10 @@ def _wakeups(url: str, debounce_s: float, seconds: float = 10.0, rate: float = 1
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    parser.add_argument("--million", action="store_true", help="also 1,000,000 Queued tasks (minutes)")
-    parser.add_argument("--sizes", default="1000,10000,100000", help="queue depths, comma-separated")
+    parser.add_argument("--sizes", default="1000,10000,100000,1000000", help="queue depths, comma-separated")
     parser.add_argument("--no-scaler", action="store_true", help="skip the Scaler wake-up measurement")
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",") if s]
-    if args.million:
-        sizes.append(1_000_000)
     with postgres() as url:
         print(
             f"{'queued':>9} {'fill s':>7} {'claim p50':>10} {'p95':>7} {'bare p50':>9} {'p95':>7} "
