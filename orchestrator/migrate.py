@@ -40,7 +40,13 @@ def command(
     from store.base import DatabaseUnavailable
     from store.errors import describe_conninfo, redact, unavailable
     from store.factory import conninfo_for
-    from store.migrate import ProfileMismatch, apply_migrations, load_migrations
+    from store.migrate import (
+        MigrationChanged,
+        MigrationFileError,
+        ProfileMismatch,
+        apply_migrations,
+        load_migrations,
+    )
 
     database = settings.database
     if database.backend is DatabaseBackend.SUPABASE:
@@ -58,14 +64,18 @@ def command(
         where = describe_conninfo(conninfo)
         try:
             applied = apply_migrations(conninfo, profile=profile, connect_timeout_s=database.connect_timeout_s)
-        except ProfileMismatch as exc:
+        except (ProfileMismatch, MigrationChanged, MigrationFileError) as exc:
             typer.echo(f"migrate: {exc}", err=True)
             raise typer.Exit(2) from None
         except psycopg.OperationalError as exc:
             raise unavailable(conninfo, "connecting to apply migrations", exc) from None
         except psycopg.Error as exc:
             message = redact(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)
-            typer.echo(f"migrate: a migration failed at {where}, nothing was applied: {message}", err=True)
+            typer.echo(
+                f"migrate: a migration failed at {where}, it and those after it were not applied "
+                f"(only files before an outside-transaction one stay applied): {message}",
+                err=True,
+            )
             raise typer.Exit(1) from None
     except DatabaseUnavailable as exc:
         typer.echo(f"migrate: {exc}", err=True)
