@@ -12,7 +12,8 @@ is In Progress (not complete). Then, after VACUUM ANALYZE, in the same run and i
   alone; the completion is not timed);
 - bare: `SELECT id FROM tasks WHERE status = 'Queued' ORDER BY created_at, id LIMIT 1 FOR UPDATE
   SKIP LOCKED` on the same table (the oldest row, locked and let go), the floor of any dequeue;
-- typed claim (`claim_next_task('w', ARRAY['gpu'])`, the path with task types) for information;
+- typed claim (`claim_next_task('w', ARRAY['gpu'])`, the path with task types) and the
+  completions (`complete_task`), for information;
 - demand: `SELECT demand_snapshot()`, 50 times.
 
 Times are client round trips on one connection (p50 / p95 in ms). Last, the Scaler's wake-ups: a
@@ -102,7 +103,7 @@ def _measure(url: str, queued: int) -> dict[str, Any]:
     db = psycopg.conninfo.make_conninfo(url, dbname=name, options="-c search_path=orchestrator,public")
     with psycopg.connect(db, autocommit=True) as conn:
         fill_s = _fill(conn, queued)
-        claim, bare, typed = [], [], []
+        claim, bare, typed, complete = [], [], [], []
         claimed: set[str] = set()
         for _ in range(CLAIMS):
             ms, bare_id = _timed(
@@ -115,7 +116,9 @@ def _measure(url: str, queued: int) -> dict[str, Any]:
             assert task is not None and bare_id is not None
             assert int(task["user_id"][1:]) >= AT_LIMIT_USERS and not task["depends_on"], task
             claimed.add(task["id"])
+            t0 = time.perf_counter()
             conn.execute("SELECT complete_task(%s, 'w')", (task["id"],))
+            complete.append(1000 * (time.perf_counter() - t0))
             ms, task = _timed(conn, "SELECT claim_next_task('w', ARRAY['gpu'])")
             typed.append(ms)
             assert task is not None
@@ -132,6 +135,7 @@ def _measure(url: str, queued: int) -> dict[str, Any]:
         "claim": _pcts(claim),
         "bare": _pcts(bare),
         "typed": _pcts(typed),
+        "complete": _pcts(complete),
         "demand": _pcts(demand),
         "answer": answer,
     }
@@ -243,7 +247,11 @@ def main() -> None:
                 f"{c95 / b95:>8.1f}x {t50:>10.2f} {t95:>7.2f} {d50:>11.2f} {d95:>7.2f}",
                 flush=True,
             )
-            print(f"{'':>9} demand answer: {r['answer']}", flush=True)
+            print(
+                f"{'':>9} complete_task p50 {r['complete'][0]:.2f} p95 {r['complete'][1]:.2f}; "
+                f"demand answer: {r['answer']}",
+                flush=True,
+            )
         if not args.no_scaler:
             for debounce in (0.0, 1.0):
                 w = _wakeups(url, debounce)
