@@ -13,6 +13,8 @@ from typing import Any
 import psycopg
 import pytest
 
+from fleet.models import WorkerState
+from store.base import NewTask
 from store.migrate import (
     OUTSIDE_TRANSACTION,
     Migration,
@@ -24,6 +26,7 @@ from store.migrate import (
     render_sql,
 )
 from store.postgres import PostgresStore
+from tests.support.polling import wait_for
 
 TABLES = [
     "tasks",
@@ -307,3 +310,45 @@ def test_an_outside_transaction_file_builds_indexes_concurrently_and_holds_nothi
     bad = Migration("0097_bad", f"{OUTSIDE_TRANSACTION}\nCREATE TABLE nope (id int);\n")
     with pytest.raises(MigrationFileError, match=r"store/migrations/0097_bad\.sql: .*only CREATE/DROP INDEX"):
         apply_migrations(database_url, migrations=[bad])
+
+
+def test_claims_go_on_while_an_outside_transaction_index_is_built(database_url: str) -> None:
+    """A concurrent build waits for the transactions that were open when it began (here, one held
+    open on purpose), and meanwhile holds no lock that stops a claim; a plain CREATE INDEX inside a
+    migration's transaction would (SHARE on tasks conflicts with the claim's UPDATE)."""
+    store = PostgresStore(database_url, max_size=2)
+    store.insert_tasks([NewTask(task_type="t", user_id=f"u{i}") for i in range(5)])
+    store.create_worker("w", reason="t")
+    store.transition_worker("w", WorkerState.SPAWNING, WorkerState.ACTIVE, "t")
+    index = Migration(
+        "0098_index",
+        f"{OUTSIDE_TRANSACTION}\nCREATE INDEX CONCURRENTLY IF NOT EXISTS tasks_params_idx ON tasks (id, task_type);\n",
+    )
+    applied: list[list[str]] = []
+    with psycopg.connect(database_url) as old_reader:
+        # an open transaction with a snapshot (REPEATABLE READ keeps it) that the build must wait for
+        old_reader.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+        old_reader.execute("SELECT count(*) FROM tasks").fetchone()
+        thread = threading.Thread(target=lambda: applied.append(apply_migrations(database_url, migrations=[index])))
+        thread.start()
+        with psycopg.connect(database_url, autocommit=True) as conn:
+            wait_for(
+                lambda: (
+                    conn.execute(
+                        "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'CREATE INDEX CONCURRENTLY%%' "
+                        "AND wait_event_type = 'Lock'"
+                    ).fetchone()
+                    == (1,)
+                ),
+                20,
+                "the build waiting for the open transaction",
+            )
+            conn.execute("SET lock_timeout = '2s'")
+            for _ in range(3):  # would fail with LockNotAvailable if the build blocked claims
+                claimed = conn.execute("SELECT claim_next_task('w')").fetchone()
+                assert claimed is not None and claimed[0] is not None
+        assert not applied  # still building
+        old_reader.rollback()
+    thread.join(timeout=30)
+    assert applied == [["0098_index"]]
+    store.close()
