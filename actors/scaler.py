@@ -27,8 +27,11 @@ so that no error halts the loop (Ray Serve's `run_control_loop_step`):
            (off the cycle thread, `provisioning.Provisioner`) the pod's create call and, once it
            returned, its WorkerLifecycle, which owns the pod from then on; per drain: that
            worker's lifecycle is asked to drain (a fenced active -> draining transition).
-6. probe   the injected `shipper_probe`: LogShipper health, restarted through Ray when stuck.
-7. metrics Ray metrics of the cycle.
+6. retention (leader) at most every `retention.interval_s`: the orchestrator's own rows older than
+           their window (settings.retention) deleted in small batches, each a short transaction
+           that locks only the rows it deletes (never the reigh app's tables).
+7. probe   the injected `shipper_probe`: LogShipper health, restarted through Ray when stuck.
+8. metrics Ray metrics of the cycle.
 
 `health()` returns facts, never a bare True: the last completed cycle and its age, failures in a
 row per phase (and per pod terminate being retried), the last error, the phase running now, and a
@@ -60,7 +63,9 @@ the outage is recorded as one `database_outage` orchestrator event (start, end, 
 `explain`, before anything else is written. The store opens even while the database is down
 (`require_reachable=False`), so a Scaler that Ray restarts during an outage comes up and waits.
 
-Between cycles it waits for Postgres LISTEN/NOTIFY on task changes, at most `cycle_interval_s`.
+Between cycles it waits for Postgres LISTEN/NOTIFY on task changes, at most `cycle_interval_s`;
+cycles woken by a notification are at least `wake_debounce_s` apart, and reuse the provider's pod
+list while it is younger than `provider_list_interval_s` (the provider is listed on its own cadence).
 On becoming leader (first start, restart, takeover) it rebuilds its memory from the database:
 the breaker's spawn outcomes from `worker_events`, the last scale-up from `scaling_decisions`.
 
