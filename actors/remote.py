@@ -17,6 +17,7 @@ lifecycles, anywhere, with a warning: an actor asking for a resource nobody has 
 
 from __future__ import annotations
 
+import ctypes
 import functools
 import logging
 import os
@@ -97,6 +98,7 @@ class WorkerLifecycle(_lifecycle.WorkerLifecycle):
         kwargs.setdefault("store_factory", gateway_store)
         kwargs.setdefault("provider_factory", gateway_provider)
         super().__init__(worker_id, settings, **kwargs)
+        _release_freed_heap_every(_HEAP_TRIM_INTERVAL_S)
 
     @_in_group("health")
     def loaded_modules(self, names: list[str]) -> list[str]:
@@ -165,6 +167,25 @@ def _build_scaler() -> dict[str, Any]:
             return where()
 
     return {"Scaler": Scaler, "ScalerActor": ray.remote(**_SCALER_OPTIONS)(Scaler)}
+
+# A lifecycle's process frees most of what its start-up allocated (imports, settings validation)
+# but glibc keeps the freed heap; handing it back now and then is ~1 MiB less USS per lifecycle.
+_HEAP_TRIM_INTERVAL_S = 120.0
+
+
+def _release_freed_heap_every(interval_s: float) -> None:
+    """malloc_trim(0) now and every `interval_s` in a daemon thread (glibc only; elsewhere nothing)."""
+    trim = getattr(ctypes.CDLL(None), "malloc_trim", None)  # this process's own C library
+    if trim is None:  # not glibc: nothing to hand back this way
+        return
+
+    def loop() -> None:
+        while True:
+            trim(0)
+            time.sleep(interval_s)
+
+    threading.Thread(target=loop, name="heap-trim", daemon=True).start()
+
 
 _LIFECYCLE_OPTIONS: dict[str, Any] = {
     "num_cpus": 0,
