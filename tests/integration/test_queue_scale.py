@@ -369,3 +369,15 @@ def test_retention_through_either_store(store: RpcStore) -> None:
     assert store.apply_retention(RetentionTarget.SYSTEM_LOGS, 3600.0, batch=5) == 0
     (window,) = store.retention_windows()
     assert (window.target, window.keep_s, window.deleted) == ("system_logs", 3600.0, 0)
+
+
+def test_a_stale_head_is_moved_on_by_the_claim(pg_store: PostgresStore, database_url: str) -> None:
+    """A write that bypassed the triggers (replica mode) leaves a head that is not ready: the claim
+    moves the user's head on instead of skipping the user for ever."""
+    worker = _active(pg_store, "w")
+    pg_store.insert_tasks([NewTask(task_type="t", user_id="u", id=f"t{i}") for i in range(3)])
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute("SET session_replication_role = replica")  # triggers off for this session
+        conn.execute("UPDATE tasks SET status = 'Cancelled' WHERE id = 't0'")
+    task = pg_store.claim_next_task(worker)
+    assert task is not None and task.id == "t1"

@@ -117,6 +117,19 @@ BEGIN
             FOR UPDATE SKIP LOCKED;
         END IF;
         IF NOT FOUND THEN
+            IF v_all_types AND NOT EXISTS (
+                SELECT 1 FROM tasks t WHERE t.id = v_user.head_id AND t.status = 'Queued' AND NOT t.blocked
+            ) THEN
+                -- a head that is not ready as committed (a write that bypassed the triggers, say
+                -- with session_replication_role = replica): moved on under this lock, then again
+                UPDATE queue_users q
+                SET (head_created_at, head_id) = (
+                    SELECT t.created_at, t.id FROM tasks t
+                    WHERE t.user_id = v_user.user_id AND t.status = 'Queued' AND NOT t.blocked
+                    ORDER BY t.created_at, t.id LIMIT 1)
+                WHERE q.user_id = v_user.user_id;
+                CONTINUE;
+            END IF;
             -- the head is being changed by another writer (an app cancelling it): this user next time
             v_skipped_users := v_skipped_users || v_user.user_id;
             CONTINUE;
