@@ -29,7 +29,9 @@ handle: what ensure() costs for a known lifecycle).
 from __future__ import annotations
 
 import argparse
+import cProfile
 import os
+import pstats
 import statistics
 import sys
 import tempfile
@@ -250,7 +252,9 @@ class _RealAndRows:
         self._rows &= worker_ids
 
 
-def _cycle(settings: Any, cycles: int, gap_s: float, label: str, real_ids: set[str], url: str) -> None:
+def _cycle(
+    settings: Any, cycles: int, gap_s: float, label: str, real_ids: set[str], url: str, profile: bool = False
+) -> None:
     from actors import remote
     from actors.scaler import Scaler
 
@@ -264,9 +268,14 @@ def _cycle(settings: Any, cycles: int, gap_s: float, label: str, real_ids: set[s
     scaler.step()  # lease + rebuild + re-attach every live lifecycle by name
     totals: list[float] = []
     phases: dict[str, list[float]] = {}
+    profiler = cProfile.Profile() if profile else None
     for _ in range(cycles):
         time.sleep(gap_s)  # the lifecycles poll in between, as they would between production cycles
+        if profiler is not None:
+            profiler.enable()
         report = scaler.step()
+        if profiler is not None:
+            profiler.disable()
         totals.append(report["last_cycle_s"])
         for name, seconds in report["phase_s"].items():
             phases.setdefault(name, []).append(seconds)
@@ -274,6 +283,8 @@ def _cycle(settings: Any, cycles: int, gap_s: float, label: str, real_ids: set[s
     print(f"scaler cycle {label}: {summary(totals, 'ms', 1000)} (target < 100 ms)")
     for name, values in phases.items():
         print(f"  phase {name:8s} {summary(values, 'ms', 1000)}")
+    if profiler is not None:  # where the cycle goes (cProfile slows it: the timings above are then not the figure)
+        pstats.Stats(profiler).sort_stats("cumulative").print_stats(25)
     print(f"  lifecycles known to the Scaler: {len(scaler._lifecycles)}")
     print(f"  last decision: {scaler.status()['last_decision']['reasons'][0][:160]}")
     print(f"database connections with the Scaler running too: {_connections(url)} (target <= 10)")
@@ -452,6 +463,7 @@ def bench(url: str, args: argparse.Namespace) -> None:
             f"with {total} pod rows ({n} supervised by live lifecycles), {args.tasks} queued tasks, {args.users} users",
             set(ids),
             url,
+            profile=args.profile,
         )
         _compare_snapshots(url)
         states = ray.get([h.status.remote() for h in handles])
@@ -492,6 +504,7 @@ def main() -> None:
     parser.add_argument("--node-slots", type=int, default=0, help="lifecycle slots per worker node (0: --lifecycles)")
     parser.add_argument("--num-cpus", type=int, default=1, help="CPUs per Ray node (lifecycles use 0)")
     parser.add_argument("--max-connections", type=int, default=100, help="of the bench's throwaway Postgres")
+    parser.add_argument("--profile", action="store_true", help="cProfile the timed Scaler cycles (top 25 functions)")
     args = parser.parse_args()
 
     with postgres(max_connections=args.max_connections) as url:
