@@ -35,16 +35,16 @@ from tests.support.pg_instance import DedicatedPostgres
 from tests.support.polling import wait_for
 
 ORCHESTRATOR = str(Path(sys.executable).parent / "orchestrator")
-SPEED = 40  # trace seconds per demo second: the policy's idle and stabilization knobs shrink with it
+SPEED = 80  # trace seconds per demo second: the policy's idle and stabilization knobs shrink with it
 OUTAGE_S = 17.0  # > the demo's heartbeat_timeout_s (15 s) and > the old 5 s give-up
-# Three tasks of 45 s that span both outages, and two short ones that arrive during the first (the
+# Three tasks of 40 s that span both outages, and two short ones that arrive during the first (the
 # replay's insert waits for the database).
 TRACE = """arrival_s,task_type,user_id,duration_s,depends_on
-0,travel_segment,u1,1800,
-0,travel_segment,u2,1800,
-0,travel_segment,u3,1800,
-1000,travel_orchestrator,u4,200,
-1000,travel_orchestrator,u5,200,
+0,travel_segment,u1,3200,
+0,travel_segment,u2,3200,
+0,travel_segment,u3,3200,
+2000,travel_orchestrator,u4,400,
+2000,travel_orchestrator,u5,400,
 """
 
 
@@ -166,11 +166,12 @@ def test_demo_rides_out_a_stopped_and_a_killed_database(workdir: Path, postgres:
         )
         try:
             found = wait_for(
-                lambda: re.search(r"Ray cluster: (\S+)", log.read_text()),
+                lambda: re.search(r"Ray cluster: (\S+)", log.read_text()) or demo.poll() is not None,
                 180,
                 "the demo's Ray is up",
                 explain=lambda: log.read_text()[-3000:],
             )
+            assert isinstance(found, re.Match), "the demo ended before its Ray was up:\n" + log.read_text()[-3000:]
             address = found.group(1)
             wait_for(lambda: _in_progress(url) >= 2, 120, "tasks run", explain=lambda: log.read_text()[-3000:])
             stopped = _outage("stop", postgres, workdir, cli_env, address)

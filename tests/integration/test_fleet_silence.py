@@ -153,7 +153,7 @@ def test_the_scaler_records_the_fault_once_for_explain(database_url: str, tmp_pa
     )
     try:
         _fleet(store, database_url, {w: 30.0 for w in WORKERS})
-        for _ in range(3):
+        for _ in range(2):
             report = scaler.step()
             assert report["phase_errors"] == {}, report
         faults = [e for e in store.list_orchestrator_events() if e.kind is OrchestratorEventKind.INFRASTRUCTURE_FAULT]
