@@ -32,6 +32,7 @@ import argparse
 import cProfile
 import os
 import pstats
+import shutil
 import statistics
 import sys
 import tempfile
@@ -486,6 +487,8 @@ def bench(url: str, args: argparse.Namespace) -> None:
         ray.shutdown()
         cluster.shutdown()
         kill_processes_of(str(temp_dir))
+        shutil.rmtree(temp_dir, ignore_errors=True)
+        shutil.rmtree(state_dir, ignore_errors=True)
         store.close()
         fleet.kill()
 
