@@ -304,6 +304,13 @@ class Store(Protocol):
         """Mark Complete if this worker holds it In Progress; False otherwise."""
         ...
 
+    def worker_task_status(self, task_id: str, worker_id: str) -> str | None:
+        """The status of a task this worker holds or finished; None when it is not this worker's.
+
+        The one read a worker's own credential may make (after a completion whose answer was lost).
+        """
+        ...
+
     def fail_task(self, task_id: str, worker_id: str, error: str) -> str | None:
         """Count a failed attempt: back to Queued, or Failed past max attempts. Returns the new status."""
         ...

@@ -112,6 +112,10 @@ class RpcStore(ABC):
         args = {"p_task_id": task_id, "p_worker_id": worker_id, "p_result": JsonArg(result)}
         return bool(self._call("complete_task", args, safe=True))
 
+    def worker_task_status(self, task_id: str, worker_id: str) -> str | None:
+        data = self._call("worker_task_status", {"p_task_id": task_id, "p_worker_id": worker_id}, safe=True)
+        return None if data is None else str(data)
+
     def fail_task(self, task_id: str, worker_id: str, error: str) -> str | None:
         # Safe: once the first call took the task out of In Progress for this worker, a repeat
         # matches nothing and changes nothing (it answers None).

@@ -385,12 +385,13 @@ class WorkerRunner:
 
     def _is_done_by_me(self, task_id: str, status: str) -> bool:
         try:
-            row = self.store.get_task(task_id)
+            # Its own credential may read no task, only what became of one it held.
+            held_status = self.store.worker_task_status(task_id, self.worker_id)
         except Exception as exc:  # only for the log line: the task's fate is in its row either way
-            metrics.record_error("worker", "get_task")
-            logger.warning("get_task(%s) failed: %s: %s", task_id, type(exc).__name__, exc)
+            metrics.record_error("worker", "worker_task_status")
+            logger.warning("worker_task_status(%s) failed: %s: %s", task_id, type(exc).__name__, exc)
             return False
-        return row is not None and row.status == status and row.worker_id == self.worker_id
+        return held_status == status
 
     def _fail(self, task: TaskRow, error: str) -> None:
         """`fail_task` until it answers (the task goes back to the queue, or Failed past max attempts)."""

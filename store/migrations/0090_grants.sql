@@ -50,7 +50,10 @@ BEGIN
     FOR f IN
         SELECT p.oid::regprocedure FROM pg_proc p
         WHERE p.pronamespace = current_schema()::regnamespace
-          AND p.proname IN ('claim_next_task', 'complete_task', 'fail_task', 'worker_heartbeat', 'insert_system_logs')
+          AND p.proname IN (
+              'claim_next_task', 'complete_task', 'fail_task', 'worker_task_status', 'worker_heartbeat',
+              'insert_system_logs'
+          )
           AND p.prosrc LIKE '%assert_acting_worker%'
     LOOP
         EXECUTE format('ALTER FUNCTION %s SECURITY DEFINER', f);

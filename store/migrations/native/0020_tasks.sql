@@ -182,6 +182,15 @@ RETURNS boolean LANGUAGE sql AS $$
     SELECT EXISTS (SELECT 1 FROM upd)
 $$;
 
+-- What became of a task this worker held: its status, or NULL when the task is not (or no longer)
+-- this worker's. The worker asks after a completion whose answer was lost; its own credential may not
+-- read tasks (get_task), only this answer about its own.
+CREATE OR REPLACE FUNCTION worker_task_status(p_task_id text, p_worker_id text) RETURNS text
+LANGUAGE sql STABLE AS $$
+    SELECT assert_acting_worker(p_worker_id);  -- only the worker itself (0005_worker_credentials)
+    SELECT status FROM tasks WHERE id = p_task_id AND worker_id = p_worker_id
+$$;
+
 CREATE OR REPLACE FUNCTION fail_task(p_task_id text, p_worker_id text, p_error text) RETURNS text
 LANGUAGE sql AS $$
     SELECT assert_acting_worker(p_worker_id);  -- only the worker itself (0005_worker_credentials)
