@@ -133,6 +133,9 @@ def stop_fleet(
     )
     _kill(names.LOG_SHIPPER_NAME, namespace)
     echo(f"stopped {names.LOG_SHIPPER_NAME}")
+    # Last: the lifecycles stopped above made their store calls through it.
+    _kill(names.STORE_GATEWAY_NAME, namespace)
+    echo(f"stopped {names.STORE_GATEWAY_NAME}")
     return {"pods_left": pods_left}
 
 

@@ -54,10 +54,12 @@ def test_up_twice_status_down_keeps_pods_up_adopts_down_terminates(
         assert f"worker:{worker.id}" in actor_names
         assert "Scaler(" in actor_names[names.SCALER_NAME]["repr"]
         control.render_status(data)
+        assert actor_pid(names.STORE_GATEWAY_NAME) is not None, "the lifecycle's store calls go through it"
 
-        # down: actors stop, the pod keeps running (and its task with it).
+        # down: actors stop (the store gateway too), the pod keeps running (and its task with it).
         control.stop_fleet(settings, terminate_pods=False, timeout_s=30)
         assert actor_pid(names.SCALER_NAME) is None and actor_pid(f"worker:{worker.id}") is None
+        wait_for(lambda: actor_pid(names.STORE_GATEWAY_NAME) is None, 10, "down leaves no store gateway behind")
         assert [p.name for p in provider.list("gpu-")] == [worker.id]
 
         # up again: the live row gets its lifecycle back; the task finishes on the same pod.
