@@ -99,6 +99,9 @@ class Runtime:
         context = ray.init(
             address="local",  # a Ray of the demo's own, never one already running on this machine
             num_cpus=2,
+            # Lifecycle slots, as every node of a cluster advertises them: lifecycles are placed
+            # as in production (README, "Scaling out"), with room for the demo's whole fleet.
+            resources={self.settings.ray.lifecycle_resource: max(100, self.settings.scaling.max_workers)},
             include_dashboard=True,
             namespace=self.settings.ray.namespace,
             log_to_driver=False,

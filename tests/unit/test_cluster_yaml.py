@@ -8,6 +8,7 @@ is the only way to learn of a typo before paying for a node. A copy with a missp
 from __future__ import annotations
 
 import copy
+import json
 import re
 import tomllib
 from pathlib import Path
@@ -202,3 +203,12 @@ def test_nodes_advertise_lifecycle_slots_for_the_whole_fleet() -> None:
     assert config["max_workers"] >= sum(s["max_workers"] for s in types.values())
     # The Scaler's pool, the LogShipper's and the store gateway's: the orchestrator's connections.
     assert 2 * settings.database.pool_max_size + settings.database.gateway_pool_size <= 10
+    # The host file (Ray's `local` provider: nodes made by `ray start`): each start advertises slots,
+    # the head's alone enough for the fleet (worker_ips may be empty).
+    local = _load("ray_cluster.local.yaml")
+    for key in ("head_start_ray_commands", "worker_start_ray_commands"):
+        (start,) = [cmd for cmd in local[key] if "ray start" in cmd]
+        found = re.search(r"--resources='(\{[^']*\})'", start)
+        assert found, f"{key}: `ray start` advertises no resources: {start}"
+        slots = json.loads(found.group(1)).get(resource, 0)
+        assert slots >= settings.scaling.max_workers, f"{key}: {slots} {resource} slots"
