@@ -24,6 +24,7 @@ re-attach them by name, as the Scaler actor does) and a no-op for the row-only w
 handle: what ensure() costs for a known lifecycle).
 
     .venv/bin/python bench/fleet_scale.py [--lifecycles 100] [--rows 1000] [--nodes 2] [--tasks 100000] [--cycles 30]
+    .venv/bin/python bench/fleet_scale.py --rows-only [--profile]   # the Scaler cycle alone, + its floor
 """
 
 from __future__ import annotations
@@ -253,19 +254,55 @@ class _RealAndRows:
         self._rows &= worker_ids
 
 
+class _NoLifecycles(_RealAndRows):
+    """The rows-only form's directory: every worker a cached no-op (no live lifecycle at all)."""
+
+    def __init__(self) -> None:
+        super().__init__(None, set())
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    def keep_only(self, worker_ids: set[str]) -> None:
+        self._rows &= worker_ids
+
+
+def _floor(scaler: Any, prefix: str, calls: int = 15) -> None:
+    """The bare cost of the two reads every timed cycle makes: one list_workers of every row, one
+    provider list of every pod (the Scaler's own store and provider, same run, same data)."""
+    timings: dict[str, list[float]] = {"list_workers": [], "provider list": []}
+    counts: dict[str, int] = {}
+    for _ in range(calls):
+        for label, fn in (
+            ("list_workers", lambda: scaler._store.list_workers(on_malformed=lambda *_: None)),
+            ("provider list", lambda: scaler._provider.list(prefix)),
+        ):
+            t0 = time.perf_counter()
+            counts[label] = len(fn())
+            timings[label].append(time.perf_counter() - t0)
+    for label, values in timings.items():
+        print(f"  floor: one {label} of {counts[label]}: {summary(values, 'ms', 1000)}")
+
+
 def _cycle(
-    settings: Any, cycles: int, gap_s: float, label: str, real_ids: set[str], url: str, profile: bool = False
+    settings: Any,
+    cycles: int,
+    gap_s: float,
+    label: str,
+    real_ids: set[str],
+    url: str,
+    profile: bool = False,
+    rows_only: bool = False,
 ) -> None:
-    from actors import remote
     from actors.scaler import Scaler
 
-    scaler = Scaler(
-        settings,
-        holder="bench",
-        name="scaler-bench",
-        lifecycles=_RealAndRows(remote.lifecycle_directory(settings), real_ids),
-        start=False,
-    )
+    if rows_only:
+        directory: Any = _NoLifecycles()
+    else:
+        from actors import remote
+
+        directory = _RealAndRows(remote.lifecycle_directory(settings), real_ids)
+    scaler = Scaler(settings, holder="bench", name="scaler-bench", lifecycles=directory, start=False)
     scaler.step()  # lease + rebuild + re-attach every live lifecycle by name
     totals: list[float] = []
     phases: dict[str, list[float]] = {}
@@ -282,6 +319,8 @@ def _cycle(
             phases.setdefault(name, []).append(seconds)
         assert not report["phase_errors"], report["phase_errors"]
     print(f"scaler cycle {label}: {summary(totals, 'ms', 1000)} (target < 100 ms)")
+    print(f"  provider lists in the timed cycles: {scaler._provider_lists}")
+    _floor(scaler, settings.provider.name_prefix)
     for name, values in phases.items():
         print(f"  phase {name:8s} {summary(values, 'ms', 1000)}")
     if profiler is not None:  # where the cycle goes (cProfile slows it: the timings above are then not the figure)
@@ -399,6 +438,42 @@ def _lose_a_node(cluster: Any, handles: list[Any]) -> None:
     print("node loss: the lifecycles were NOT back within 600 s")
 
 
+def bench_rows(url: str, args: argparse.Namespace) -> None:
+    """`--rows-only`: no Ray, no lifecycle; the Scaler cycles over `--rows` rows whose pods exist at
+    the loopback RunPod API (the cycle's cost at 1,000 rows without the load of live lifecycles)."""
+    import multiprocessing
+
+    from store.postgres import PostgresStore
+
+    state_dir = Path(tempfile.mkdtemp(prefix="bench-state-"))
+    store = PostgresStore(url, min_size=1, max_size=2, application_name="bench")
+    _queue(store, args.tasks, args.users)
+    ours, theirs = multiprocessing.get_context("spawn").Pipe()
+    fleet = multiprocessing.get_context("spawn").Process(
+        target=_pods_and_workers, args=(url, 0, args.rows, 10.0, theirs), daemon=True
+    )
+    fleet.start()
+    try:
+        base_url, _key, _ids, _rows = ours.recv()
+        settings = settings_for(
+            url, state_dir, base_url, pool_max_size=8, max_workers=args.rows, idle_timeout_s=86_400.0
+        )
+        _cycle(
+            settings,
+            args.cycles,
+            args.cycle_gap_s,
+            f"with {args.rows} pod rows (none supervised by a live lifecycle), {args.tasks} queued tasks",
+            set(),
+            url,
+            profile=args.profile,
+            rows_only=True,
+        )
+    finally:
+        shutil.rmtree(state_dir, ignore_errors=True)
+        store.close()
+        fleet.kill()
+
+
 def bench(url: str, args: argparse.Namespace) -> None:
     import multiprocessing
 
@@ -508,10 +583,13 @@ def main() -> None:
     parser.add_argument("--num-cpus", type=int, default=1, help="CPUs per Ray node (lifecycles use 0)")
     parser.add_argument("--max-connections", type=int, default=100, help="of the bench's throwaway Postgres")
     parser.add_argument("--profile", action="store_true", help="cProfile the timed Scaler cycles (top 25 functions)")
+    parser.add_argument(
+        "--rows-only", action="store_true", help="no Ray, no lifecycle: only the Scaler cycle over --rows rows"
+    )
     args = parser.parse_args()
 
     with postgres(max_connections=args.max_connections) as url:
-        bench(url, args)
+        (bench_rows if args.rows_only else bench)(url, args)
 
 
 if __name__ == "__main__":
