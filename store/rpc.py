@@ -184,6 +184,10 @@ class RpcStore(ABC):
         data = self._call("list_workers", {"p_include_terminated": include_terminated}, safe=True)
         if on_malformed is None:
             return _WORKERS.validate_python(data)
+        try:  # the whole list at once (the Scaler's every cycle, 1,000 rows); row by row only to say which
+            return _WORKERS.validate_python(data or [])
+        except ValidationError:
+            pass
         rows: list[WorkerRow] = []
         for item in data or []:
             try:
