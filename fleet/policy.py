@@ -27,8 +27,9 @@ The rules, and the incident mistake each one prevents:
 - What it learns of the workload (`fleet.learning`, kept in `FleetHistory.learned`): once one
   boot window and ten minutes of demand are remembered, the idle workers kept are the learned
   rise of demand within a boot time (instead of the fixed idle timeout; none drained within
-  `learning.MIN_ACTIVE_BEFORE_DRAIN_S` of promotion), and busy workers whose task ends before the
-  fastest boot, beyond that headroom, are capacity on its way for queued tasks.
+  `learning.MIN_ACTIVE_BEFORE_DRAIN_S` of promotion), and busy workers whose task ends (at
+  `learning.COMING_CONFIDENCE`) before a new pod would likely be up (halfway from the fastest boot
+  seen to the median one) are capacity on its way for queued tasks.
 """
 
 from __future__ import annotations
@@ -60,6 +61,7 @@ __all__ = [
     "boot_estimate",
     "decide",
     "idle_for",
+    "median_boot",
     "outcomes_from_events",
     "record_outcomes",
 ]
@@ -119,6 +121,14 @@ def boot_estimate(history: FleetHistory, config: ScalingSettings) -> float:
         return config.default_boot_time_s
     ordered = sorted(history.boot_samples)
     return ordered[min(len(ordered) - 1, math.ceil(0.9 * len(ordered)) - 1)]
+
+
+def median_boot(history: FleetHistory, config: ScalingSettings) -> float:
+    """The median of the measured boots (`default_boot_time_s` until one is measured)."""
+    if not history.boot_samples:
+        return config.default_boot_time_s
+    ordered = sorted(history.boot_samples)
+    return ordered[(len(ordered) - 1) // 2]
 
 
 def _active_for(worker: WorkerView, now: float) -> float:
@@ -284,11 +294,13 @@ def decide(ctx: PolicyContext) -> Decision:
     # What is learned of the workload (fleet.learning): how demand rises, how long tasks run.
     learned = learning.observe(history.learned, demand_tasks, live, now)
     fastest_boot = min(history.boot_samples, default=config.default_boot_time_s)
+    # A queued task waits for a busy worker that frees before a new pod would likely be up: halfway
+    # from the fastest boot seen to the median one (a fresh pod comes later three times in four).
+    horizon = fastest_boot + learning.COMING_HORIZON_SHARE * (median_boot(history, config) - fastest_boot)
     keep_idle = learning.headroom(learned, now, boot_est)
-    ending = learning.capacity_on_its_way(learned, active, now, fastest_boot) if tpw == 1 else []
-    # The learned headroom wants that many idle workers anyway: the first workers to free up are
-    # that headroom, only those beyond it are capacity on its way for queued tasks.
-    coming = ending[keep_idle:] if keep_idle is not None else []
+    # Every such worker counts, headroom or not: the policy never spawns for its headroom, so a
+    # worker about to free is no less on its way when demand is expected to rise.
+    coming = learning.capacity_on_its_way(learned, active, now, horizon) if tpw == 1 else []
 
     demand_words = (
         f"desired {desired} = ceil((claimable {snapshot.claimable} + in_progress {in_progress}) / "
@@ -304,7 +316,8 @@ def decide(ctx: PolicyContext) -> Decision:
     if coming and desired > capacity:
         reasons.append(
             f"capacity on its way: {len(coming)} busy worker(s) ({', '.join(coming)}) end their task within "
-            f"the fastest boot {fastest_boot:.0f}s at >= {learning.COMING_CONFIDENCE:.0%} (learned durations)"
+            f"{horizon:.0f}s (halfway from the fastest boot {fastest_boot:.0f}s to the median) at >= "
+            f"{learning.COMING_CONFIDENCE:.0%} (learned durations)"
         )
     # Draining pods still cost money and hold a GPU: max_workers bounds them too.
     room = max(0, config.max_workers - capacity - len(by_state[WorkerState.DRAINING]))
@@ -453,6 +466,7 @@ def decide(ctx: PolicyContext) -> Decision:
         "keep_idle_s": round(keep_for, 1),
         "learned_headroom": keep_idle,
         "capacity_on_its_way": len(coming),
+        "coming_horizon_s": round(horizon, 1),
         "learned_demand_points": len(learned.points),
         "work_arriving": int(work_arriving),
         "last_scale_up_at": history.last_scale_up_at,

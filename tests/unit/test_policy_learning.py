@@ -83,6 +83,26 @@ def test_durations_are_learned_per_type_and_make_capacity_on_its_way() -> None:
     assert learning.capacity_on_its_way(memory, [_busy("w2", 1000, "other")], 1090, 60) == []
 
 
+def test_a_worker_freeing_before_a_likely_boot_is_capacity_on_its_way_even_with_headroom() -> None:
+    """One queued task, every worker busy: no spawn when a busy worker's task ends (at the learned
+    durations) within halfway from the fastest boot to the median one, even when the learned
+    headroom wants idle workers (the policy never spawns for headroom); a spawn when it does not."""
+    memory = replace(_rises(100, 3600), durations=(("seg", (100.0,) * 6),))
+    boots = (60.0, 100.0, 140.0)  # fastest 60, median 100: horizon 80
+    history = FleetHistory(learned=memory, boot_samples=boots)
+    assert learning.headroom(memory, 3600, policy.boot_estimate(history, CONFIG)) == 1
+    snapshot = DemandSnapshot(queued=1, claimable=1, in_progress=2, taken_at=3600)
+
+    def spawned(elapsed: float) -> int:
+        workers = [_busy("w1", 3600 - elapsed), _busy("w2", 3600 - 1)]
+        d = policy.decide(policy.PolicyContext(snapshot, workers, history, CONFIG, 3600))
+        assert d.inputs["coming_horizon_s"] == 80.0
+        return d.spawn
+
+    assert spawned(30) == 0  # 70 s left of a 100 s task: freed before a pod would likely be up
+    assert spawned(5) == 1  # 95 s left: a new pod is likely sooner
+
+
 def test_memory_is_bounded() -> None:
     memory = DemandMemory()
     for k in range(3 * learning.MAX_POINTS):
