@@ -304,6 +304,10 @@ class Store(Protocol):
         """Mark Complete if this worker holds it In Progress; False otherwise."""
         ...
 
+    def worker_held_tasks(self, worker_id: str) -> list[TaskRow]:
+        """The tasks this worker holds In Progress (what a claim whose answer was lost may have taken)."""
+        ...
+
     def worker_task_status(self, task_id: str, worker_id: str) -> str | None:
         """The status of a task this worker holds or finished; None when it is not this worker's.
 

@@ -112,6 +112,9 @@ class RpcStore(ABC):
         args = {"p_task_id": task_id, "p_worker_id": worker_id, "p_result": JsonArg(result)}
         return bool(self._call("complete_task", args, safe=True))
 
+    def worker_held_tasks(self, worker_id: str) -> list[TaskRow]:
+        return _TASKS.validate_python(self._call("worker_held_tasks", {"p_worker_id": worker_id}, safe=True))
+
     def worker_task_status(self, task_id: str, worker_id: str) -> str | None:
         data = self._call("worker_task_status", {"p_task_id": task_id, "p_worker_id": worker_id}, safe=True)
         return None if data is None else str(data)

@@ -19,7 +19,9 @@ Rules (the pod contract; see the README):
   jitter, until it succeeds; only a worker that is stopping gives up, once its shutdown grace is
   over (its pod is then about to go, and the orchestrator requeues what it held). One failed call
   never strands a task In Progress on a live worker. A repeat whose first try did commit (its
-  answer was lost) finds the task already out of In Progress; the task row says what happened.
+  answer was lost) finds the task already out of In Progress; `worker_task_status` says what happened.
+- A claim that fails without an answer may have committed: before claiming again the worker asks
+  `worker_held_tasks` and runs what it holds, so no task is stranded In Progress on a live worker.
 """
 
 from __future__ import annotations
@@ -130,6 +132,10 @@ class WorkerRunner:
         self._done_lock = threading.Lock()  # tasks_done is counted by every task slot
         self._fatal: BaseException | None = None  # an unexpected error in a task slot
         self._claim_outage: supervision.Outage | None = None  # claims failing: the database is away
+        # A claim call failed without an answer: it may have committed. Until the worker has asked which
+        # tasks it holds, it does not claim again (else a task taken by the lost call stays In Progress).
+        self._claim_unsure = False
+        self._running: set[str] = set()  # ids of the tasks its slots run now
         if self.concurrency < 1:
             raise ValueError(f"concurrency must be at least 1, got {self.concurrency}")
 
@@ -245,12 +251,27 @@ class WorkerRunner:
             self._fatal = exc
             self.stop(f"unexpected error running task {task.id}: {type(exc).__name__}")
         finally:
+            self._running.discard(task.id)
             self._wake.set()
 
     def _claim(self) -> TaskRow | None:
+        task = self._claim_or_adopt()
+        if task is not None:
+            self._running.add(task.id)
+        return task
+
+    def _claim_or_adopt(self) -> TaskRow | None:
         try:
+            if self._claim_unsure:
+                held = [t for t in self.store.worker_held_tasks(self.worker_id) if t.id not in self._running]
+                self._claim_unsure = False
+                if held:
+                    logger.warning("task %s was claimed by a call whose answer was lost: running it", held[0].id)
+                    self._claim_unsure = len(held) > 1  # the next free slot takes the next one
+                    return held[0]
             task = self.store.claim_next_task(self.worker_id, self.task_types)
         except Exception as exc:  # the next poll claims again (after a backoff while the database is away)
+            self._claim_unsure = True
             metrics.record_error("worker", "claim")
             if isinstance(exc, DatabaseUnavailable):
                 self._claim_outage = supervision.after_outage_failure(

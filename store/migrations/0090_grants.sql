@@ -51,8 +51,8 @@ BEGIN
         SELECT p.oid::regprocedure FROM pg_proc p
         WHERE p.pronamespace = current_schema()::regnamespace
           AND p.proname IN (
-              'claim_next_task', 'complete_task', 'fail_task', 'worker_task_status', 'worker_heartbeat',
-              'insert_system_logs'
+              'claim_next_task', 'complete_task', 'fail_task', 'worker_task_status', 'worker_held_tasks',
+              'worker_heartbeat', 'insert_system_logs'
           )
           AND p.prosrc LIKE '%assert_acting_worker%'
     LOOP

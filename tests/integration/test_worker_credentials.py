@@ -124,6 +124,7 @@ def test_a_pods_login_role_does_its_own_work_and_nothing_else(orchestrator: Post
         assert "only as itself" in _refused(pod, "SELECT orchestrator.worker_heartbeat(%s)", (WORKER_B,))
         statement = "SELECT orchestrator.worker_task_status(%s, %s)"
         assert "only as itself" in _refused(pod, statement, (held_by_b, WORKER_B))
+        assert "only as itself" in _refused(pod, "SELECT orchestrator.worker_held_tasks(%s)", (WORKER_B,))
         assert "permission denied" in _refused(pod, "SELECT orchestrator.get_task(%s)", (held_by_b,))
         for fn in ("complete_task", "fail_task"):
             args = (held_by_b, WORKER_B) if fn == "complete_task" else (held_by_b, WORKER_B, "x")
@@ -153,6 +154,7 @@ def test_a_pods_login_role_does_its_own_work_and_nothing_else(orchestrator: Post
         assert worker.complete_task(held_by_b, WORKER_A) is False  # not its task: nothing happens
         assert worker.fail_task(held_by_b, WORKER_A, "x") is None
         assert worker.worker_task_status(held_by_b, WORKER_A) is None  # not its task: not even its status
+        assert [t.id for t in worker.worker_held_tasks(WORKER_A)] == [mine]  # B's task is not listed
         assert worker.complete_task(mine, WORKER_A, {"ok": True}) is True
         assert worker.worker_task_status(mine, WORKER_A) == "Complete"  # a lost answer, asked after
         again = worker.claim_next_task(WORKER_A)

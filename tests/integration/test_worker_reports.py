@@ -150,6 +150,22 @@ def test_a_complete_task_whose_answer_was_lost_counts_as_completed(
     assert outcomes[-1:] == ["completed"], outcomes
 
 
+def test_a_claim_whose_answer_was_lost_is_found_and_run(
+    sb: SupabaseStore, standin: PostgrestStandin, pg: PostgresStore
+) -> None:
+    """The claim commits but its answer never arrives: the worker asks what it holds before claiming
+    again, runs that task, and leaves nothing In Progress."""
+    (task_id,) = pg.insert_tasks([NewTask(task_type="demo", user_id="u", params={"duration_s": 0})])
+    standin.fail_next(1, 503, execute=True, only="claim_next_task")
+    with _Worker(sb, "gpu-lost-claim", {"demo": demo_handler}) as worker:
+        task = _task_ends(pg, task_id, TaskStatus.COMPLETE)
+        assert task.worker_id == "gpu-lost-claim" and task.attempts == 1
+        assert worker.drain() is ExitCode.OK
+        assert worker.runner is not None and worker.runner.tasks_done == 1
+    calls = standin.calls
+    assert "worker_held_tasks" in calls and calls.index("worker_held_tasks") > calls.index("claim_next_task")
+
+
 def test_a_transient_database_error_during_fail_task_still_fails_the_task(
     sb: SupabaseStore, standin: PostgrestStandin, pg: PostgresStore
 ) -> None:

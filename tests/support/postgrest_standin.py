@@ -97,12 +97,13 @@ class _Control:
     fail_status: int = 503
     fail_after_executing: bool = False
     fail_json: bool = False
+    fail_only: str | None = None  # fail only calls of this function (others pass)
     delay_s: float = 0.0
     calls: list[str] = field(default_factory=list)
 
-    def take_failure(self) -> tuple[int, bool, bool] | None:
+    def take_failure(self, fn: str) -> tuple[int, bool, bool] | None:
         with self.lock:
-            if self.fail_remaining <= 0:
+            if self.fail_remaining <= 0 or self.fail_only not in (None, fn):
                 return None
             self.fail_remaining -= 1
             return self.fail_status, self.fail_after_executing, self.fail_json
@@ -175,9 +176,13 @@ class PostgrestStandin:
         self.stop()
 
     # --- knobs -----------------------------------------------------------------------------------
-    def fail_next(self, n: int, status: int = 503, *, execute: bool = False, json_body: bool = False) -> None:
-        """Fail the next n rpc calls with `status`; with execute=True the SQL runs first (lost answer)."""
+    def fail_next(
+        self, n: int, status: int = 503, *, execute: bool = False, json_body: bool = False, only: str | None = None
+    ) -> None:
+        """Fail the next n rpc calls (of function `only`, if given) with `status`; with execute=True the SQL
+        runs first (lost answer)."""
         with self.control.lock:
+            self.control.fail_only = only
             self.control.fail_remaining = n
             self.control.fail_status = status
             self.control.fail_after_executing = execute
@@ -222,7 +227,7 @@ class PostgrestStandin:
             return
         with self.control.lock:
             self.control.calls.append(fn)
-        failure = self.control.take_failure()
+        failure = self.control.take_failure(fn)
         if failure is not None and not failure[1]:
             self._fail(request, failure)
             return

@@ -191,6 +191,16 @@ LANGUAGE sql STABLE AS $$
     SELECT status FROM tasks WHERE id = p_task_id AND worker_id = p_worker_id
 $$;
 
+-- The tasks this worker holds In Progress, oldest claim first. A worker whose claim call failed
+-- without an answer asks this before claiming again: a claim that committed is found and run, never
+-- stranded In Progress on a live worker that does not know it holds it.
+CREATE OR REPLACE FUNCTION worker_held_tasks(p_worker_id text) RETURNS jsonb
+LANGUAGE sql STABLE AS $$
+    SELECT assert_acting_worker(p_worker_id);  -- only the worker itself (0005_worker_credentials)
+    SELECT coalesce(jsonb_agg(to_jsonb(t) ORDER BY t.claimed_at, t.id), '[]'::jsonb)
+    FROM tasks t WHERE t.worker_id = p_worker_id AND t.status = 'In Progress'
+$$;
+
 CREATE OR REPLACE FUNCTION fail_task(p_task_id text, p_worker_id text, p_error text) RETURNS text
 LANGUAGE sql AS $$
     SELECT assert_acting_worker(p_worker_id);  -- only the worker itself (0005_worker_credentials)
