@@ -29,7 +29,8 @@ The rules, and the incident mistake each one prevents:
   rise of demand within a boot time (instead of the fixed idle timeout; none drained within
   `learning.MIN_ACTIVE_BEFORE_DRAIN_S` of promotion), and busy workers whose task ends (at
   `learning.COMING_CONFIDENCE`) before a new pod would likely be up (halfway from the fastest boot
-  seen to the median one) are capacity on its way for queued tasks.
+  seen to the median one) are capacity on its way for queued tasks, unless their task type runs
+  shorter than the fastest boot (a stream of short tasks needs the pod).
 """
 
 from __future__ import annotations
@@ -300,7 +301,7 @@ def decide(ctx: PolicyContext) -> Decision:
     keep_idle = learning.headroom(learned, now, boot_est)
     # Every such worker counts, headroom or not: the policy never spawns for its headroom, so a
     # worker about to free is no less on its way when demand is expected to rise.
-    coming = learning.capacity_on_its_way(learned, active, now, horizon) if tpw == 1 else []
+    coming = learning.capacity_on_its_way(learned, active, now, horizon, fastest_boot) if tpw == 1 else []
 
     demand_words = (
         f"desired {desired} = ceil((claimable {snapshot.claimable} + in_progress {in_progress}) / "

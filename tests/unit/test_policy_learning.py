@@ -81,6 +81,8 @@ def test_durations_are_learned_per_type_and_make_capacity_on_its_way() -> None:
     assert learning.capacity_on_its_way(memory, [_busy("w2", 1000)], 1005, 60) == []
     # an unknown type promises nothing
     assert learning.capacity_on_its_way(memory, [_busy("w2", 1000, "other")], 1090, 60) == []
+    # a type that runs shorter than the fastest boot promises nothing: a stream of them needs the pod
+    assert learning.capacity_on_its_way(memory, [_busy("w2", 1000)], 1090, 60, min_run_s=120) == []
 
 
 def test_a_worker_freeing_before_a_likely_boot_is_capacity_on_its_way_even_with_headroom() -> None:
