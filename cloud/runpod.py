@@ -250,8 +250,10 @@ class RunPodProvider:
 
     def list(self, name_prefix: str) -> list[Pod]:
         answers = self._call("list pods", lambda: ctl_commands.get_pods(api_key=self._api_key)) or []
-        pods = [self._pod_from(answer, self._redactor) for answer in answers]
-        return [pod for pod in pods if pod.name.startswith(name_prefix) and pod.status is not PodStatus.TERMINATED]
+        # Only our pods are read into Pods (and redacted): the account's others are passed over.
+        ours = [answer for answer in answers if str(answer.get("name") or "").startswith(name_prefix)]
+        pods = [self._pod_from(answer, self._redactor) for answer in ours]
+        return [pod for pod in pods if pod.status is not PodStatus.TERMINATED]
 
     def terminate(self, pod_id: str) -> None:
         self._check_id(pod_id)
