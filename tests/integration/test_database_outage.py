@@ -36,7 +36,9 @@ from tests.support.polling import wait_for
 
 ORCHESTRATOR = str(Path(sys.executable).parent / "orchestrator")
 SPEED = 80  # trace seconds per demo second: the policy's idle and stabilization knobs shrink with it
-OUTAGE_S = 17.0  # > the demo's heartbeat_timeout_s (15 s) and > the old 5 s give-up
+# > the demo's heartbeat_timeout_s (15 s) and > the old 5 s give-up; the issue's 60 s outage is
+# `OUTAGE_TEST_S=60 pytest tests/integration/test_database_outage.py` (kept out of CI for its time).
+OUTAGE_S = float(os.environ.get("OUTAGE_TEST_S", "17"))
 # Three tasks of 40 s that span both outages, and two short ones that arrive during the first (the
 # replay's insert waits for the database).
 TRACE = """arrival_s,task_type,user_id,duration_s,depends_on
