@@ -149,6 +149,8 @@ def worker_view(row: store_base.WorkerRow) -> WorkerView:
         tasks_in_progress=row.tasks_in_progress,
         idle_since=_ts(row.idle_since),
         pod_id=row.pod_id,
+        task_started_at=_ts(row.task_started_at),
+        task_type=row.task_type,
     )
 
 

@@ -121,6 +121,9 @@ class WorkerRow(_Row):
     metadata: dict[str, Any]
     tasks_in_progress: int = 0  # derived by list_workers/get_worker from tasks
     idle_since: datetime | None = None  # derived: last finished task or promotion when idle
+    # derived: when it took the oldest task it holds, and that task's type (None while idle)
+    task_started_at: datetime | None = None
+    task_type: str | None = None
     # reigh: the status the worker itself last wrote into the app's row ('active', 'crashed', ...)
     reported_status: str | None = None
 

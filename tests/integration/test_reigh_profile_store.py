@@ -171,6 +171,8 @@ def test_a_lost_workers_tasks_go_back_the_apps_way(reigh_store: Store, app: psyc
 
     seen = reigh_store.get_worker(wid)
     assert seen is not None and seen.tasks_in_progress == 2 and seen.idle_since is None
+    started = app.execute("SELECT min(generation_started_at) FROM public.tasks WHERE worker_id = %s", (wid,))
+    assert seen.task_started_at == started.fetchone()[0] and seen.task_type is not None
     assert reigh_store.requeue_worker_tasks(wid) == 2
     rows = dict(
         (r[0], r[1:])

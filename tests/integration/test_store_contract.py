@@ -196,10 +196,13 @@ def test_workers_lifecycle_and_events(store: RpcStore) -> None:
     assert task is not None
     busy = store.get_worker(worker_id)
     assert busy is not None and busy.tasks_in_progress == 1 and busy.idle_since is None
+    # What the policy needs to see capacity on its way: when the held task was taken, and its type.
+    assert busy.task_started_at == task.claimed_at and busy.task_type == "t"
     store.complete_task(task.id, worker_id)
     idle = store.get_worker(worker_id)
     finished = store.get_task(task.id)
     assert idle is not None and finished is not None and idle.idle_since == finished.finished_at
+    assert idle.task_started_at is None and idle.task_type is None
 
     assert store.transition_worker(worker_id, None, WorkerState.TERMINATED, "idle 300s")
     gone = store.get_worker(worker_id)

@@ -21,15 +21,21 @@ LANGUAGE sql STABLE AS $$
     SELECT coalesce(jsonb_agg(
         to_jsonb(w) - 'last_task_finished_at' || jsonb_build_object(
             'tasks_in_progress', ip.n,
-            'idle_since', CASE WHEN ip.n = 0 THEN greatest(w.promoted_at, w.last_task_finished_at) END)
+            'idle_since', CASE WHEN ip.n = 0 THEN greatest(w.promoted_at, w.last_task_finished_at) END,
+            'task_started_at', ip.started_at,
+            'task_type', ip.task_type)
         ORDER BY w.created_at, w.id), '[]'::jsonb)
     FROM (SELECT * FROM workers w WHERE w.id = p_worker_id
           UNION ALL
           SELECT * FROM workers w WHERE p_worker_id IS NULL AND w.status <> 'terminated'
           UNION ALL
           SELECT * FROM workers w WHERE p_worker_id IS NULL AND p_include_terminated AND w.status = 'terminated') w
+    -- The oldest task it holds: when it was claimed and its type, so the policy can tell a worker
+    -- about to free up (capacity on its way) from one that will be busy for long.
     CROSS JOIN LATERAL (
-        SELECT count(*) AS n FROM tasks t WHERE t.worker_id = w.id AND t.status = 'In Progress') ip
+        SELECT count(*) AS n, min(t.claimed_at) AS started_at,
+               (array_agg(t.task_type ORDER BY t.claimed_at, t.id))[1] AS task_type
+        FROM tasks t WHERE t.worker_id = w.id AND t.status = 'In Progress') ip
     WHERE p_include_terminated OR w.status <> 'terminated'
 $$;
 

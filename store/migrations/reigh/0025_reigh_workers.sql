@@ -17,12 +17,17 @@ LANGUAGE sql STABLE SET search_path = public, pg_temp AS $$
             'last_heartbeat_at', CASE WHEN a.last_heartbeat >= w.created_at THEN a.last_heartbeat END,
             'reported_status', a.status,
             'tasks_in_progress', ip.n,
-            'idle_since', CASE WHEN ip.n = 0 THEN greatest(w.promoted_at, lf.at) END)
+            'idle_since', CASE WHEN ip.n = 0 THEN greatest(w.promoted_at, lf.at) END,
+            'task_started_at', ip.started_at,
+            'task_type', ip.task_type)
         ORDER BY w.created_at, w.id), '[]'::jsonb)
     FROM orchestrator.workers w
     LEFT JOIN public.workers a ON a.id = w.id
+    -- The oldest task it holds: when the worker started it and its type (for the policy).
     CROSS JOIN LATERAL (
-        SELECT count(*) AS n FROM public.tasks t WHERE t.worker_id = w.id AND t.status = 'In Progress') ip
+        SELECT count(*) AS n, min(t.generation_started_at) AS started_at,
+               (array_agg(t.task_type ORDER BY t.generation_started_at, t.id))[1] AS task_type
+        FROM public.tasks t WHERE t.worker_id = w.id AND t.status = 'In Progress') ip
     CROSS JOIN LATERAL (
         SELECT max(t.generation_processed_at) AS at FROM public.tasks t
         WHERE t.worker_id = w.id AND t.status IN ('Complete', 'Failed')) lf
