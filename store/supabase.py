@@ -52,6 +52,10 @@ class SupabaseStore(RpcStore):
     ) -> None:
         self._url = url.rstrip("/")
         self._key = service_role_key
+        self._secrets: tuple[str, ...] = (service_role_key,)  # every secret an error text must not show
+        # What to do when the key is refused, and who may call what (a worker's token differs).
+        self._refused_hint = "set SUPABASE_SERVICE_ROLE_KEY to the project's service-role key"
+        self._denied_hint = "the orchestrator needs the service-role key, and `orchestrator migrate --sql` applied"
         self._retries = retries
         self._backoff_base_s = backoff_base_s
         self._backoff_cap_s = backoff_cap_s
@@ -78,6 +82,12 @@ class SupabaseStore(RpcStore):
         # Before the first call: supabase-py builds its PostgREST client from these headers on first use.
         store._client.options.headers["Authorization"] = f"Bearer {token}"
         store._key = token
+        store._secrets = (token, apikey or token)
+        store._refused_hint = (
+            "the worker's SUPABASE_WORKER_TOKEN was refused: expired, revoked (its worker was terminated), "
+            "or signed with another JWT secret than the project's"
+        )
+        store._denied_hint = "a worker's token may call only its own worker functions, for its own worker id"
         return store
 
     def _remember_status(self, response: httpx.Response) -> None:
@@ -106,16 +116,15 @@ class SupabaseStore(RpcStore):
             except APIError as exc:
                 status: int | None = self._status.code
                 code = str(exc.code) if exc.code is not None else None
-                message = redact(str(exc.message or ""), self._key)
+                message = redact(str(exc.message or ""), *self._secrets)
                 if _is_auth_failure(status, code, message):
                     raise StoreError(
                         f"supabase at {self._url} refused the key (HTTP {status}, {code or 'no code'}: {message}); "
-                        "set SUPABASE_SERVICE_ROLE_KEY to the project's service-role key"
+                        f"{self._refused_hint}"
                     ) from None
                 if status == 403 or code == "42501":
                     raise StoreError(
-                        f"supabase at {self._url}: permission denied calling {fn} ({message}); the orchestrator "
-                        "needs the service-role key, and `orchestrator migrate --sql` applied"
+                        f"supabase at {self._url}: permission denied calling {fn} ({message}); {self._denied_hint}"
                     ) from None
                 if code == "PGRST106":
                     raise StoreError(
@@ -137,7 +146,7 @@ class SupabaseStore(RpcStore):
                         f"supabase at {self._url}: {fn} timed out; its outcome is unknown and it is not retried"
                     ) from None
             except httpx.TransportError as exc:
-                failure = f"{type(exc).__name__}: {redact(str(exc), self._key)}"
+                failure = f"{type(exc).__name__}: {redact(str(exc), *self._secrets)}"
             if attempt >= len(delays):
                 tries = f"{attempt + 1} attempt{'s' if attempt else ''}"
                 if not safe:
