@@ -65,6 +65,9 @@ REPORT_BACKOFF_CAP_S = 10.0
 # It may still be passing (a statement timeout), so it is tried this many times before the worker
 # changes what it reports: a refused result becomes a failed attempt, a refused error text a plain one.
 REPORT_REFUSALS_TOLERATED = 3
+# During an outage the first failed heartbeat is logged, then one line per this many seconds with
+# the count, so a long outage does not bury the worker's own log under one warning per beat.
+HEARTBEAT_FAILURE_LOG_EVERY_S = 60.0
 # Postgres text cannot hold NUL, and an error message is for people: longer texts are cut.
 MAX_ERROR_CHARS = 4000
 
@@ -129,6 +132,8 @@ class WorkerRunner:
         self._stop_reason = ""
         self._started = time.monotonic()
         self._heartbeats = 0
+        self._heartbeat_failures = 0  # consecutive
+        self._heartbeat_failure_logged_at: float | None = None
         self._done_lock = threading.Lock()  # tasks_done is counted by every task slot
         self._fatal: BaseException | None = None  # an unexpected error in a task slot
         self._claim_outage: supervision.Outage | None = None  # claims failing: the database is away
@@ -168,8 +173,23 @@ class WorkerRunner:
             status = self.store.worker_heartbeat(self.worker_id, metadata or None)
         except Exception as exc:  # the next beat tries again; the orchestrator tolerates a few missed
             metrics.record_error("worker", "heartbeat")
-            logger.warning("heartbeat failed: %s: %s", type(exc).__name__, exc)
+            self._heartbeat_failures += 1
+            now = time.monotonic()
+            logged = self._heartbeat_failure_logged_at
+            if logged is None or now - logged >= HEARTBEAT_FAILURE_LOG_EVERY_S:
+                self._heartbeat_failure_logged_at = now
+                logger.warning(
+                    "heartbeat failed (%d in a row; next such line in %.0fs at the earliest): %s: %s",
+                    self._heartbeat_failures,
+                    HEARTBEAT_FAILURE_LOG_EVERY_S,
+                    type(exc).__name__,
+                    exc,
+                )
             return
+        if self._heartbeat_failures:
+            logger.info("heartbeat back after %d failed in a row", self._heartbeat_failures)
+            self._heartbeat_failures = 0
+            self._heartbeat_failure_logged_at = None
         self._heartbeats += 1
         previous, self.status = self.status, status
         if status != previous:
