@@ -147,25 +147,46 @@ class ReighApp:
     def insert(
         self, tasks: list[tuple[str, TraceTask, dict[str, float]]], parents: dict[int, str], indexes: list[int]
     ) -> None:
+        """One transaction; safe to repeat. Raises DatabaseUnavailable while the database is out of
+        reach, so the replay waits the outage out as it does for the native queue."""
         import psycopg
 
+        from store import errors
         from store.reigh import fixture
 
-        with psycopg.connect(self._conninfo) as conn, conn.transaction():
-            for index, (task_id, row, params) in zip(indexes, tasks, strict=True):
-                if row.task_type not in self._task_types:
-                    fixture.add_task_type(conn, row.task_type, self._run_type)
-                    self._task_types.add(row.task_type)
-                project = self._projects.get(row.user_id)
-                if project is None:
-                    user = fixture.add_user(conn, credits=1000, in_cloud=True, name=f"demo {row.user_id}")
-                    project = self._projects[row.user_id] = fixture.add_project(conn, user, f"demo {row.user_id}")
-                parent = parents.get(index)
-                fixture.add_task(
-                    conn,
-                    project_id=project,
-                    task_type=row.task_type,
-                    params=params,
-                    dependant_on=[parent] if parent else (),
-                    task_id=uuid.UUID(task_id),
-                )
+        task_types = set(self._task_types)
+        projects = dict(self._projects)
+        try:
+            with psycopg.connect(self._conninfo, connect_timeout=5) as conn, conn.transaction():
+                # A repeat whose first try committed but lost its answer: the rows are there already.
+                first = uuid.UUID(tasks[0][0]) if tasks else None
+                if first is not None and conn.execute("SELECT 1 FROM public.tasks WHERE id = %s", (first,)).fetchone():
+                    for _, row, _ in tasks:  # and so are the projects it made
+                        found = conn.execute(
+                            "SELECT id FROM public.projects WHERE name = %s LIMIT 1", (f"demo {row.user_id}",)
+                        ).fetchone()
+                        if found is not None:
+                            projects.setdefault(row.user_id, found[0])
+                    self._task_types, self._projects = task_types | {t[1].task_type for t in tasks}, projects
+                    return
+                for index, (task_id, row, params) in zip(indexes, tasks, strict=True):
+                    if row.task_type not in task_types:
+                        fixture.add_task_type(conn, row.task_type, self._run_type)
+                        task_types.add(row.task_type)
+                    project = projects.get(row.user_id)
+                    if project is None:
+                        user = fixture.add_user(conn, credits=1000, in_cloud=True, name=f"demo {row.user_id}")
+                        project = projects[row.user_id] = fixture.add_project(conn, user, f"demo {row.user_id}")
+                    parent = parents.get(index)
+                    fixture.add_task(
+                        conn,
+                        project_id=project,
+                        task_type=row.task_type,
+                        params=params,
+                        dependant_on=[parent] if parent else (),
+                        task_id=uuid.UUID(task_id),
+                    )
+        except psycopg.OperationalError as exc:
+            raise errors.unavailable(self._conninfo, "inserting the demo's Reigh tasks", exc) from exc
+        # Only what committed is remembered: a rolled-back try made no user, project or type.
+        self._task_types, self._projects = task_types, projects
