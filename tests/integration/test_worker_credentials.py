@@ -25,7 +25,7 @@ from cloud.base import InvalidSpec
 from config.settings import OrchestratorSettings, WorkerCredentials
 from fleet.models import WorkerState
 from store import credentials
-from store.base import LogRecord, NewTask, StoreError, WorkerCredentialKind
+from store.base import LogRecord, NewTask, RetentionTarget, StoreError, WorkerCredentialKind
 from store.postgres import PostgresStore
 from store.supabase import SupabaseStore
 from tests.support.fleet_harness import fast_settings
@@ -191,6 +191,29 @@ def test_termination_revokes_the_login_role(orchestrator: PostgresStore, databas
         open_session.close()
     with pytest.raises(StoreError, match="terminated"):
         orchestrator.issue_worker_credential(WORKER_A, WorkerCredentialKind.LOGIN, 60)
+
+
+def test_retention_of_a_terminated_workers_row_takes_its_revoked_credential_along(
+    orchestrator: PostgresStore, database_url: str
+) -> None:
+    worker_c = "gpu-20261201_060000-cccccccc"
+    for worker_id in (WORKER_A, WORKER_B, worker_c):
+        _active_worker(orchestrator, worker_id)
+    orchestrator.issue_worker_credential(WORKER_A, WorkerCredentialKind.LOGIN, 3600)
+    orchestrator.issue_worker_credential(WORKER_B, WorkerCredentialKind.TOKEN, 3600)
+    orchestrator.issue_worker_credential(worker_c, WorkerCredentialKind.LOGIN, 3600)
+    for worker_id in (WORKER_A, WORKER_B, worker_c):
+        assert orchestrator.transition_worker(worker_id, None, WorkerState.TERMINATED, "terminated: test")
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        # worker C's role drop failed: reap still needs its row to drop the role
+        conn.execute(
+            "UPDATE orchestrator.worker_credentials SET role_dropped_at = NULL WHERE worker_id = %s", (worker_c,)
+        )
+        conn.execute("UPDATE orchestrator.workers SET terminated_at = now() - interval '2 hours'")
+    assert orchestrator.apply_retention(RetentionTarget.WORKERS, 3600.0) == 3
+    with psycopg.connect(database_url) as conn:
+        kept = [r[0] for r in conn.execute("SELECT worker_id FROM orchestrator.worker_credentials ORDER BY 1")]
+    assert kept == [worker_c]
 
 
 def test_one_credential_per_pod_its_password_forgotten_once_promoted(
