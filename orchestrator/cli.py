@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import MutableMapping
 from pathlib import Path
 from typing import Annotated
 
@@ -62,7 +63,22 @@ app.command("explain")(explain.command)
 app.add_typer(task.app, name="task")
 
 
+def use_rays_token_when_there_is_one(environ: MutableMapping[str, str], home: Path) -> None:
+    """A Ray client reads RAY_AUTH_MODE once, when ray is imported, and a cluster `ray.init()` starts
+    (the demo's) has Ray's token auth on by default. With a token at hand (RAY_AUTH_TOKEN,
+    RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token, where Ray keeps it) every command sends it, so
+    `status --address` reaches the demo's Ray as is; a client sending a token still connects to a
+    cluster without auth. An explicit RAY_AUTH_MODE is left as it is."""
+    if "RAY_AUTH_MODE" in environ:
+        return
+    path = environ.get("RAY_AUTH_TOKEN_PATH")
+    token_file = Path(path) if path else home / ".ray" / "auth_token"
+    if environ.get("RAY_AUTH_TOKEN") or token_file.is_file():
+        environ["RAY_AUTH_MODE"] = "token"
+
+
 def main() -> None:
+    use_rays_token_when_there_is_one(os.environ, Path.home())
     app()
 
 
