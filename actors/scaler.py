@@ -97,7 +97,7 @@ from cloud import base as cloud
 from cloud import factory as providers
 from config.settings import OrchestratorSettings, QueueProfile
 from fleet import learning, policy, supervision
-from fleet.models import Decision, DemandSnapshot, FleetHistory, WorkerState, WorkerView
+from fleet.models import Decision, DemandSnapshot, FleetHistory, SpawnOutcome, WorkerState, WorkerView
 from store import base as store_base
 from store import factory as stores
 
@@ -114,6 +114,11 @@ _WATCH_EVERY_S = 1.0
 # A pod terminate the Scaler makes (a duplicate, an ended worker's pod) that failed is tried again
 # after one cycle interval, doubling per failure in a row up to this.
 _POD_RETRY_CAP_S = 300.0
+# The next timed cycle's pod list begins this long before the cycle is due, plus twice the time the
+# last list took (at most half a cycle interval ahead); a cycle takes it when it began at most
+# `_PREFETCH_SLACK_S` earlier than that, else it lists itself.
+_PREFETCH_MARGIN_S = 0.05
+_PREFETCH_SLACK_S = 0.5
 # Why decide did nothing when sync could not give it its inputs.
 _NO_INPUT = "skipped: no worker rows or demand this cycle (the sync phase failed)"
 
@@ -133,24 +138,21 @@ StoreFactory = lifecycle_mod.StoreFactory
 ProviderFactory = lifecycle_mod.ProviderFactory
 
 
-def _ts(value: datetime | None) -> float | None:
-    return value.timestamp() if value is not None else None
-
-
 def worker_view(row: store_base.WorkerRow) -> WorkerView:
-    """What the policy sees of a worker row."""
+    """What the policy sees of a worker row. (Positional and inline: made for every row every cycle.)"""
+    promoted, beat, idle, started = row.promoted_at, row.last_heartbeat_at, row.idle_since, row.task_started_at
     return WorkerView(
-        id=row.id,
-        state=row.status,
-        created_at=row.created_at.timestamp(),
-        gpu_type=row.gpu_type,
-        promoted_at=_ts(row.promoted_at),
-        last_heartbeat_at=_ts(row.last_heartbeat_at),
-        tasks_in_progress=row.tasks_in_progress,
-        idle_since=_ts(row.idle_since),
-        pod_id=row.pod_id,
-        task_started_at=_ts(row.task_started_at),
-        task_type=row.task_type,
+        row.id,
+        row.status,
+        row.created_at.timestamp(),
+        row.gpu_type,
+        None if promoted is None else promoted.timestamp(),
+        None if beat is None else beat.timestamp(),
+        row.tasks_in_progress,
+        None if idle is None else idle.timestamp(),
+        row.pod_id,
+        None if started is None else started.timestamp(),
+        row.task_type,
     )
 
 
@@ -160,17 +162,120 @@ class _EventWindow:
     def __init__(self) -> None:
         self._events: dict[int, tuple[str, float, str | None, str, str]] = {}
         self._since: datetime | None = None
+        # The spawn outcomes of the events as they were when last asked: rebuilt only when the window
+        # changed (at 1,000 workers the window holds thousands of events, most cycles none new).
+        self._outcomes: list[SpawnOutcome] | None = None
 
     def refresh(
         self, store: store_base.Store, now: float, window_s: float
     ) -> list[tuple[str, float, str | None, str, str]]:
         since = self._since or datetime.fromtimestamp(now - window_s, tz=UTC)
+        count = len(self._events)
         for e in store.list_worker_events(since=since):
+            if e.id not in self._events:
+                self._outcomes = None
             self._events[e.id] = (e.worker_id, e.at.timestamp(), e.from_status, e.to_status, e.reason)
             self._since = max(self._since or e.at, e.at)  # inclusive `since`: ids deduplicate
         cutoff = now - window_s
-        self._events = {k: v for k, v in self._events.items() if v[1] >= cutoff}
+        if any(v[1] < cutoff for v in self._events.values()):
+            self._events = {k: v for k, v in self._events.items() if v[1] >= cutoff}
+        if len(self._events) != count:
+            self._outcomes = None
         return list(self._events.values())
+
+    def outcomes(self) -> list[SpawnOutcome]:
+        """`policy.outcomes_from_events` of the window as of the last refresh."""
+        if self._outcomes is None:
+            self._outcomes = policy.outcomes_from_events(self._events.values())
+        return self._outcomes
+
+
+@dataclasses.dataclass(frozen=True)
+class _PodList:
+    """One provider list: when it began (monotonic), how long it took, and the pods or what failed."""
+
+    started: float
+    took_s: float
+    pods_at: float | None = None  # the database clock just before the list call
+    pods: list[cloud.Pod] | None = None
+    error: Exception | None = None
+
+
+class _PodPrefetch:
+    """The provider's pod list for the next timed cycle, taken on a thread of its own just before
+    that cycle is due, so the cycle does not wait for the provider (at 1,000 pods the list is most
+    of a cycle's time). `take` hands a cycle only a list that began after the previous cycle ended
+    and at most `max_age_s` ago; otherwise the cycle lists itself, as before."""
+
+    def __init__(self, list_pods: Callable[[], tuple[float, list[cloud.Pod]]], name: str) -> None:
+        self._list_pods = list_pods
+        self._name = name
+        self._cond = threading.Condition()
+        self._due: float | None = None  # monotonic time the next list starts
+        self._since: float | None = None  # only a list begun at or after this serves the next cycle
+        self._running_since: float | None = None
+        self._result: _PodList | None = None
+        self._closed = False
+        self._thread: threading.Thread | None = None
+
+    def schedule(self, due: float) -> None:
+        """The next cycle's list begins at monotonic time `due`; any list begun before now is spent."""
+        with self._cond:
+            self._closed = False  # a Scaler started again after a stop
+            self._due, self._since, self._result = due, time.monotonic(), None
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name=f"pod-prefetch-{self._name}", daemon=True)
+                self._thread.start()
+            self._cond.notify_all()
+
+    def cancel(self) -> None:
+        with self._cond:
+            self._due = self._since = self._result = None
+
+    def close(self) -> None:
+        """Nothing more is listed (a list in flight ends on its own); `schedule` starts again."""
+        with self._cond:
+            self._closed = True
+            self._due = self._since = self._result = None
+            self._cond.notify_all()
+
+    def take(self, max_age_s: float) -> _PodList | None:
+        """The list scheduled for this cycle when it began at most `max_age_s` ago (waiting for it
+        while it is in flight), else None; a list not yet begun is cancelled either way."""
+        with self._cond:
+            since = self._since
+            if since is not None and self._running_since is not None and self._running_since >= since:
+                while self._running_since is not None and not self._closed:
+                    self._cond.wait()
+            result = self._result
+            self._due = self._since = self._result = None
+        if result is None or since is None or result.started < since:
+            return None
+        return result if time.monotonic() - result.started <= max_age_s else None
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._closed and (self._due is None or self._due > time.monotonic()):
+                    self._cond.wait(None if self._due is None else self._due - time.monotonic())
+                if self._closed:
+                    self._thread = None
+                    return
+                self._due = None
+                started = self._running_since = time.monotonic()
+            result = self._list(started)
+            with self._cond:
+                self._running_since = None
+                if self._since is not None and started >= self._since:
+                    self._result = result
+                self._cond.notify_all()
+
+    def _list(self, started: float) -> _PodList:
+        try:
+            pods_at, pods = self._list_pods()
+        except Exception as exc:  # handed to the cycle, which says so (or lists itself)
+            return _PodList(started, time.monotonic() - started, error=exc)
+        return _PodList(started, time.monotonic() - started, pods_at=pods_at, pods=pods)
 
 
 @dataclasses.dataclass
@@ -262,6 +367,8 @@ class Scaler:
         self._wakeups = 0
         self._listed: tuple[float, float, list[cloud.Pod]] | None = None
         self._provider_lists = 0
+        self._list_took_s = 0.0  # how long the last provider list took (sets how early the next begins)
+        self._prefetch = _PodPrefetch(self._list_pods, name)
         self._retention_at: float | None = None  # monotonic time of the last retention run
         # The database out of reach (this process's clock), while it is; the record of the last
         # one until it is written; cycles it cost; what the last sync saw (for "what waited").
@@ -298,6 +405,7 @@ class Scaler:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=self._config.cycle_interval_s + 30)
+        self._prefetch.close()
         self._provisioner.wait(_PROVISION_DRAIN_TIMEOUT_S)
         lease = self._lease
         self._lease = None
@@ -444,11 +552,16 @@ class Scaler:
     def step(self) -> dict[str, Any]:
         """One cycle; returns its report. Public so tests can drive a plain instance."""
         self._cycle += 1
+        started = time.monotonic()
         cycle = _Cycle(number=self._cycle, started_at=time.time())
         with cycle.scope:
             self._run_phases(cycle)
         if cycle.spawned or (cycle.plan is not None and (cycle.plan.orphans or cycle.plan.duplicates)):
             self._listed = None  # pods were made or acted on: the next cycle lists them afresh
+        if self._lease is not None and self._outage is None and not self._stop.is_set():
+            self._prefetch.schedule(started + self._config.cycle_interval_s - self._prefetch_lead_s())
+        else:
+            self._prefetch.cancel()
         self._completed_cycles += 1
         self._last_completed_at = time.time()
         self._report = {
@@ -628,7 +741,7 @@ class Scaler:
         recorded = self._store.list_decisions(since=learned_since, limit=learning.MAX_POINTS)
         learned = learning.memory_from_decisions(((d.at.timestamp(), d.inputs) for d in recorded if d.at), now)
         history = FleetHistory(last_scale_up_at=max(scale_ups, default=None), learned=learned)
-        self._history = policy.record_outcomes(history, policy.outcomes_from_events(events), now, self._config)
+        self._history = policy.record_outcomes(history, self._events.outcomes(), now, self._config)
         self._last_record_key = None
         logger.info(
             "view rebuilt: %d decisions and %d worker events in the failure window, %d demand points learned",
@@ -643,22 +756,50 @@ class Scaler:
         The provider is listed on its own cadence, not on every wake-up: a cycle woken by a task
         notification reuses the last list while it is younger than `provider_list_interval_s`
         (with the time it was read, so the reconcile still knows the pods were read before the
-        rows); a timed cycle, or one whose list is older, lists again."""
+        rows); a timed cycle, or one whose list is older, lists again. A timed cycle's list is
+        taken just before it is due, off this thread (`_PodPrefetch`, scheduled by the previous
+        cycle), so the cycle does not wait for the provider: still a list made for this cycle,
+        begun after the previous one ended and before these rows are read. When there is none
+        (a cycle earlier than planned, a standby that just took the lease), the cycle lists now."""
         listed = self._listed
-        if (
-            self._woken
-            and listed is not None
-            and time.monotonic() - listed[0] < self._config.provider_list_interval_s
-        ):
+        if self._woken and listed is not None and time.monotonic() - listed[0] < self._config.provider_list_interval_s:
             cycle.pods_at, cycle.pods = listed[1], list(listed[2])
             return
         # A list that fails leaves nothing to reuse: the next cycles list (and fail, and say so)
         # again, so a provider outage is never hidden behind an older list.
         self._listed = None
-        cycle.pods_at = self._store.now().timestamp()
-        cycle.pods = self._provider.list(self._settings.provider.name_prefix)
+        ahead = self._prefetch.take(self._prefetch_lead_s() + _PREFETCH_SLACK_S)
+        if ahead is not None:
+            self._list_took_s = ahead.took_s
+            if isinstance(ahead.error, cloud.ProviderError):
+                raise ahead.error  # the provider's answer for this cycle, said once like a list made here
+            if ahead.error is None and ahead.pods is not None and ahead.pods_at is not None:
+                cycle.pods_at, cycle.pods = ahead.pods_at, ahead.pods
+                self._listed = (ahead.started + ahead.took_s, cycle.pods_at, list(cycle.pods))
+                return
+            _telemetry.record_error("scaler", "pod_prefetch")
+            logger.warning(
+                "listing the pods ahead of cycle %d failed (%s: %s); listing them now",
+                cycle.number,
+                type(ahead.error).__name__,
+                ahead.error,
+            )
+        started = time.monotonic()
+        try:
+            cycle.pods_at, cycle.pods = self._list_pods()
+        finally:
+            self._list_took_s = time.monotonic() - started
         self._listed = (time.monotonic(), cycle.pods_at, list(cycle.pods))
+
+    def _list_pods(self) -> tuple[float, list[cloud.Pod]]:
+        """The database clock just before the list, and the provider's pods with our prefix."""
+        pods_at = self._store.now().timestamp()
         self._provider_lists += 1
+        return pods_at, self._provider.list(self._settings.provider.name_prefix)
+
+    def _prefetch_lead_s(self) -> float:
+        """How long before a timed cycle its pod list begins (see `_PodPrefetch`)."""
+        return min(self._config.cycle_interval_s / 2, _PREFETCH_MARGIN_S + 2 * self._list_took_s)
 
     def _phase_sync(self, cycle: _Cycle) -> None:
         """Passive: rows, demand, the database clock, and the reconcile plan when the pods are known.
@@ -714,8 +855,8 @@ class Scaler:
             cycle.skipped["decide"] = _NO_INPUT
             return
         now = cycle.now
-        events = self._events.refresh(self._store, now, self._config.failure_window_s)
-        history = policy.record_outcomes(self._history, policy.outcomes_from_events(events), now, self._config)
+        self._events.refresh(self._store, now, self._config.failure_window_s)
+        history = policy.record_outcomes(self._history, self._events.outcomes(), now, self._config)
         views = [worker_view(r) for r in cycle.rows]
         self._record_fleet_silence(views, now)
         decision = policy.decide(policy.PolicyContext(cycle.snapshot, views, history, self._config, now))
