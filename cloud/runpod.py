@@ -12,6 +12,10 @@ Why the SDK is wrapped this tightly:
   (so no traceback or pickled exception carries the mutation text).
 - It pastes env values into a GraphQL string literal unescaped; `_gql_string` escapes them first,
   so a password with a quote cannot break (or inject into) the mutation.
+- Its list of pods opens a connection per call (a TLS handshake against the real API) and decodes
+  the whole answer up to three times; at 1,000 pods that is most of a Scaler cycle. The list (and
+  the look-up by name) is therefore the SDK's own query posted here, on a kept-alive session per
+  thread, decoded once; it raises what the SDK would, so `_translate` reads it the same way.
 
 Capacity fallback order: GPU types vary fastest, then network volumes, then RAM tiers, i.e. every
 GPU type is tried on the preferred volume and RAM tier before giving up a volume, and every volume
@@ -20,6 +24,8 @@ before giving up a RAM tier. The combination taken is recorded in the returned `
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
 import os
 import re
@@ -33,6 +39,8 @@ import requests
 import runpod  # type: ignore[import-untyped]
 import runpod.error  # type: ignore[import-untyped]
 from runpod.api import ctl_commands  # type: ignore[import-untyped]
+from runpod.api.queries import pods as pod_queries  # type: ignore[import-untyped]
+from runpod.user_agent import USER_AGENT  # type: ignore[import-untyped]
 
 from cloud.base import (
     AuthFailed,
@@ -62,6 +70,8 @@ _VolumeChoices = list[tuple[str, str, str | None]]  # (label as configured, volu
 
 # The SDK's key and URL are process globals: one SDK call at a time per process.
 _SDK_LOCK = threading.RLock()
+_DEFAULT_API_URL = "https://api.runpod.io"  # the SDK's default for RUNPOD_API_BASE_URL
+_HTTP_TIMEOUT_S = 30  # the SDK's
 
 _ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _POD_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,190}$")
@@ -155,6 +165,7 @@ class RunPodProvider:
         self._base_url = base_url.rstrip("/") if base_url else None
         self._retry = retry or RetryPolicy()
         self._redactor = Redactor([api_key])
+        self._http = threading.local()  # a requests.Session per thread (a Session is not thread-safe)
 
     def __repr__(self) -> str:
         return f"RunPodProvider(base_url={self._base_url or os.environ.get('RUNPOD_API_BASE_URL') or 'default'!r})"
@@ -249,7 +260,7 @@ class RunPodProvider:
         return pod
 
     def list(self, name_prefix: str) -> list[Pod]:
-        answers = self._call("list pods", lambda: ctl_commands.get_pods(api_key=self._api_key)) or []
+        answers = self._call_unlocked("list pods", self._pod_answers) or []
         # Only our pods are read into Pods (and redacted): the account's others are passed over.
         ours = [answer for answer in answers if str(answer.get("name") or "").startswith(name_prefix)]
         pods = [self._pod_from(answer, self._redactor) for answer in ours]
@@ -276,7 +287,12 @@ class RunPodProvider:
         logger.info("terminated pod %s", pod_id)
 
     def close(self) -> None:
-        """Nothing to release: the SDK opens a connection per request."""
+        """The calling thread's kept-alive session closes (the SDK's own calls keep none); other
+        threads' sessions close with their thread."""
+        session = getattr(self._http, "session", None)
+        if session is not None:
+            self._http.session = None
+            session.close()
 
     # --- helpers -----------------------------------------------------------------------------
 
@@ -286,7 +302,7 @@ class RunPodProvider:
             raise InvalidSpec(f"pod id {pod_id!r} is not a RunPod pod id")
 
     def _find_by_name(self, name: str, redactor: Redactor) -> Pod | None:
-        answers = self._call(f"look up pod {name}", lambda: ctl_commands.get_pods(api_key=self._api_key), redactor)
+        answers = self._call_unlocked(f"look up pod {name}", self._pod_answers, redactor)
         for answer in answers or []:
             if answer.get("name") == name:
                 pod = self._pod_from(answer, redactor)
@@ -357,11 +373,48 @@ class RunPodProvider:
             lambda: self._once(what, fn, redactor or self._redactor), self._retry, what=what, logger=logger
         )
 
+    def _call_unlocked(self, what: str, fn: Callable[[], T], redactor: Redactor | None = None) -> T:
+        """`_call` for a function that reads no SDK global (it runs beside the SDK's calls)."""
+        return call_with_retries(
+            lambda: self._once(what, fn, redactor or self._redactor, sdk=False), self._retry, what=what, logger=logger
+        )
+
+    def _pod_answers(self) -> Any:
+        """Every pod of the account: the SDK's `get_pods` query, posted on this thread's kept-alive
+        session and decoded once. Fails like the SDK: AuthenticationError on 401, QueryError for
+        GraphQL `errors`, a JSON decode error or a `requests` exception otherwise."""
+        session = getattr(self._http, "session", None)
+        if session is None:
+            session = self._http.session = requests.Session()
+        base = self._base_url or os.environ.get("RUNPOD_API_BASE_URL", _DEFAULT_API_URL)
+        response = session.post(
+            f"{base}/graphql",
+            headers={
+                "Content-Type": "application/json",
+                "User-Agent": USER_AGENT,
+                "Authorization": f"Bearer {self._api_key}",
+            },
+            data=json.dumps({"query": pod_queries.QUERY_POD}),
+            timeout=_HTTP_TIMEOUT_S,
+        )
+        if response.status_code == 401:
+            raise runpod.error.AuthenticationError("Unauthorized request, please check your API key.")
+        answer = json.loads(response.content)
+        if "errors" in answer:
+            raise runpod.error.QueryError(answer["errors"][0]["message"], pod_queries.QUERY_POD)
+        return answer["data"]["myself"]["pods"]
+
     def _once(
-        self, what: str, fn: Callable[[], T], redactor: Redactor, default: type[ProviderError] = ProviderError
+        self,
+        what: str,
+        fn: Callable[[], T],
+        redactor: Redactor,
+        default: type[ProviderError] = ProviderError,
+        *,
+        sdk: bool = True,
     ) -> T:
         error: ProviderError | None = None
-        with self._sdk_session():
+        with self._sdk_session() if sdk else contextlib.nullcontext():
             try:
                 return fn()
             except Exception as exc:  # translated below, outside the except block: no chaining
@@ -426,7 +479,7 @@ def _translate(what: str, exc: Exception, redactor: Redactor, default: type[Prov
     if isinstance(exc, runpod.error.QueryError):
         message = redactor.text(str(exc.message or "no message"))
         return classify_message(message, default)(f"{what}: RunPod answered: {message}")
-    if isinstance(exc, requests.exceptions.JSONDecodeError):
+    if isinstance(exc, json.JSONDecodeError):  # requests' own is one too
         return Transient(f"{what}: RunPod answered something that is not JSON")
     if isinstance(exc, requests.exceptions.Timeout):
         return Transient(f"{what}: RunPod did not answer in time")
