@@ -25,6 +25,8 @@ handle: what ensure() costs for a known lifecycle).
 
     .venv/bin/python bench/fleet_scale.py [--lifecycles 100] [--rows 1000] [--nodes 2] [--tasks 100000] [--cycles 30]
     .venv/bin/python bench/fleet_scale.py --rows-only [--profile]   # the Scaler cycle alone, + its floor
+    .venv/bin/python bench/fleet_scale.py --rows-only --baseline-tree /tmp/base   # + the cycle of an older
+        checkout (`git worktree add /tmp/base <commit>`) first, same data, same run
 """
 
 from __future__ import annotations
@@ -308,8 +310,11 @@ def _cycle(
     cpu: list[float] = []  # CPU time of the cycle in this thread: what other processes' load barely moves
     phases: dict[str, list[float]] = {}
     profiler = cProfile.Profile() if profile else None
+    started = time.monotonic()
     for _ in range(cycles):
-        time.sleep(gap_s)  # the lifecycles poll in between, as they would between production cycles
+        # Cycles `gap_s` apart, start to start, as the Scaler's loop runs them (the lifecycles poll in between).
+        time.sleep(max(0.05, started + gap_s - time.monotonic()))
+        started = time.monotonic()
         if profiler is not None:
             profiler.enable()
         cpu0 = time.thread_time()
@@ -459,9 +464,12 @@ def bench_rows(url: str, args: argparse.Namespace) -> None:
     fleet.start()
     try:
         base_url, _key, _ids, _rows = ours.recv()
-        settings = settings_for(
-            url, state_dir, base_url, pool_max_size=8, max_workers=args.rows, idle_timeout_s=86_400.0
-        )
+        # Timed cycles `--cycle-gap-s` apart, as the Scaler's loop runs them every cycle_interval_s.
+        knobs = {"max_workers": args.rows, "idle_timeout_s": 86_400.0, "cycle_interval_s": args.cycle_gap_s}
+        if args.baseline_tree:
+            _baseline_cycle(args.baseline_tree, url, base_url, knobs, args, state_dir / "baseline")
+        settings = settings_for(url, state_dir, base_url, pool_max_size=8, **knobs)
+        print(f"AFTER (this checkout, {_commit(Path(__file__).resolve().parents[1])}):")
         _cycle(
             settings,
             args.cycles,
@@ -476,6 +484,39 @@ def bench_rows(url: str, args: argparse.Namespace) -> None:
         shutil.rmtree(state_dir, ignore_errors=True)
         store.close()
         fleet.kill()
+
+
+def _commit(tree: Path) -> str:
+    import subprocess
+
+    out = subprocess.run(["git", "-C", str(tree), "describe", "--always", "--dirty"], capture_output=True, text=True)
+    return out.stdout.strip() or "?"
+
+
+def _baseline_cycle(
+    tree: str, url: str, base_url: str, knobs: dict[str, Any], args: argparse.Namespace, state_dir: Path
+) -> None:
+    """The same rows-only cycle with the Scaler, store and provider of an older checkout `tree` (its own
+    `bench/fleet_scale.py` `_cycle`), in a child process, against the same database and pods."""
+    import json
+    import subprocess
+
+    print(f"BEFORE ({tree}, {_commit(Path(tree))}):", flush=True)
+    script = (
+        "import json, sys\n"
+        "from pathlib import Path\n"
+        f"sys.path.insert(0, {str(Path(tree).resolve())!r})\n"
+        "from bench._fleet_bench import settings_for\n"
+        "from bench.fleet_scale import _cycle\n"
+        "import actors.scaler\n"
+        "print('  the Scaler of', actors.scaler.__file__, flush=True)\n"
+        "a = json.loads(sys.argv[1])\n"
+        "s = settings_for(a['url'], Path(a['state']), a['base_url'], pool_max_size=8, **a['knobs'])\n"
+        "_cycle(s, a['cycles'], a['gap'], f\"with {a['rows']} pod rows (baseline)\", set(), a['url'], rows_only=True)\n"
+    )
+    payload = {"url": url, "base_url": base_url, "knobs": knobs, "cycles": args.cycles, "gap": args.cycle_gap_s}
+    payload.update(rows=args.rows, state=str(state_dir))
+    subprocess.run([sys.executable, "-c", script, json.dumps(payload)], cwd=tree, check=True)
 
 
 def bench(url: str, args: argparse.Namespace) -> None:
@@ -589,6 +630,9 @@ def main() -> None:
     parser.add_argument("--profile", action="store_true", help="cProfile the timed Scaler cycles (top 25 functions)")
     parser.add_argument(
         "--rows-only", action="store_true", help="no Ray, no lifecycle: only the Scaler cycle over --rows rows"
+    )
+    parser.add_argument(
+        "--baseline-tree", default="", help="--rows-only: first the same cycle of this older checkout (a git worktree)"
     )
     args = parser.parse_args()
 
