@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import cProfile
+import gc
 import os
 import pstats
 import shutil
@@ -269,6 +270,27 @@ class _NoLifecycles(_RealAndRows):
         self._rows &= worker_ids
 
 
+class _GcPauses:
+    """The time the garbage collector paused this process (any thread) while the block ran."""
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+        self._began = 0.0
+
+    def _callback(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._began = time.perf_counter()
+        else:
+            self.seconds += time.perf_counter() - self._began
+
+    def __enter__(self) -> _GcPauses:
+        gc.callbacks.append(self._callback)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        gc.callbacks.remove(self._callback)
+
+
 def _floor(scaler: Any, prefix: str, calls: int = 15) -> None:
     """The bare cost of the two reads every timed cycle makes: one list_workers of every row, one
     provider list of every pod (the Scaler's own store and provider, same run, same data)."""
@@ -308,6 +330,7 @@ def _cycle(
     scaler.step()  # lease + rebuild + re-attach every live lifecycle by name
     totals: list[float] = []
     cpu: list[float] = []  # CPU time of the cycle in this thread: what other processes' load barely moves
+    gc_pauses: list[float] = []  # the garbage collector's pauses within each cycle
     phases: dict[str, list[float]] = {}
     profiler = cProfile.Profile() if profile else None
     started = time.monotonic()
@@ -318,8 +341,10 @@ def _cycle(
         if profiler is not None:
             profiler.enable()
         cpu0 = time.thread_time()
-        report = scaler.step()
+        with _GcPauses() as pauses:
+            report = scaler.step()
         cpu.append(time.thread_time() - cpu0)
+        gc_pauses.append(pauses.seconds)
         if profiler is not None:
             profiler.disable()
         totals.append(report["last_cycle_s"])
@@ -328,6 +353,7 @@ def _cycle(
         assert not report["phase_errors"], report["phase_errors"]
     print(f"scaler cycle {label}: {summary(totals, 'ms', 1000)} (target < 100 ms)")
     print(f"  CPU time of the cycle in the Scaler's thread: {summary(cpu, 'ms', 1000)}")
+    print(f"  garbage collector pauses within a cycle: {summary(gc_pauses, 'ms', 1000)}")
     print(f"  provider lists in the timed cycles: {scaler._provider_lists}")
     _floor(scaler, settings.provider.name_prefix)
     for name, values in phases.items():
