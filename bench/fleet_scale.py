@@ -166,7 +166,8 @@ def _bare_actor_uss(resource: str, count: int = 4) -> float:
     return statistics.fmean(uss) / MIB
 
 
-def _print_memory(pids: list[int]) -> None:
+def _print_memory(pids: list[int], floor_mib: float) -> None:
+    """USS of the lifecycles beside `floor_mib`, a bare Ray actor's measured in the same run."""
     n = len(pids)
     mem = [_uss(pid) for pid in pids]
     uss = [u for u, _ in mem]
@@ -178,7 +179,11 @@ def _print_memory(pids: list[int]) -> None:
         f"RSS mean {statistics.fmean(rss) / MIB:.0f} MiB"
     )
     print(
-        f"  -> target <= 55 MiB per lifecycle (a bare Ray actor ~49 MiB); 1,000 pods: "
+        f"  a bare Ray actor placed the same way (the floor, same run): {floor_mib:.1f} MiB USS; "
+        f"the lifecycle's own: +{total / n / MIB - floor_mib:.1f} MiB"
+    )
+    print(
+        f"  -> target <= 55 MiB per lifecycle; 1,000 pods: "
         f"{1000 * total / n / MIB / 1024:.1f} GiB of lifecycle actors over the nodes"
     )
     grand_uss = grand_rss = 0
@@ -492,20 +497,22 @@ def bench_rows(url: str, args: argparse.Namespace) -> None:
         base_url, _key, _ids, _rows = ours.recv()
         # Timed cycles `--cycle-gap-s` apart, as the Scaler's loop runs them every cycle_interval_s.
         knobs = {"max_workers": args.rows, "idle_timeout_s": 86_400.0, "cycle_interval_s": args.cycle_gap_s}
-        if args.baseline_tree:
-            _baseline_cycle(args.baseline_tree, url, base_url, knobs, args, state_dir / "baseline")
         settings = settings_for(url, state_dir, base_url, pool_max_size=8, **knobs)
-        print(f"AFTER (this checkout, {_commit(Path(__file__).resolve().parents[1])}):")
-        _cycle(
-            settings,
-            args.cycles,
-            args.cycle_gap_s,
-            f"with {args.rows} pod rows (none supervised by a live lifecycle), {args.tasks} queued tasks",
-            set(),
-            url,
-            profile=args.profile,
-            rows_only=True,
-        )
+        for round_ in range(1, args.rounds + 1):  # before and after in turns: the machine's load drifts
+            print(f"load average {os.getloadavg()[0]:.1f}; round {round_} of {args.rounds}", flush=True)
+            if args.baseline_tree:
+                _baseline_cycle(args.baseline_tree, url, base_url, knobs, args, state_dir / "baseline")
+            print(f"AFTER (this checkout, {_commit(Path(__file__).resolve().parents[1])}):")
+            _cycle(
+                settings,
+                args.cycles,
+                args.cycle_gap_s,
+                f"with {args.rows} pod rows (none supervised by a live lifecycle), {args.tasks} queued tasks",
+                set(),
+                url,
+                profile=args.profile,
+                rows_only=True,
+            )
     finally:
         shutil.rmtree(state_dir, ignore_errors=True)
         store.close()
@@ -591,15 +598,14 @@ def bench(url: str, args: argparse.Namespace) -> None:
         print(f"lifecycles by node: {_spread(places)} (head {head_id[:8]})")
         gateway = remote.get_or_create_store_gateway(settings)
         print(f"store gateway on the head: {ray.get(gateway.where.remote())['node_id'] == head_id}")
-        loaded = ray.get(handles[0].loaded_modules.remote(["psycopg", "psycopg_pool", "runpod", "supabase"]))
-        print(f"modules a lifecycle loaded of psycopg, psycopg_pool, runpod, supabase: {loaded or 'none'}")
+        loaded = ray.get(handles[0].loaded_modules.remote(list(remote.NOT_IN_A_LIFECYCLE)))
+        print(f"modules a lifecycle loaded of {', '.join(remote.NOT_IN_A_LIFECYCLE)}: {loaded or 'none'}")
         connections = _connections(url)
         print(
             f"database connections by application: {connections} "
             f"(gpu-orchestrator: the store gateway serving {n} lifecycles; target <= 10)"
         )
-        _print_memory(pids)
-        print(f"  a bare Ray actor placed the same way: {_bare_actor_uss(settings.ray.lifecycle_resource):.1f} MiB USS")
+        _print_memory(pids, _bare_actor_uss(settings.ray.lifecycle_resource))
         if args.nodes >= 2:
             _lose_a_node(cluster, handles)
             print(f"database connections after the node loss: {_connections(url)}")
@@ -660,6 +666,7 @@ def main() -> None:
     parser.add_argument(
         "--baseline-tree", default="", help="--rows-only: first the same cycle of this older checkout (a git worktree)"
     )
+    parser.add_argument("--rounds", type=int, default=1, help="--rows-only: before and after, N times")
     args = parser.parse_args()
 
     with postgres(max_connections=args.max_connections) as url:
