@@ -11,7 +11,9 @@ so that no error halts the loop (Ray Serve's `run_control_loop_step`):
            write below carries the lease epoch, which the database checks (fencing: the check
            locks the lease row, so a takeover cannot slip between a check and its write).
 2. pods    passive: the provider's pods with our name prefix, read *before* the rows (see
-           `fleet.supervision.reconcile`). A provider that cannot list costs this phase only.
+           `fleet.supervision.reconcile`). A provider that cannot list costs this phase only. A
+           timed cycle's list is taken just before the cycle is due, on a thread of its own
+           (`_PodPrefetch`), begun after the previous cycle ended: the cycle does not wait for it.
 3. sync    passive (Ray autoscaler v2's `Reconciler._sync_from`: observe and record, change
            nothing): live worker rows, the demand snapshot in one query, the database clock and,
            when the pods are known, the reconcile plan (orphans, duplicates).
