@@ -17,6 +17,7 @@ from config.settings import OrphanPodPolicy
 from fleet.models import WorkerState
 from store.base import WorkerRow
 from store.postgres import PostgresStore
+from tests.integration.test_fleet_silence import NoLifecycles
 from tests.support.fleet_harness import fast_settings, unique_name
 
 INTERVAL_S = 0.5
@@ -56,17 +57,6 @@ class _ReadStore(PostgresStore):
         return super().list_workers(include_terminated, **kwargs)
 
 
-class _NoLifecycles:
-    def __len__(self) -> int:
-        return 0
-
-    def ensure(self, worker_id: str) -> None: ...
-
-    def drain(self, worker_id: str, reason: str, epoch: int | None) -> None: ...
-
-    def keep_only(self, worker_ids: set[str]) -> None: ...
-
-
 def test_timed_cycles_take_a_list_made_for_them_before_their_rows(database_url: str, tmp_path: Path) -> None:
     settings = fast_settings(database_url, tmp_path, max_workers=0, cycle_interval_s=INTERVAL_S)
     assert settings.provider.orphan_pod_policy is OrphanPodPolicy.TERMINATE
@@ -76,7 +66,7 @@ def test_timed_cycles_take_a_list_made_for_them_before_their_rows(database_url: 
         settings,
         holder="test/prefetch",
         name=unique_name("scaler-prefetch"),
-        lifecycles=_NoLifecycles(),
+        lifecycles=NoLifecycles(),
         store_factory=lambda s: _ReadStore(timeline, database_url),
         provider_factory=lambda s: provider,
         start=False,
