@@ -90,6 +90,21 @@ def _stop_cleanly_on_sigterm(scaler: _scaler.Scaler) -> None:
     signal.signal(signal.SIGTERM, on_sigterm)
 
 
+# What a WorkerLifecycle's process never imports (tests and bench/fleet_scale.py ask `loaded_modules`):
+# the database drivers and the RunPod SDK (the StoreGateway makes those calls), pydantic-settings and
+# python-dotenv (settings are built by the Scaler, only unpickled here: config/_environment.py), and
+# the OTLP exporters (imported only when an endpoint is configured: telemetry/tracing.py).
+NOT_IN_A_LIFECYCLE = (
+    "psycopg",
+    "psycopg_pool",
+    "runpod",
+    "supabase",
+    "pydantic_settings",
+    "dotenv",
+    "opentelemetry.exporter",
+)
+
+
 class WorkerLifecycle(_lifecycle.WorkerLifecycle):
     """The WorkerLifecycle with its Ray method options and its Ray wiring: the StoreGateway's store and
     shared pod reads (`gateway_store`, `gateway_provider`) unless a test injects factories of its own."""
@@ -167,6 +182,7 @@ def _build_scaler() -> dict[str, Any]:
             return where()
 
     return {"Scaler": Scaler, "ScalerActor": ray.remote(**_SCALER_OPTIONS)(Scaler)}
+
 
 # A lifecycle's process frees most of what its start-up allocated (imports, settings validation)
 # but glibc keeps the freed heap; handing it back now and then is ~1 MiB less USS per lifecycle.
@@ -257,13 +273,17 @@ def get_or_create_scaler(
     settings: OrchestratorSettings, *, name: str = names.SCALER_NAME, **kwargs: Any
 ) -> ActorHandle[_scaler.Scaler]:
     """The cluster's Scaler: re-attached when it exists, else created (detached). Never two."""
-    handle = _actor_class("ScalerActor").options(
-        name=name,
-        namespace=settings.ray.namespace,
-        lifetime="detached",
-        get_if_exists=True,
-        **control_placement(settings),
-    ).remote(settings, holder=kwargs.pop("holder", None) or scaler_holder(name), name=name, **kwargs)
+    handle = (
+        _actor_class("ScalerActor")
+        .options(
+            name=name,
+            namespace=settings.ray.namespace,
+            lifetime="detached",
+            get_if_exists=True,
+            **control_placement(settings),
+        )
+        .remote(settings, holder=kwargs.pop("holder", None) or scaler_holder(name), name=name, **kwargs)
+    )
     return cast("ActorHandle[_scaler.Scaler]", handle)
 
 
@@ -346,13 +366,17 @@ def _absolute_log_paths(settings: OrchestratorSettings) -> OrchestratorSettings:
 
 def get_or_create_log_shipper(settings: OrchestratorSettings) -> ActorHandle[_log_shipper.LogShipper]:
     """The cluster's LogShipper (`log-shipper`, detached): re-attached when it exists, else created."""
-    handle = _actor_class("LogShipperActor").options(
-        name=names.LOG_SHIPPER_NAME,
-        namespace=settings.ray.namespace,
-        lifetime="detached",
-        get_if_exists=True,
-        **control_placement(settings),
-    ).remote(_absolute_log_paths(settings))
+    handle = (
+        _actor_class("LogShipperActor")
+        .options(
+            name=names.LOG_SHIPPER_NAME,
+            namespace=settings.ray.namespace,
+            lifetime="detached",
+            get_if_exists=True,
+            **control_placement(settings),
+        )
+        .remote(_absolute_log_paths(settings))
+    )
     return cast("ActorHandle[_log_shipper.LogShipper]", handle)
 
 

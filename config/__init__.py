@@ -1,4 +1,4 @@
-"""Typed configuration: pydantic-settings models, YAML and environment loading."""
+"""Typed configuration: pydantic models, YAML and environment loading (pydantic-settings when built)."""
 
 from config.loader import CONFIG_ENV_VAR, ConfigError, load_settings, masked_dump
 from config.settings import (

@@ -1,10 +1,16 @@
-"""The whole orchestrator's configuration, as typed pydantic-settings models.
+"""The whole orchestrator's configuration, as typed pydantic models.
 
 Sources, later wins: field defaults, a YAML file, environment variables with the prefix
 `ORCHESTRATOR_` and `__` for nesting (`ORCHESTRATOR_SCALING__MAX_WORKERS=8`). The standard
 variables of the services we talk to (`DATABASE_URL`, `SUPABASE_URL`,
 `SUPABASE_SERVICE_ROLE_KEY`, `RUNPOD_API_KEY`, `OTEL_*`) are honoured as they are, because
 operators already have them set. Every secret is a `SecretStr`, so a repr or a dump never shows it.
+
+The `ORCHESTRATOR_*` variables are read by pydantic-settings, imported only when settings are built
+(config/_environment.py), never where they are only received: a WorkerLifecycle's process unpickles
+the settings the Scaler gave it without loading pydantic-settings (~1.5 MiB per lifecycle). The
+models also build their validators on first use (`defer_build`), so a process that only reads
+settings never builds them.
 """
 
 from __future__ import annotations
@@ -14,9 +20,10 @@ from pathlib import Path
 from typing import Any, Self
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 __all__ = [
+    "ENV_NESTED_DELIMITER",
+    "ENV_PREFIX",
     "DatabaseBackend",
     "DatabaseSettings",
     "LogShippingSettings",
@@ -35,9 +42,15 @@ __all__ = [
 ]
 
 
+# How the ORCHESTRATOR_* variables name a field: `ORCHESTRATOR_SCALING__MAX_WORKERS`.
+ENV_PREFIX = "ORCHESTRATOR_"
+ENV_NESTED_DELIMITER = "__"
+
+
 class _Section(BaseModel):
-    # A misspelled key in a YAML file is an error, never silently ignored.
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # A misspelled key in a YAML file is an error, never silently ignored. Validators are built on
+    # first use: a process that only receives settings (a WorkerLifecycle) never builds them.
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, defer_build=True)
 
 
 class DatabaseBackend(StrEnum):
@@ -494,15 +507,15 @@ class RetentionSettings(_Section):
     )
 
 
-class OrchestratorSettings(BaseSettings):
-    """Everything the orchestrator reads. See config/orchestrator.example.yaml."""
+class OrchestratorSettings(BaseModel):
+    """Everything the orchestrator reads. See config/orchestrator.example.yaml.
 
-    model_config = SettingsConfigDict(
-        env_prefix="ORCHESTRATOR_",
-        env_nested_delimiter="__",
-        extra="forbid",
-        validate_default=True,
-    )
+    Building one (`OrchestratorSettings(**values)`, `model_validate`) reads the `ORCHESTRATOR_*`
+    variables too, over `values`, as a pydantic-settings BaseSettings did (config/_environment.py);
+    unpickling or copying one reads nothing.
+    """
+
+    model_config = ConfigDict(extra="forbid", validate_default=True, defer_build=True)
 
     database: DatabaseSettings = Field(default_factory=DatabaseSettings, description="The database.")
     queue: QueueSettings = Field(default_factory=QueueSettings, description="The queue the fleet serves.")
@@ -547,17 +560,11 @@ class OrchestratorSettings(BaseSettings):
             )
         return self
 
-    @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        # init carries the YAML file's content (see config.loader); the environment overrides it.
-        return (env_settings, init_settings)
+    def __init__(self, /, **values: Any) -> None:
+        # `values` carry the YAML file's content (see config.loader); the environment overrides them.
+        from config import _environment  # pydantic-settings: only where settings are built
+
+        super().__init__(**_environment.with_environment(type(self), values, ENV_PREFIX, ENV_NESTED_DELIMITER))
 
 
 def standard_environment(environ: dict[str, str]) -> dict[str, Any]:
