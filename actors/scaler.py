@@ -727,11 +727,7 @@ class Scaler:
                 # next cycle takes the lease again and rebuilds from the start.
                 self._lease = None
                 raise
-            # What the process holds by now (imports, settings, pools, the rebuilt memory) lives as
-            # long as it does: out of the collector's sight, so its full collections, which a cycle
-            # over 1,000 rows triggers every few cycles, scan only what came after (measured at
-            # 1,000 rows: up to ~200 ms a pause before, ~20-40 ms after; bench/fleet_scale.py).
-            gc.freeze()
+            _freeze_start_up_heap()
 
     def _become_leader(self) -> None:
         """Rebuild everything the policy remembers from the database (restart or takeover)."""
@@ -1169,6 +1165,21 @@ class Scaler:
         ("probe", _phase_probe, False),
         ("metrics", _phase_metrics, False),
     )
+
+
+def _freeze_start_up_heap() -> None:
+    """What the process holds when a Scaler first leads (imports, settings, pools, the rebuilt
+    memory) lives as long as the process: out of the collector's sight, so its full collections,
+    which a cycle over 1,000 rows triggers every few cycles, scan only what came after (a pause of
+    up to ~200 ms in a cycle before, ~20-40 ms after; bench/fleet_scale.py --rows-only). Once per
+    process: an object frozen that later becomes cyclic garbage is never freed."""
+    global _heap_frozen
+    if not _heap_frozen:
+        _heap_frozen = True
+        gc.freeze()
+
+
+_heap_frozen = False
 
 
 def _breaker_dict(history: FleetHistory) -> dict[str, Any]:
