@@ -48,13 +48,11 @@ from typing import Any
 
 from actors import _telemetry
 from cloud import base as cloud
-from cloud import spec as cloud_spec
 from config.settings import OrchestratorSettings
 from fleet import lifecycle as machine
 from fleet import supervision
 from fleet.models import WorkerState, WorkerView
 from store import base as store_base
-from store import factory as stores
 
 logger = logging.getLogger(__name__)
 
@@ -103,6 +101,8 @@ LIFECYCLE_POOL_MAX_SIZE = 2
 
 
 def _default_store(settings: OrchestratorSettings) -> store_base.Store:
+    from store import factory as stores  # imported when used: a Ray lifecycle's store is the gateway's
+
     return stores.open_store(settings, pool_max_size=LIFECYCLE_POOL_MAX_SIZE)
 
 
@@ -139,6 +139,7 @@ def pod_credentials(settings: OrchestratorSettings, store: store_base.Store, wor
     """
     from config.settings import DatabaseBackend, QueueProfile, WorkerCredentials
     from store import credentials
+    from store import factory as stores
 
     database = settings.database
     if settings.queue.profile is QueueProfile.REIGH or database.worker_credentials is WorkerCredentials.SHARED:
@@ -704,6 +705,8 @@ def provision_pod(
     row, by the Scaler (see actors/provisioning.py): whichever comes second finds the same pod by
     name, so a crash anywhere between row, create and lifecycle never makes two.
     """
+    from cloud import spec as cloud_spec  # imported when used: the Scaler creates pods, a lifecycle rarely
+
     creds = pod_credentials(settings, store, worker_id)
     spec = cloud_spec.pod_spec_for_worker(
         settings, worker_id, database_url=creds.database_url, worker_token=creds.worker_token, traceparent=traceparent

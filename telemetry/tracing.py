@@ -20,14 +20,13 @@ import contextlib
 import logging
 import os
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
 from opentelemetry.trace import Link, Span, SpanContext, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
@@ -73,61 +72,6 @@ _setup_key: tuple[Any, ...] | None = None
 _propagator = TraceContextTextMapPropagator()
 
 
-class _RedactingExporter(SpanExporter):
-    """Wraps the real exporter; string attributes of spans and events leave with secrets masked."""
-
-    def __init__(self, inner: SpanExporter) -> None:
-        self._inner = inner
-
-    @staticmethod
-    def _clean(attributes: Mapping[str, Any] | None) -> tuple[dict[str, Any], bool]:
-        out: dict[str, Any] = {}
-        changed = False
-        for key, value in (attributes or {}).items():
-            cleaned = redaction.redact_value(value) if isinstance(value, str | list | tuple) else value
-            if isinstance(value, tuple) and isinstance(cleaned, list):
-                cleaned = tuple(cleaned)
-            changed = changed or cleaned != value
-            out[key] = cleaned
-        return out, changed
-
-    def _redacted(self, item: ReadableSpan) -> ReadableSpan:
-        attributes, changed = self._clean(item.attributes)
-        events = []
-        for event in item.events:
-            event_attrs, event_changed = self._clean(event.attributes)
-            changed = changed or event_changed
-            events.append((event, event_attrs))
-        name = redaction.redact(item.name)
-        if not changed and name == item.name:
-            return item
-        from opentelemetry.sdk.trace import Event
-
-        return ReadableSpan(
-            name=name,
-            context=item.context,
-            parent=item.parent,
-            resource=item.resource,
-            attributes=attributes,
-            events=[Event(e.name, attrs, e.timestamp) for e, attrs in events],
-            links=item.links,
-            kind=item.kind,
-            status=item.status,
-            start_time=item.start_time,
-            end_time=item.end_time,
-            instrumentation_scope=item.instrumentation_scope,
-        )
-
-    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        return self._inner.export([self._redacted(s) for s in spans])
-
-    def shutdown(self) -> None:
-        self._inner.shutdown()
-
-    def force_flush(self, timeout_millis: int = 30_000) -> bool:
-        return self._inner.force_flush(timeout_millis)
-
-
 def _endpoint(settings: TelemetrySettings) -> tuple[str | None, str]:
     """The OTLP endpoint and protocol: settings first, then the standard OTEL_* variables."""
     # A pod gets OTEL_EXPORTER_OTLP_PROTOCOL (cloud/spec.py) and builds default settings: honour it.
@@ -152,17 +96,6 @@ def _endpoint(settings: TelemetrySettings) -> tuple[str | None, str]:
         traces = env_base if protocol == "grpc" or env_base.endswith("/v1/traces") else env_base + "/v1/traces"
         return traces, protocol
     return None, protocol
-
-
-def _make_exporter(endpoint: str, protocol: str) -> SpanExporter:
-    if protocol == "grpc":
-        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GrpcExporter
-
-        insecure = endpoint.startswith("http://")
-        return GrpcExporter(endpoint=endpoint, insecure=insecure)
-    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HttpExporter
-
-    return HttpExporter(endpoint=endpoint, timeout=5)
 
 
 def setup_tracing(settings: TelemetrySettings, *, component: str, identity: str) -> None:
@@ -196,8 +129,11 @@ def setup_tracing(settings: TelemetrySettings, *, component: str, identity: str)
         )
         if endpoint and not disabled:
             try:
-                exporter = _RedactingExporter(_make_exporter(endpoint, protocol))
-                provider.add_span_processor(BatchSpanProcessor(exporter, schedule_delay_millis=1_000))
+                # Imported only here: a process without an endpoint (a lifecycle, by default) loads no
+                # batch processor and no OTLP exporter.
+                from telemetry import span_export
+
+                provider.add_span_processor(span_export.batch_processor(endpoint, protocol))
             except Exception:
                 metrics.record_error("tracing", "exporter_setup")
                 log.exception("OTLP exporter for %s could not be set up; spans will not be exported", endpoint)
