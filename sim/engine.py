@@ -28,7 +28,7 @@ from config.settings import ScalingSettings
 from fleet import lifecycle, policy
 from fleet.models import DemandSnapshot, FleetHistory, SpawnOutcome, WorkerState, WorkerView
 from sim.baselines import Policy, make_policy
-from sim.results import Figures, SimResult, percentile
+from sim.results import Figures, PodLife, SimResult, percentile
 from sim.trace import TraceTask, load_trace
 
 __all__ = [
@@ -137,6 +137,7 @@ class _Worker:
     scaled_down_at: float | None = None
     gone_at: float | None = None
     tasks_run: int = 0
+    runs: list[tuple[float, float]] = field(default_factory=list)  # (start, end) of its task runs
 
 
 # ---- events, ordered by (time, push sequence): the sequence breaks ties, so runs are reproducible
@@ -280,6 +281,7 @@ class _Sim:
             return  # the run was interrupted (requeued) before it finished
         self.busy_s += self.now - started
         self.runs.append((started, self.now))
+        self.workers[wid].runs.append((started, self.now))
         task.status, task.done_at = "done", self.now
         self.user_running[task.spec.user_id] -= 1
         self.remaining -= 1
@@ -299,6 +301,7 @@ class _Sim:
             if task.run_started is not None:
                 self.busy_s += self.now - task.run_started
                 self.runs.append((task.run_started, self.now))
+                w.runs.append((task.run_started, self.now))
             task.status, task.worker, task.run_started = "queued", None, None
             self.user_running[task.spec.user_id] -= 1
             self.queue.append(idx)
@@ -498,6 +501,8 @@ class _Sim:
             if t.status == "running" and t.run_started is not None:
                 self.busy_s += end - t.run_started
                 self.runs.append((t.run_started, end))
+                if t.worker is not None:
+                    self.workers[t.worker].runs.append((t.run_started, end))
         waits = [w for _, w in self.waits]
         waits += [end - t.ready_at for t in self.tasks if t.claimed_at is None and t.ready_at is not None]
         done = sum(1 for t in self.tasks if t.status == "done")
@@ -518,7 +523,18 @@ class _Sim:
             "spawns_beyond_demand": self.beyond,
             "sim_end_s": round(end, 1),
         }
-        return SimResult(self.pol.name, figures, self.timeline, self.waits, self.reasons, self.runs)
+        pods = [
+            PodLife(
+                w.id,
+                w.created_at,
+                min(w.promoted_at, end) if w.promoted_at is not None else None,
+                w.scaled_down_at,
+                min(w.gone_at, end) if w.gone_at is not None else end,
+                tuple(sorted(w.runs)),
+            )
+            for w in self.workers.values()
+        ]
+        return SimResult(self.pol.name, figures, self.timeline, self.waits, self.reasons, self.runs, pods)
 
 
 def sim_scaling(overrides: Mapping[str, float | int] | None = None) -> ScalingSettings:
