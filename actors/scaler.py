@@ -1169,17 +1169,22 @@ class Scaler:
 
 def _freeze_start_up_heap() -> None:
     """What the process holds when a Scaler first leads (imports, settings, pools, the rebuilt
-    memory) lives as long as the process: out of the collector's sight, so its full collections,
-    which a cycle over 1,000 rows triggers every few cycles, scan only what came after (a pause of
-    up to ~200 ms in a cycle before, ~20-40 ms after; bench/fleet_scale.py --rows-only). Once per
-    process: an object frozen that later becomes cyclic garbage is never freed."""
+    memory) lives as long as the process: out of the collector's sight, so its full collections
+    scan only what came after (a pause of up to ~200 ms in a cycle at 1,000 rows before). And the
+    youngest generation is collected after `_GC_YOUNG_THRESHOLD` new objects instead of 700: a
+    cycle at 1,000 rows makes ~100,000 short-lived objects that die by reference count, and at 700
+    the collector ran ~30 times a cycle, moving the cycle's live ones into the older generations,
+    whose collections then paused cycles by tens of ms (bench/fleet_scale.py --rows-only prints the
+    pauses). Once per process: an object frozen that later becomes cyclic garbage is never freed."""
     global _heap_frozen
     if not _heap_frozen:
         _heap_frozen = True
         gc.freeze()
+        gc.set_threshold(_GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
 
 
 _heap_frozen = False
+_GC_YOUNG_THRESHOLD = 20_000
 
 
 def _breaker_dict(history: FleetHistory) -> dict[str, Any]:
