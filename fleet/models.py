@@ -137,6 +137,9 @@ class DemandMemory:
     durations: tuple[tuple[str, tuple[float, ...]], ...] = ()
     # (worker id, task_started_at, task type) of each busy worker last cycle: how runs are seen to end.
     holding: tuple[tuple[str, float, str], ...] = ()
+    # When each claimable task was first seen claimable, oldest first (FIFO: claims take the oldest):
+    # how long the queued tasks have waited, which the snapshot's counts do not say.
+    queued_since: tuple[float, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -27,10 +27,12 @@ The rules, and the incident mistake each one prevents:
 - What it learns of the workload (`fleet.learning`, kept in `FleetHistory.learned`): once one
   boot window and ten minutes of demand are remembered, the idle workers kept are the learned
   rise of demand within a boot time (instead of the fixed idle timeout; none drained within
-  `learning.MIN_ACTIVE_BEFORE_DRAIN_S` of promotion), and busy workers whose task ends (at
-  `learning.COMING_CONFIDENCE`) before a new pod would likely be up (halfway from the fastest boot
-  seen to the median one) are capacity on its way for queued tasks, unless their task type runs
-  shorter than the fastest boot (a stream of short tasks needs the pod).
+  `learning.MIN_ACTIVE_BEFORE_DRAIN_S` of promotion), and a queue projection: claimable tasks that
+  find no idle or booting worker go FIFO to the busy workers as their tasks end (learned durations
+  per type); the k-th of them gets no pod when k busy workers free, with probability >=
+  `learning.PROJECTION_CONFIDENCE`, before it has waited as long as a new pod would likely take to
+  come up (halfway from the fastest boot seen to the median one). Busy workers of a task type that
+  runs shorter than the fastest boot promise nothing (a stream of short tasks needs the pod).
 """
 
 from __future__ import annotations
@@ -293,15 +295,27 @@ def decide(ctx: PolicyContext) -> Decision:
     reasons: list[str] = list(notes)
     boot_est = boot_estimate(history, config)
     # What is learned of the workload (fleet.learning): how demand rises, how long tasks run.
-    learned = learning.observe(history.learned, demand_tasks, live, now)
+    learned = learning.observe(history.learned, demand_tasks, live, now, snapshot.claimable)
     fastest_boot = min(history.boot_samples, default=config.default_boot_time_s)
     # A queued task waits for a busy worker that frees before a new pod would likely be up: halfway
     # from the fastest boot seen to the median one (a fresh pod comes later three times in four).
     horizon = fastest_boot + learning.COMING_HORIZON_SHARE * (median_boot(history, config) - fastest_boot)
     keep_idle = learning.headroom(learned, now, boot_est)
-    # Every such worker counts, headroom or not: the policy never spawns for its headroom, so a
-    # worker about to free is no less on its way when demand is expected to rise.
-    coming = learning.capacity_on_its_way(learned, active, now, horizon, fastest_boot) if tpw == 1 else []
+    # Claimable tasks that find no idle or booting worker wait for the busy workers' learned task
+    # ends (fleet.learning.project_queue), headroom or not: the policy never spawns for its headroom,
+    # so a worker about to free is no less on its way when demand is expected to rise. They are the
+    # youngest claimable tasks (idle and booting workers take the oldest); their waits so far count.
+    waiting = min(max(0, desired - capacity), snapshot.claimable)
+    since = learned.queued_since[-waiting:] if waiting else ()
+    waited = [0.0] * (waiting - len(since)) + [now - t for t in since]
+    projection = (
+        learning.project_queue(
+            learned, active, now, waiting, horizon, fastest_boot, learning.PROJECTION_CONFIDENCE, waited
+        )
+        if tpw == 1
+        else None
+    )
+    served = projection.served if projection is not None else 0
 
     demand_words = (
         f"desired {desired} = ceil((claimable {snapshot.claimable} + in_progress {in_progress}) / "
@@ -311,14 +325,16 @@ def decide(ctx: PolicyContext) -> Decision:
     )
 
     # ---- scale up
-    # A busy worker whose task ends before a new pod could boot claims the queued task first:
-    # spawning for it would only buy an idle pod.
-    need = max(0, desired - capacity - len(coming))
-    if coming and desired > capacity:
+    # A busy worker whose task ends before a new pod would likely be up claims the queued task
+    # first: spawning for it would only buy an idle pod.
+    need = max(0, desired - capacity - served)
+    if projection is not None and projection.waiting > 0 and projection.freeing:
         reasons.append(
-            f"capacity on its way: {len(coming)} busy worker(s) ({', '.join(coming)}) end their task within "
-            f"{horizon:.0f}s (halfway from the fastest boot {fastest_boot:.0f}s to the median) at >= "
-            f"{learning.COMING_CONFIDENCE:.0%} (learned durations)"
+            f"queue projection: {projection.waiting} claimable task(s) find no idle or booting worker; {served} "
+            f"of them (oldest first) start on a busy worker freeing before they have waited {horizon:.0f}s "
+            f"(halfway from the fastest boot {fastest_boot:.0f}s to the median) with probability >= "
+            f"{projection.confidence:.0%} ({len(projection.freeing)} busy worker(s) may free within "
+            f"{horizon:.0f}s: {', '.join(projection.freeing)}; learned durations)"
         )
     # Draining pods still cost money and hold a GPU: max_workers bounds them too.
     room = max(0, config.max_workers - capacity - len(by_state[WorkerState.DRAINING]))
@@ -466,8 +482,10 @@ def decide(ctx: PolicyContext) -> Decision:
         "boot_samples": len(history.boot_samples),
         "keep_idle_s": round(keep_for, 1),
         "learned_headroom": keep_idle,
-        "capacity_on_its_way": len(coming),
+        "capacity_on_its_way": served,
         "coming_horizon_s": round(horizon, 1),
+        "projected_waiting": projection.waiting if projection is not None else None,
+        "projected_freeing": len(projection.freeing) if projection is not None else None,
         "learned_demand_points": len(learned.points),
         "work_arriving": int(work_arriving),
         "last_scale_up_at": history.last_scale_up_at,

@@ -67,7 +67,7 @@ def _idle(wid: str, since: float, promoted: float = 10.0) -> WorkerView:
     return WorkerView(wid, WorkerState.ACTIVE, created_at=0, promoted_at=promoted, idle_since=since)
 
 
-def test_durations_are_learned_per_type_and_make_capacity_on_its_way() -> None:
+def test_durations_are_learned_per_type_and_serve_queued_tasks() -> None:
     memory = DemandMemory()
     t = 0.0
     for _ in range(6):  # six 100 s tasks of type seg, back to back on one worker
@@ -75,14 +75,47 @@ def test_durations_are_learned_per_type_and_make_capacity_on_its_way() -> None:
         t += 100.0
     memory = learning.observe(memory, 0, [_idle("w1", t)], t + 1)
     assert dict(memory.durations)["seg"] == (100.0,) * 6
-    # 90 s into a seg task, a 60 s boot: it surely ends first
-    assert learning.capacity_on_its_way(memory, [_busy("w2", 1000)], 1090, 60) == ["w2"]
+
+    def served(worker: WorkerView, now: float, min_run_s: float = 0.0, waiting: int = 1) -> int:
+        return learning.project_queue(memory, [worker], now, waiting, 60, min_run_s).served
+
+    # 90 s into a seg task, a 60 s horizon: it surely ends first and takes one queued task, not two
+    assert served(_busy("w2", 1000), 1090) == 1
+    assert served(_busy("w2", 1000), 1090, waiting=2) == 1
     # 5 s into it: it does not
-    assert learning.capacity_on_its_way(memory, [_busy("w2", 1000)], 1005, 60) == []
+    assert served(_busy("w2", 1000), 1005) == 0
     # an unknown type promises nothing
-    assert learning.capacity_on_its_way(memory, [_busy("w2", 1000, "other")], 1090, 60) == []
+    assert served(_busy("w2", 1000, "other"), 1090) == 0
     # a type that runs shorter than the fastest boot promises nothing: a stream of them needs the pod
-    assert learning.capacity_on_its_way(memory, [_busy("w2", 1000)], 1090, 60, min_run_s=120) == []
+    assert served(_busy("w2", 1000), 1090, min_run_s=120) == 0
+
+
+def test_several_busy_workers_together_free_one_for_a_queued_task() -> None:
+    """Runs of 101..300 s, each worker 150 s in: each frees within 60 s with probability 0.4, so one
+    alone promises nothing, but one of six frees with probability 1 - 0.6^6 = 0.95."""
+    memory = DemandMemory(durations=(("seg", tuple(float(d) for d in range(101, 301))),))
+    one = learning.project_queue(memory, [_busy("w0", 1000)], 1150, 1, 60, confidence=0.9)
+    assert (one.served, one.freeing, one.need) == (0, ("w0",), 1)
+    six = [_busy(f"w{i}", 1000) for i in range(6)]
+    projection = learning.project_queue(memory, six, 1150, 3, 60, confidence=0.9)
+    assert (projection.waiting, projection.served, projection.need) == (3, 1, 2)
+    assert len(projection.freeing) == 6
+
+
+def test_queued_tasks_wait_longer_for_freeing_workers_the_longer_they_have_waited() -> None:
+    """The horizon counts from when a task became claimable: a task that has waited most of it is
+    served only by a worker that frees in what is left."""
+    memory = DemandMemory(durations=(("seg", (100.0,) * 6),))
+    worker = [_busy("w1", 1000)]  # ends at 1100
+    assert learning.project_queue(memory, worker, 1050, 1, 60).served == 1
+    assert learning.project_queue(memory, worker, 1050, 1, 60, waited=[30.0]).served == 0
+
+
+def test_queue_ages_follow_fifo_claims() -> None:
+    assert learning.queue_ages((), 2, 100.0) == (100.0, 100.0)
+    assert learning.queue_ages((100.0, 100.0), 3, 110.0) == (100.0, 100.0, 110.0)  # one more arrived
+    assert learning.queue_ages((100.0, 100.0, 110.0), 1, 120.0) == (110.0,)  # the two oldest were claimed
+    assert learning.queue_ages((110.0,), 0, 130.0) == ()
 
 
 def test_a_worker_freeing_before_a_likely_boot_is_capacity_on_its_way_even_with_headroom() -> None:
@@ -206,6 +239,28 @@ def test_decide_keeps_its_promises_with_what_it_learned(generated: tuple[policy.
 
 
 @PROPS
+@given(contexts())
+def test_a_queued_task_waits_only_for_busy_workers_that_may_free_before_a_boot(
+    generated: tuple[policy.PolicyContext, FleetHistory],
+) -> None:
+    """The queue projection holds back no more claimable tasks than there are busy workers whose task
+    may end within the horizon (none when no capacity frees before a likely boot), and every task it
+    does not hold gets its pod, within the per-cycle and max_workers limits: never one beyond."""
+    ctx, _ = generated
+    d = policy.decide(ctx)
+    served, freeing = d.inputs["capacity_on_its_way"], d.inputs["projected_freeing"]
+    assert isinstance(served, int) and isinstance(freeing, int)
+    busy = [w for w in ctx.workers if w.state is WorkerState.ACTIVE and w.tasks_in_progress == 1]
+    assert served <= min(freeing, ctx.snapshot.claimable, len(busy))
+    if d.breaker.status is BreakerStatus.CLOSED:
+        capacity = sum(1 for w in ctx.workers if w.state.counts_as_capacity())
+        draining = sum(1 for w in ctx.workers if w.state is WorkerState.DRAINING)
+        room = max(0, ctx.config.max_workers - capacity - draining)
+        unserved = max(0, d.desired - capacity - served)
+        assert d.spawn == min(unserved, ctx.config.max_spawns_per_cycle, room)
+
+
+@PROPS
 @given(contexts(), st.lists(st.integers(0, 6), min_size=80, max_size=200))
 def test_learned_state_survives_a_restart(
     generated: tuple[policy.PolicyContext, FleetHistory], demands: list[int]
@@ -224,6 +279,7 @@ def test_learned_state_survives_a_restart(
         recorded.append((now, d.inputs))
     rebuilt = learning.memory_from_decisions(recorded, now)
     assert rebuilt.points == history.learned.points
+    assert rebuilt.queued_since == history.learned.queued_since  # how long the queued tasks have waited
     window = policy.boot_estimate(history, ctx.config)
     assert learning.headroom(rebuilt, now, window) == learning.headroom(history.learned, now, window)
 
