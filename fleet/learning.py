@@ -42,6 +42,7 @@ __all__ = [
     "MAX_POINTS",
     "MIN_ACTIVE_BEFORE_DRAIN_S",
     "PROJECTION_CONFIDENCE",
+    "PROJECTION_MAX_WORKERS",
     "QueueProjection",
     "headroom",
     "memory_from_decisions",
@@ -76,6 +77,8 @@ COMING_HORIZON_SHARE = 0.5
 # 0.9 1.500 at 97.4 s, 0.95 1.511 at 98.0 s (`previous` 1.621 at 99.1 s); 0.8 saves more at a
 # longer p95 wait.
 PROJECTION_CONFIDENCE = 0.9
+# Most busy workers a queue projection weighs (the likeliest to free): bounds a cycle's work.
+PROJECTION_MAX_WORKERS = 64
 # Most claimable tasks whose waiting time is tracked (the youngest are the ones a projection weighs).
 MAX_QUEUE_TRACKED = 1000
 # No worker is drained sooner than this after its promotion (the 17:59 kill came a minute after a
@@ -223,20 +226,15 @@ class QueueProjection:
         return self.waiting - self.served
 
 
-def _at_least(probabilities: Sequence[float]) -> list[float]:
-    """P(at least k of independent events happen), k = 0 .. len(probabilities)."""
-    exactly = [1.0]
+def _at_least(probabilities: Sequence[float], k: int) -> float:
+    """P(at least k of independent events happen); counts above k are pooled, so O(len * k)."""
+    counts = [1.0] + [0.0] * k  # counts[j]: P(exactly j so far), counts[k]: P(k or more)
     for p in probabilities:
-        nxt = [0.0] * (len(exactly) + 1)
-        for k, q in enumerate(exactly):
-            nxt[k] += q * (1.0 - p)
-            nxt[k + 1] += q * p
-        exactly = nxt
-    tail, acc = [0.0] * len(exactly), 0.0
-    for k in range(len(exactly) - 1, -1, -1):
-        acc += exactly[k]
-        tail[k] = acc
-    return tail
+        counts[k] += counts[k - 1] * p if k > 0 else 0.0
+        for j in range(k - 1, 0, -1):
+            counts[j] = counts[j] * (1.0 - p) + counts[j - 1] * p
+        counts[0] *= 1.0 - p
+    return counts[k] if k > 0 else 1.0
 
 
 def project_queue(
@@ -261,7 +259,8 @@ def project_queue(
     short dense tasks went from 11 s to 35 s in the simulator).
     """
     durations = dict(memory.durations)
-    runs: list[tuple[str, Sequence[float], float]] = []  # (worker, its type's runs, how long it has run)
+    # (chance of freeing within the horizon, worker, its type's runs, how long it has run)
+    runs: list[tuple[float, str, Sequence[float], float]] = []
     for w in workers:
         if w.state is not WorkerState.ACTIVE or w.tasks_in_progress != 1:
             continue
@@ -270,20 +269,28 @@ def project_queue(
         samples = durations.get(w.task_type, ())
         if samples and sorted(samples)[len(samples) // 2] < min_run_s:
             continue
-        if _ends_within(samples, now - w.task_started_at, horizon_s) > 0.0:
-            runs.append((w.id, samples, now - w.task_started_at))
+        chance = _ends_within(samples, now - w.task_started_at, horizon_s)
+        if chance > 0.0:
+            runs.append((chance, w.id, samples, now - w.task_started_at))
+    # Only the workers likeliest to free weigh in: fewer workers free fewer tasks, so the cut only ever
+    # spawns more, and it bounds the work of a cycle in a large fleet.
+    runs = sorted(runs, key=lambda r: (-r[0], r[1]))[:PROJECTION_MAX_WORKERS]
+    chances: dict[float, list[float]] = {}  # per horizon left: each worker's chance of freeing within it
     served = 0
     # The k-th waiting task (oldest first) is served if k workers free before it has waited the horizon.
     while served < min(waiting, len(runs)):
         left = horizon_s - (waited[served] if served < len(waited) else 0.0)
-        tail = _at_least([_ends_within(samples, elapsed, left) for _, samples, elapsed in runs]) if left > 0 else []
-        if not tail or tail[served + 1] < confidence:
+        if left <= 0:
+            break
+        if left not in chances:
+            chances[left] = [_ends_within(samples, elapsed, left) for _, _, samples, elapsed in runs]
+        if _at_least(chances[left], served + 1) < confidence:
             break
         served += 1
     return QueueProjection(
         waiting=max(0, waiting),
         served=served,
-        freeing=tuple(sorted(wid for wid, _, _ in runs)),
+        freeing=tuple(sorted(wid for _, wid, _, _ in runs)),
         horizon_s=horizon_s,
         confidence=confidence,
     )

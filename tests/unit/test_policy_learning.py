@@ -102,6 +102,14 @@ def test_several_busy_workers_together_free_one_for_a_queued_task() -> None:
     assert len(projection.freeing) == 6
 
 
+def test_a_large_fleet_weighs_only_the_workers_likeliest_to_free() -> None:
+    memory = DemandMemory(durations=(("seg", (100.0,) * 6),))
+    busy = [_busy(f"w{i:03d}", 1000) for i in range(3 * learning.PROJECTION_MAX_WORKERS)]  # all end at 1100
+    projection = learning.project_queue(memory, busy, 1050, 1000, 60)
+    assert projection.served == len(projection.freeing) == learning.PROJECTION_MAX_WORKERS
+    assert projection.need == 1000 - learning.PROJECTION_MAX_WORKERS
+
+
 def test_queued_tasks_wait_longer_for_freeing_workers_the_longer_they_have_waited() -> None:
     """The horizon counts from when a task became claimable: a task that has waited most of it is
     served only by a worker that frees in what is left."""
