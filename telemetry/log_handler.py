@@ -2,7 +2,8 @@
 
 `emit` runs on the caller's thread and only builds a dict and appends it to a bounded in-process
 buffer: no I/O, no lock shared with the network, no exception ever escapes. A sender thread drains
-the buffer every `_POLL_S`, redacts secrets, packs each batch with msgpack and sends it with a
+the buffer every `_POLL_S` while it holds records or batches in flight (an idle one sleeps until a record
+arrives, or `_IDLE_WAIT_S`), redacts secrets, packs each batch with msgpack and sends it with a
 fire-and-forget `.remote()` to the LogShipper. A record counts as acknowledged only when the
 shipper's answer arrives (the ObjectRefs are kept and checked lazily); a batch whose call fails is
 resent (records carry unique ids, so a resend never duplicates a row) and, after
@@ -47,7 +48,10 @@ __all__ = [
     "pack_records",
 ]
 
-_POLL_S = 0.05  # how often the sender thread drains the buffer
+_POLL_S = 0.05  # how often the sender thread drains the buffer while it holds records or waits for acks
+# With nothing buffered or in flight the sender sleeps until `emit` wakes it (the buffer's first record)
+# or this long: a hundred idle lifecycles polling every 50 ms were 2,000 wake-ups a second on the head.
+_IDLE_WAIT_S = 1.0
 _MAX_SEND_ATTEMPTS = 5  # sends of one batch before it goes to the fallback
 _LOOKUP_RETRY_S = 2.0  # how long to wait before looking the LogShipper up again after a miss
 _MAX_INFLIGHT_BATCHES = 64  # unacknowledged batches in flight; past it the buffer holds records
@@ -103,6 +107,7 @@ class _Counters:
     send_errors: int = 0
     last_error: str | None = None
     handler_errors: int = 0  # emit() failed: the record is lost
+    sender_rounds: int = 0  # times the sender thread woke up
     last_emit_error: str | None = None
 
 
@@ -203,6 +208,8 @@ class ShippingLogHandler(logging.Handler):
                 return
             buffer.append(item)
             self._counters.emitted += 1
+            if len(buffer) == 1:  # the sender may be asleep with nothing to do: this one is for it
+                self._wake.set()
         except Exception as exc:  # never raise into the caller; the sender thread reports it
             self._counters.handler_errors += 1
             self._counters.last_emit_error = f"emit: {type(exc).__name__}: {exc}"
@@ -227,9 +234,11 @@ class ShippingLogHandler(logging.Handler):
     # --- sender thread ----------------------------------------------------------------------
     def _run(self) -> None:
         self._sender_ident = threading.get_ident()
+        wait_s = _POLL_S
         while not self._stop.is_set():
-            self._wake.wait(_POLL_S)
+            self._wake.wait(wait_s)
             self._wake.clear()
+            self._counters.sender_rounds += 1
             self._pumping = True
             try:
                 self._pump()
@@ -239,8 +248,10 @@ class ShippingLogHandler(logging.Handler):
                 self._pumping = False
             if not self._buffer and not self._inflight:
                 self._idle.set()
+                wait_s = _IDLE_WAIT_S
             else:
                 self._idle.clear()
+                wait_s = _POLL_S
         try:
             self._pump()  # what the last round left, on close
         except Exception as exc:
@@ -401,6 +412,7 @@ class ShippingLogHandler(logging.Handler):
             "dropped": dict(c.dropped),
             "send_errors": c.send_errors,
             "handler_errors": c.handler_errors,
+            "sender_rounds": c.sender_rounds,
             "last_error": c.last_error,
         }
 

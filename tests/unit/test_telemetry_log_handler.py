@@ -99,3 +99,29 @@ def test_handle_applies_filters_and_emits_under_the_handler_lock(tmp_path: Path)
     assert [i["message"] for i in items] == ["kept 1", "kept with extra"]
     assert "attributes" not in items[0] and items[1]["attributes"] == {"gpu": "4090"}
     assert seen_locked == [True, True] and handler.stats()["emitted"] == 2
+
+
+def test_an_idle_sender_sleeps_and_a_record_still_goes_at_once(tmp_path: Path) -> None:
+    import time
+
+    handler = make(tmp_path, flush_interval_s=0.05)
+    logger = logging.getLogger("unit.handler.idle")
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    try:
+        time.sleep(0.3)  # the sender's first rounds find nothing
+        before = handler.stats()["sender_rounds"]
+        time.sleep(1.5)
+        rounds = handler.stats()["sender_rounds"]
+        assert rounds - before <= 3  # polling every 50 ms would be ~30
+        while handler.stats()["sender_rounds"] == rounds:  # just after a round: the next is ~1 s away
+            time.sleep(0.005)
+        logger.info("after a quiet spell")
+        deadline = time.monotonic() + 0.5  # well before the idle wait would end on its own
+        while handler.stats()["fallback"] == 0 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert handler.stats()["fallback"] == 1  # no shipper: the record reached the fallback
+    finally:
+        logger.removeHandler(handler)
+        handler.close()
