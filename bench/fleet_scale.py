@@ -89,9 +89,15 @@ def _pods_and_workers(url: str, n: int, total: int, every_s: float, conn: Any) -
 
 
 def _heartbeats(store: Any, ids: list[str], stop: threading.Event, every_s: float) -> None:
-    """What the workers in the pods would do: one heartbeat each per heartbeat interval."""
-    while not stop.wait(every_s):
+    """What the workers in the pods would do: one heartbeat each per heartbeat interval, spread over the
+    interval as independent workers' beats are (not all 1,000 in one burst every interval)."""
+    step = every_s / max(1, len(ids))
+    due = time.monotonic()
+    while True:
         for worker_id in ids:
+            due += step
+            if stop.wait(max(0.0, due - time.monotonic())):
+                return
             store.worker_heartbeat(worker_id)
 
 
@@ -331,7 +337,11 @@ def _cycle(
         from actors import remote
 
         directory = _RealAndRows(remote.lifecycle_directory(settings), real_ids)
-    scaler = Scaler(settings, holder="bench", name="scaler-bench", lifecycles=directory, start=False)
+    # The Scaler's loop runs a cycle every cycle_interval_s; the timed cycles come every gap_s, so that is
+    # its interval here (its pod list is then taken ahead of each cycle, as in production).
+    scaling = settings.scaling.model_copy(update={"cycle_interval_s": gap_s})
+    scaler_settings = settings.model_copy(update={"scaling": scaling})
+    scaler = Scaler(scaler_settings, holder="bench", name="scaler-bench", lifecycles=directory, start=False)
     scaler.step()  # lease + rebuild + re-attach every live lifecycle by name
     totals: list[float] = []
     cpu: list[float] = []  # CPU time of the cycle in this thread: what other processes' load barely moves
@@ -606,9 +616,7 @@ def bench(url: str, args: argparse.Namespace) -> None:
             f"(gpu-orchestrator: the store gateway serving {n} lifecycles; target <= 10)"
         )
         _print_memory(pids, _bare_actor_uss(settings.ray.lifecycle_resource))
-        if args.nodes >= 2:
-            _lose_a_node(cluster, handles)
-            print(f"database connections after the node loss: {_connections(url)}")
+        # The cycle in steady state, before the node loss (50 restarting lifecycles share these cores).
         _cycle(
             settings,
             args.cycles,
@@ -618,6 +626,9 @@ def bench(url: str, args: argparse.Namespace) -> None:
             url,
             profile=args.profile,
         )
+        if args.nodes >= 2:
+            _lose_a_node(cluster, handles)
+            print(f"database connections after the node loss: {_connections(url)}")
         _compare_snapshots(url)
         states = ray.get([h.status.remote() for h in handles])
         errors = [s["last_error"] for s in states if s["last_error"]]
@@ -633,7 +644,10 @@ def bench(url: str, args: argparse.Namespace) -> None:
         ours.send("done")
         print(f"loopback RunPod API calls (deploy = pods created; pods = list; pod = get): {ours.recv()}")
         for handle in handles:
-            ray.get(handle.stop.remote())
+            try:  # a lifecycle that does not answer must not hang the bench after its figures
+                ray.get(handle.stop.remote(), timeout=30)
+            except Exception as exc:
+                print(f"a lifecycle did not stop: {type(exc).__name__}: {exc}")
             ray.kill(handle, no_restart=True)
     finally:
         ray.shutdown()
