@@ -174,7 +174,6 @@ class _EventWindow:
         self, store: store_base.Store, now: float, window_s: float
     ) -> list[tuple[str, float, str | None, str, str]]:
         since = self._since or datetime.fromtimestamp(now - window_s, tz=UTC)
-        count = len(self._events)
         for e in store.list_worker_events(since=since):
             if e.id not in self._events:
                 self._outcomes = None
@@ -183,7 +182,6 @@ class _EventWindow:
         cutoff = now - window_s
         if any(v[1] < cutoff for v in self._events.values()):
             self._events = {k: v for k, v in self._events.items() if v[1] >= cutoff}
-        if len(self._events) != count:
             self._outcomes = None
         return list(self._events.values())
 
