@@ -162,7 +162,11 @@ class Runtime:
         live = self.store.list_workers(include_terminated=False)
         for worker in live:
             with _best_effort("asking a lifecycle to stop its pod"):
-                handle = ray.get_actor(names.worker_actor_name(worker.id), namespace=self.settings.ray.namespace)
+                try:
+                    handle = ray.get_actor(names.worker_actor_name(worker.id), namespace=self.settings.ray.namespace)
+                except ValueError:  # not started yet, or already gone: the next step terminates its pod
+                    logger.info("demo cleanup: worker %s has no lifecycle to ask", worker.id)
+                    continue
                 ray.get(handle.request_terminate.remote("demo ended"), timeout=5)
         deadline = time.monotonic() + 20
         while live and time.monotonic() < deadline:
@@ -175,15 +179,13 @@ class Runtime:
         from fleet.models import WorkerState
 
         if self.ray_started:  # no lifecycle may react to the pods going away below
-            import ray
-
             from actors import names
 
             for name, namespace in _named_actors():
                 if name == names.LOG_SHIPPER_NAME:  # it flushes the last logs next, then goes with Ray
                     continue
                 with _best_effort("killing an actor"):
-                    ray.kill(ray.get_actor(name, namespace=namespace), no_restart=True)
+                    _kill_named_actor(name, namespace)
         provider = make_provider(self.settings)
         try:
             for pod in provider.list(self.settings.provider.name_prefix):
@@ -213,7 +215,7 @@ class Runtime:
 
         for name, namespace in _named_actors():
             with _best_effort("killing an actor"):
-                ray.kill(ray.get_actor(name, namespace=namespace), no_restart=True)
+                _kill_named_actor(name, namespace)
         ray.shutdown()
         self.ray_started = False
 
@@ -226,6 +228,19 @@ class Runtime:
         from store.embedded import stop_embedded
 
         stop_embedded(Path(self.settings.database.embedded_dir))
+
+
+def _kill_named_actor(name: str, namespace: str) -> None:
+    """Kill one named actor. One that died between the listing and the lookup (a lifecycle whose
+    pod went away while Ctrl-C arrived) is already where this step wants it: nothing to kill."""
+    import ray
+
+    try:
+        handle = ray.get_actor(name, namespace=namespace)
+    except ValueError:
+        logger.info("demo cleanup: actor %s was already gone", name)
+        return
+    ray.kill(handle, no_restart=True)
 
 
 def _named_actors() -> list[tuple[str, str]]:

@@ -249,9 +249,7 @@ def test_a_lost_nodes_lifecycles_come_back_on_the_other_and_reattach_their_pods(
     for worker_id in moved:
         trace_id = (rows[worker_id].trace_context or "").split("-")[1]
         promoted = fleet.receiver.wait_for(
-            lambda spans, t=trace_id: any(
-                s.trace_id == t and s.attributes.get("to") == "active" for s in spans
-            ),
+            lambda spans, t=trace_id: any(s.trace_id == t and s.attributes.get("to") == "active" for s in spans),
             timeout=30,
         )
         (span,) = [s for s in promoted if s.trace_id == trace_id and s.attributes.get("to") == "active"]
