@@ -141,9 +141,7 @@ class _PodList:
 class _Entry:
     """One database (and provider) the gateway serves: opened lazily, closed when idle."""
 
-    def __init__(
-        self, settings: OrchestratorSettings, open_store: StoreOpener, open_provider: ProviderOpener
-    ) -> None:
+    def __init__(self, settings: OrchestratorSettings, open_store: StoreOpener, open_provider: ProviderOpener) -> None:
         self.settings = settings
         self.last_used = time.monotonic()
         self.calls = 0
