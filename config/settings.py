@@ -343,6 +343,19 @@ class ScalingSettings(_Section):
         le=86_400,
         description="After an infrastructure fault, heartbeat losses are re-checked after this long.",
     )
+    warm_pool_size: int = Field(
+        default=0,
+        ge=0,
+        le=1000,
+        description="Most drained pods kept stopped for a quick resume instead of terminated (0: none; "
+        "a stopped pod bills only its disk).",
+    )
+    warm_pool_keep_s: float = Field(
+        default=21_600.0,
+        gt=0,
+        le=30 * 86_400,
+        description="A stopped pod not resumed within this long is terminated.",
+    )
 
     @model_validator(mode="after")
     def _cross_field(self) -> Self:

@@ -28,6 +28,12 @@ Choices worth knowing:
   through an outage gets a heartbeat timeout after it, whatever its spawn timeout said meanwhile.
   A verdict that rests on silence alone is marked (`Transition.heartbeat_silence`) so that the actor
   can hold it when many workers are silent at once (fleet.supervision.fleet_silence).
+- The warm pool: a scale-down may park a drained pod (`stopping` -> `stopped`: the provider stops it,
+  its disk is kept) instead of terminating it, and a stopped pod may be resumed (`resuming` ->
+  `active`). A resume is not a spawn: neither its promotion nor its failure is a spawn outcome, so
+  a host whose GPUs were taken meanwhile never opens the breaker; a failed resume is terminated and
+  demand gets a new pod. Only a heartbeat sent after the resume counts (the row keeps the last one
+  from before the stop).
 """
 
 from __future__ import annotations
@@ -73,6 +79,9 @@ class Observation:
     tasks_in_progress: int = 0
     drain_requested: bool = False  # the Scaler asked this worker to drain (scale-down)
     terminate_requested: bool = False  # operator asked for termination (`orchestrator down --terminate-pods`)
+    # The drain parks the pod in the warm pool (stop it for a later resume) instead of terminating it.
+    park_requested: bool = False
+    resume_requested: bool = False  # the Scaler asked a stopped worker to start again
     provider_error: str | None = None  # pod creation failed for good (after fallbacks/retries)
     # The worker itself said it died (reigh: its guardian wrote status 'crashed'): no need to wait
     # for its heartbeat to time out.
@@ -132,6 +141,7 @@ TRANSITIONS: Mapping[WorkerState, Mapping[WorkerState, str]] = MappingProxyType(
         ),
         _S.DRAINING: MappingProxyType(
             {
+                _S.STOPPING: "drained (or drain_timeout_s reached) into the warm pool: stop the pod, keep it",
                 _S.TERMINATING: "drained (no task in progress) or drain_timeout_s reached",
                 _S.ERROR: "worker died mid-drain (pod gone or heartbeat lost): its tasks must be requeued",
             }
@@ -139,6 +149,27 @@ TRANSITIONS: Mapping[WorkerState, Mapping[WorkerState, str]] = MappingProxyType(
         _S.ERROR: MappingProxyType(
             {
                 _S.TERMINATING: "a broken worker is stopped at once so it stops costing money",
+            }
+        ),
+        _S.STOPPING: MappingProxyType(
+            {
+                _S.STOPPED: "the provider confirmed the pod stopped: no GPU billed any more, its disk is",
+                _S.TERMINATING: "the pod vanished while stopping, or the operator asked to terminate",
+            }
+        ),
+        _S.STOPPED: MappingProxyType(
+            {
+                _S.RESUMING: "demand came back: start the stopped pod again (faster than a new one)",
+                _S.TERMINATING: "retired from the warm pool (over its size or kept too long), the operator asked, "
+                "or the pod vanished",
+            }
+        ),
+        _S.RESUMING: MappingProxyType(
+            {
+                _S.ACTIVE: "pod running again and the worker heartbeated after the resume",
+                _S.ERROR: "the provider refused the resume (its host's GPUs were taken), the pod vanished, or no "
+                "heartbeat within spawn_timeout_s of the resume; not a spawn outcome",
+                _S.TERMINATING: "operator asked to terminate while resuming",
             }
         ),
         _S.TERMINATING: MappingProxyType(
@@ -287,13 +318,67 @@ def _draining(obs: Observation, now: float, state_since: float, config: ScalingS
             _S.ERROR, f"drain_lost: the worker reported a crash while draining {obs.tasks_in_progress} task(s)"
         )
     draining_for = now - state_since
+    # An operator's terminate always ends in terminated; a scale-down may park the pod instead.
+    then = _S.STOPPING if obs.park_requested and not obs.terminate_requested else _S.TERMINATING
     if obs.tasks_in_progress == 0:
-        return Transition(_S.TERMINATING, f"drained: no task in progress after {_s(draining_for)} draining")
+        if then is _S.STOPPING:
+            return Transition(then, f"parked: no task in progress after {_s(draining_for)} draining; stopping the pod")
+        return Transition(then, f"drained: no task in progress after {_s(draining_for)} draining")
     if draining_for > config.drain_timeout_s:
         return Transition(
-            _S.TERMINATING,
+            then,
             f"drain_timeout: {obs.tasks_in_progress} task(s) still in progress after {_s(draining_for)} "
             f"(limit {_s(config.drain_timeout_s)}); they will be requeued",
+        )
+    return None
+
+
+def _stopping(obs: Observation, now: float, state_since: float) -> Transition | None:
+    if obs.terminate_requested:
+        return Transition(_S.TERMINATING, "terminate_requested: operator asked while the pod was stopping")
+    if obs.pod_phase is PodPhase.GONE:
+        return Transition(_S.TERMINATING, "stop_lost: the pod vanished while stopping; confirming it gone")
+    if obs.pod_phase is PodPhase.EXITED:
+        return Transition(_S.STOPPED, f"stopped: the provider confirmed the pod stopped after {_s(now - state_since)}")
+    return None
+
+
+def _stopped(obs: Observation, now: float, state_since: float) -> Transition | None:
+    kept = now - state_since
+    if obs.pod_phase is PodPhase.GONE:
+        return Transition(_S.TERMINATING, f"stopped_lost: the stopped pod vanished after {_s(kept)}")
+    if obs.terminate_requested:
+        return Transition(_S.TERMINATING, f"retired: terminating the stopped pod after {_s(kept)} in the warm pool")
+    if obs.resume_requested:
+        return Transition(_S.RESUMING, f"resume_requested: demand came back; resuming after {_s(kept)} stopped")
+    return None
+
+
+def _resuming(obs: Observation, now: float, state_since: float, config: ScalingSettings) -> Transition | None:
+    waited = now - state_since
+    if obs.terminate_requested:
+        return Transition(_S.TERMINATING, f"terminate_requested: operator asked while resuming ({_s(waited)})")
+    if obs.provider_error is not None:
+        return Transition(_S.ERROR, f"resume_failed: the provider refused the resume: {obs.provider_error}")
+    if obs.pod_phase is PodPhase.GONE:
+        return Transition(_S.ERROR, f"resume_failed: the pod vanished {_s(waited)} into the resume")
+    if obs.worker_reported_crash:
+        return Transition(_S.ERROR, f"resume_failed: the worker reported a crash {_s(waited)} into the resume")
+    deadline = state_since + config.spawn_timeout_s
+    if obs.silence_counts_from is not None:
+        deadline = max(deadline, obs.silence_counts_from + config.heartbeat_timeout_s)
+    hb = obs.last_heartbeat_at
+    # Only a heartbeat sent after the resume was asked says the worker is back (its row keeps the
+    # last one before the stop).
+    if obs.pod_phase is PodPhase.RUNNING and hb is not None and state_since <= hb <= deadline:
+        return Transition(
+            _S.ACTIVE, f"resumed: pod running and first heartbeat {_s(hb - state_since)} after the resume"
+        )
+    if now > deadline:
+        return Transition(
+            _S.ERROR,
+            f"resume_failed: no heartbeat {_s(waited)} after the resume (limit {_s(config.spawn_timeout_s)}), "
+            f"pod {obs.pod_phase.value}",
         )
     return None
 
@@ -320,6 +405,12 @@ def next_transition(
         result = _active(obs, now, state_since, config)
     elif current is _S.DRAINING:
         result = _draining(obs, now, state_since, config)
+    elif current is _S.STOPPING:
+        result = _stopping(obs, now, state_since)
+    elif current is _S.STOPPED:
+        result = _stopped(obs, now, state_since)
+    elif current is _S.RESUMING:
+        result = _resuming(obs, now, state_since, config)
     elif current is _S.ERROR:
         result = Transition(
             _S.TERMINATING, f"error_cleanup: stopping the pod of a failed worker (pod {obs.pod_phase.value})"

@@ -27,6 +27,9 @@ class WorkerState(StrEnum):
     SPAWNING = "spawning"  # row written, pod requested or booting, no heartbeat yet
     ACTIVE = "active"  # pod running and the worker has heartbeated: it may claim tasks
     DRAINING = "draining"  # claims nothing new; finishes what it holds
+    STOPPING = "stopping"  # drained into the warm pool: stop asked of the provider, not yet confirmed
+    STOPPED = "stopped"  # pod stopped, kept for a quick resume: no GPU billed, its disk is; not capacity
+    RESUMING = "resuming"  # resume asked of the provider, no heartbeat since: capacity on its way
     TERMINATING = "terminating"  # terminate asked of the provider, not yet confirmed gone
     TERMINATED = "terminated"  # the provider confirmed the pod is gone
     ERROR = "error"  # spawn failed, spawn timed out, or heartbeat lost; terminated next
@@ -43,8 +46,13 @@ class WorkerState(StrEnum):
 
     @classmethod
     def capacity(cls) -> frozenset[WorkerState]:
-        """States that count as capacity for demand: a spawning worker is capacity on its way."""
-        return frozenset({cls.SPAWNING, cls.ACTIVE})
+        """States that count as capacity for demand: a spawning or resuming worker is capacity on its way."""
+        return frozenset({cls.SPAWNING, cls.RESUMING, cls.ACTIVE})
+
+    @classmethod
+    def booting(cls) -> frozenset[WorkerState]:
+        """Capacity on its way: a new pod or a resumed one, not yet heartbeating."""
+        return frozenset({cls.SPAWNING, cls.RESUMING})
 
     def counts_as_capacity(self) -> bool:
         return self in WorkerState.capacity()
@@ -71,6 +79,8 @@ class WorkerView:
     # when the queue does not say). The policy learns task durations per type from them.
     task_started_at: float | None = None
     task_type: str | None = None
+    # When the worker entered its state (a stopped worker: when its pod stopped).
+    state_since: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,9 +173,9 @@ class DecisionKind(StrEnum):
     """What a decision amounts to, as the policy decided it: stored with the decision, so `explain`
     never parses it back out of the reasons' words."""
 
-    SCALE_UP = "scale_up"  # spawn for demand (perhaps fewer than needed: the reasons say what limited it)
+    SCALE_UP = "scale_up"  # spawn or resume for demand (perhaps fewer than needed: the reasons say what limited it)
     PROBE = "probe"  # breaker half-open: the one probe spawn
-    SCALE_DOWN = "scale_down"  # drain idle workers
+    SCALE_DOWN = "scale_down"  # drain idle workers (some parked in the warm pool), retire stopped ones
     STEADY = "steady"  # capacity matches what demand asks for: nothing wanted
     CAPPED = "capped"  # demand asks for more workers, but max_workers (draining pods count) leaves no room
     BREAKER_OPEN = "breaker_open"  # demand asks for more workers, but the breaker is open: no spawn
@@ -178,7 +188,12 @@ class DecisionKind(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class Decision:
-    """One cycle's verdict: spawn this many, drain these, what kind of decision that is, and why."""
+    """One cycle's verdict: spawn this many, drain these, what kind of decision that is, and why.
+
+    With a warm pool: `resume` names stopped workers to start again (before any spawn), `park` the
+    drained workers whose pods are stopped for a later resume instead of terminated (a subset of
+    `drain`), and `retire` the stopped workers to terminate (pool over its size, or kept too long).
+    """
 
     spawn: int
     drain: tuple[str, ...]
@@ -189,12 +204,19 @@ class Decision:
     inputs: dict[str, float | int | str | None] = field(default_factory=dict)
     history: FleetHistory = field(default_factory=FleetHistory)
     kind: DecisionKind = DecisionKind.STEADY
+    resume: tuple[str, ...] = ()
+    park: tuple[str, ...] = ()
+    retire: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         # A decision that spawns or drains is never "steady", whoever built it (the baselines too).
-        if self.kind is DecisionKind.STEADY and (self.spawn or self.drain):
-            object.__setattr__(self, "kind", DecisionKind.SCALE_UP if self.spawn else DecisionKind.SCALE_DOWN)
+        if self.kind is DecisionKind.STEADY and self.changes_something:
+            up = self.spawn or self.resume
+            object.__setattr__(self, "kind", DecisionKind.SCALE_UP if up else DecisionKind.SCALE_DOWN)
+        stray = set(self.park) - set(self.drain)
+        if stray:
+            raise ValueError(f"park names workers not drained: {', '.join(sorted(stray))}")
 
     @property
     def changes_something(self) -> bool:
-        return self.spawn > 0 or bool(self.drain)
+        return self.spawn > 0 or bool(self.drain) or bool(self.resume) or bool(self.retire)

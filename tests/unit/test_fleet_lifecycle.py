@@ -159,3 +159,49 @@ def test_every_returned_move_is_legal_and_coded(state: S, obs: Observation, crea
         assert obs.pod_phase is PodPhase.GONE
     if state is S.ACTIVE and tr.to is S.TERMINATING:
         assert obs.tasks_in_progress == 0  # a busy worker is drained, never cut off
+
+
+def test_a_parked_drain_stops_the_pod_and_a_resume_needs_a_fresh_heartbeat() -> None:
+    # drained into the warm pool: stopping, then stopped once the provider says so
+    parked = step(S.DRAINING, Observation(PodPhase.RUNNING, 1_050.0, park_requested=True), 1_060.0)
+    assert parked is not None and parked.to is S.STOPPING and parked.code == "parked" and parked.outcome is None
+    # an operator's terminate wins over the park
+    assert (
+        step(
+            S.DRAINING, Observation(PodPhase.RUNNING, 1_050.0, park_requested=True, terminate_requested=True), 1_060.0
+        ).to
+        is S.TERMINATING
+    )
+    assert step(S.STOPPING, Observation(PodPhase.RUNNING, 1_050.0), 1_070.0, state_since=1_060.0) is None
+    stopped = step(S.STOPPING, Observation(PodPhase.EXITED, 1_050.0), 1_075.0, state_since=1_060.0)
+    assert stopped is not None and stopped.to is S.STOPPED and stopped.code == "stopped"
+    # kept until asked: not timed out by a heartbeat that stopped with the pod
+    assert step(S.STOPPED, Observation(PodPhase.EXITED, 1_050.0), 9_000.0, state_since=1_075.0) is None
+    resumed = step(
+        S.STOPPED, Observation(PodPhase.EXITED, 1_050.0, resume_requested=True), 2_000.0, state_since=1_075.0
+    )
+    assert resumed is not None and resumed.to is S.RESUMING
+    # the heartbeat from before the stop does not promote; one after the resume does, as no spawn outcome
+    assert step(S.RESUMING, Observation(PodPhase.RUNNING, 1_050.0), 2_020.0, state_since=2_000.0) is None
+    back = step(S.RESUMING, Observation(PodPhase.RUNNING, 2_025.0), 2_030.0, state_since=2_000.0)
+    assert back is not None and back.to is S.ACTIVE and back.code == "resumed" and back.outcome is None
+
+
+def test_a_refused_or_silent_resume_fails_without_a_spawn_outcome_and_a_stopped_pod_can_be_retired() -> None:
+    refused = step(
+        S.RESUMING, Observation(PodPhase.EXITED, None, provider_error="no free GPU"), 2_005.0, state_since=2_000.0
+    )
+    assert refused is not None and refused.to is S.ERROR and refused.code == "resume_failed" and refused.outcome is None
+    late = step(
+        S.RESUMING, Observation(PodPhase.RUNNING, 1_050.0), 2_000.0 + CFG.spawn_timeout_s + 1, state_since=2_000.0
+    )
+    assert late is not None and late.to is S.ERROR and late.outcome is None
+    retired = step(
+        S.STOPPED, Observation(PodPhase.EXITED, None, terminate_requested=True), 3_000.0, state_since=1_075.0
+    )
+    assert retired is not None and retired.to is S.TERMINATING and retired.code == "retired"
+    lost = step(S.STOPPED, Observation(PodPhase.GONE, None), 3_000.0, state_since=1_075.0)
+    assert lost is not None and lost.to is S.TERMINATING
+    assert (
+        S.RESUMING.counts_as_capacity() and not S.STOPPED.counts_as_capacity() and not S.STOPPING.counts_as_capacity()
+    )
