@@ -13,6 +13,13 @@ terminated may still be listed for a while. Every call is idempotent:
   so a pod that keeps running is never recorded as terminated.
 - `get(pod_id)`: the pod, or raises `NotFound` when the provider does not know it (gone).
 - `list(name_prefix)`: every non-terminated pod whose name starts with the prefix.
+- `stop(pod_id)`: the pod stops and keeps its host and disk (the warm pool): its GPU is released and
+  compute billing ends. Stopping a stopped pod is fine; a gone pod raises `NotFound`. The pod then
+  shows `EXITED` (possibly after a short delay) and is still found by `get` and listed by `list`.
+- `resume(pod_id)`: a stopped pod starts again on the same host, with the same name and env (so its
+  worker comes back under the same id). `CapacityUnavailable` when the host has no free GPU for it
+  any more (the caller gives the pod up and creates a new one), `NotFound` when it is gone; a pod
+  that runs already is returned as it is.
 
 Errors are typed so callers (and the fleet policy) can tell a capacity shortage from a bad key.
 """
@@ -135,5 +142,9 @@ class Provider(Protocol):
     def list(self, name_prefix: str) -> list[Pod]: ...
 
     def terminate(self, pod_id: str) -> None: ...
+
+    def stop(self, pod_id: str) -> None: ...
+
+    def resume(self, pod_id: str) -> Pod: ...
 
     def close(self) -> None: ...

@@ -18,13 +18,22 @@ disk, one JSON file per pod name in `<state_dir>/local-pods/`, and every call re
   pid is never mistaken for the pod.
 - `terminate` sends SIGTERM to the group, waits `terminate_grace_s`, SIGKILLs what is left,
   confirms no process of the group remains, and only then records the pod as terminated.
+- `stop` ends the process group the same way but keeps the pod, recorded as stopped (EXITED);
+  `resume` starts the same command again under the same pod id, name and env (after
+  `resume_boot_delay_s`: a stopped pod's image is on its host already), under the name's `flock`
+  like `create`, so two processes resuming it start one worker.
 
-Env values are handed to the process only; the JSON file keeps env *keys*, never values.
+The JSON record keeps env *keys*, never values. A resume needs the values (the pod's own
+credentials, made by the caller for this worker: the provider cannot rebuild them), so the spec's
+env is also kept in `<name>.env`, readable by its owner only (0600, like the state directory's
+other credentials), never logged or put in `Pod.raw`, and deleted when the pod is terminated. This
+is what RunPod does too: it keeps a stopped pod's env and restarts it with it.
 
 Failure injection (for tests and demos of the failure paths), per pod through `PodSpec.env` or for
 every pod whose name matches a glob through `set_fault` (stored in `faults.json`, so it reaches
 providers in other processes): `LocalFaults(never_start=True)` exits at once,
-`crash_after_s=N` dies after N s, `stop_heartbeat_after_s=N` keeps running but goes silent.
+`crash_after_s=N` dies after N s, `stop_heartbeat_after_s=N` keeps running but goes silent,
+`resume_refused=True` refuses resumes with CapacityUnavailable (RunPod: no free GPU on the host).
 """
 
 from __future__ import annotations
@@ -47,7 +56,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from cloud.base import InvalidSpec, NotFound, Pod, PodSpec, PodStatus, ProviderError
+from cloud.base import CapacityUnavailable, InvalidSpec, NotFound, Pod, PodSpec, PodStatus, ProviderError
 from telemetry import metrics
 
 __all__ = ["PROJECT_ROOT", "LocalFaults", "LocalProvider"]
@@ -85,6 +94,7 @@ class LocalFaults:
     never_start: bool = False  # the process exits at once (status EXITED, no heartbeat ever)
     crash_after_s: float | None = None  # the process dies (exit 70) this long after start
     stop_heartbeat_after_s: float | None = None  # alive but silent after this long
+    resume_refused: bool = False  # resumes raise CapacityUnavailable (the host's GPUs were taken)
 
     def to_env(self) -> dict[str, str]:
         env: dict[str, str] = {}
@@ -153,6 +163,7 @@ class LocalProvider:
     `state_dir` is shared by every process of one orchestrator; a relative path is taken from the
     project root (not the cwd, which differs between Ray workers). `handler` is the worker's
     `--handler` value. `extra_env` is added to every pod's env (under the spec's own env).
+    `resume_boot_delay_s` is the worker's boot delay after a resume (default: `boot_delay_s`).
     """
 
     name = "local"
@@ -162,6 +173,7 @@ class LocalProvider:
         state_dir: Path | str,
         *,
         boot_delay_s: float = 3.0,
+        resume_boot_delay_s: float | None = None,
         handler: str | None = "worker.handlers:demo_handler",
         terminate_grace_s: float = 10.0,
         extra_env: Mapping[str, str] | None = None,
@@ -174,6 +186,7 @@ class LocalProvider:
         self.pods_dir = state / "local-pods"
         self.pods_dir.mkdir(parents=True, exist_ok=True)
         self._boot_delay_s = boot_delay_s
+        self._resume_boot_delay_s = boot_delay_s if resume_boot_delay_s is None else resume_boot_delay_s
         self._handler = handler
         self._terminate_grace_s = terminate_grace_s
         self._extra_env = dict(extra_env or {})
@@ -234,24 +247,70 @@ class LocalProvider:
             record["status"] = str(PodStatus.TERMINATED)
             record["terminated_at"] = _now_iso()
             _write_json(self._path(record["name"]), record)
+            self._env_path(record["name"]).unlink(missing_ok=True)
         logger.info("terminated local pod %s (process group %s confirmed gone)", pod_id, record["pgid"])
+
+    def stop(self, pod_id: str) -> None:
+        with self._pod_locked(pod_id) as record:
+            if record.get("stopped_at") and record.get("status") == PodStatus.EXITED:
+                logger.info("stop local pod %s: already stopped", pod_id)
+                return
+            self._kill_group(record)
+            record["status"] = str(PodStatus.EXITED)
+            record["stopped_at"] = _now_iso()
+            _write_json(self._path(record["name"]), record)
+        logger.info("stopped local pod %s (process group %s confirmed gone; kept for a resume)", pod_id, record["pgid"])
+
+    def resume(self, pod_id: str) -> Pod:
+        with self._pod_locked(pod_id) as record:
+            name = record["name"]
+            if record.get("status") == PodStatus.RUNNING and _alive(int(record["pid"]), record.get("start_ticks")):
+                logger.info("resume local pod %s: it runs already", pod_id)
+                return self._pod(record)
+            if any(faults.get("resume_refused") for faults in self._faults_for(name)):
+                raise CapacityUnavailable(f"local pod {pod_id}: resume refused (fault injection: no free GPU on host)")
+            spec_env = self._read_env(name)
+            if spec_env is None:
+                raise ProviderError(f"local pod {pod_id} cannot be resumed: its env was not kept")
+            env = self._env(name, spec_env, boot_delay_s=self._resume_boot_delay_s)
+            pid = _start_detached(
+                list(record["argv"]), Path(record["log_path"]), cwd=self._project_root, env=env, name=name
+            )
+            stat = _proc_stat(pid)
+            record.update(
+                pid=pid,
+                pgid=stat[1] if stat else pid,
+                start_ticks=stat[2] if stat else None,
+                status=str(PodStatus.RUNNING),
+                stopped_at=None,
+                resumed_at=_now_iso(),
+                resumes=int(record.get("resumes") or 0) + 1,
+                boot_delay_s=self._resume_boot_delay_s,
+            )
+            _write_json(self._path(name), record)
+        logger.info("resumed local pod %s as pid %d (detached)", pod_id, pid)
+        return self._pod(record)
 
     def close(self) -> None:
         pass  # nothing held: pods are detached, the registry is on disk
 
     # --- internals ---------------------------------------------------------------------------
 
-    def _start(self, name: str, spec: PodSpec) -> Pod:
+    def _env(self, name: str, spec_env: Mapping[str, str], *, boot_delay_s: float) -> dict[str, str]:
+        """A pod process's whole env: ours (minus our credentials), the faults now set for it, its spec's."""
         env = {k: v for k, v in os.environ.items() if k not in _NOT_INHERITED}
         env.update(self._extra_env)
-        env["WORKER_BOOT_DELAY_S"] = str(self._boot_delay_s)
-        for glob, faults in self._read_faults().items():
-            if fnmatch.fnmatchcase(name, glob):
-                env.update(LocalFaults(**faults).to_env())
-        env.update(spec.env)
+        env["WORKER_BOOT_DELAY_S"] = str(boot_delay_s)
+        for faults in self._faults_for(name):
+            env.update(LocalFaults(**faults).to_env())
+        env.update(spec_env)
         env["WORKER_ID"] = name
         env["PYTHONUNBUFFERED"] = "1"
         env["PYTHONPATH"] = os.pathsep.join(p for p in (str(self._project_root), env.get("PYTHONPATH")) if p)
+        return env
+
+    def _start(self, name: str, spec: PodSpec) -> Pod:
+        env = self._env(name, spec.env, boot_delay_s=self._boot_delay_s)
         if spec.start_command:
             # The pod's own command, `python` being this interpreter; exec'd so the pid is the worker's.
             command = spec.start_command
@@ -263,6 +322,7 @@ class LocalProvider:
             if self._handler and "WORKER_HANDLER" not in spec.env:
                 argv += ["--handler", self._handler]
         log_path = self.pods_dir / f"{name}.log"
+        _write_private_json(self._env_path(name), dict(spec.env))  # for a resume; see the module docstring
         pid = _start_detached(argv, log_path, cwd=self._project_root, env=env, name=name)
         stat = _proc_stat(pid)
         record = {
@@ -323,6 +383,28 @@ class LocalProvider:
     def _path(self, name: str) -> Path:
         return self.pods_dir / f"{name}.json"
 
+    def _env_path(self, name: str) -> Path:
+        return self.pods_dir / f"{name}.env"  # not `.json`: `_records` reads those as pods
+
+    def _read_env(self, name: str) -> dict[str, str] | None:
+        try:
+            data: dict[str, str] = json.loads(self._env_path(name).read_text())
+        except FileNotFoundError:
+            return None
+        return data
+
+    @contextlib.contextmanager
+    def _pod_locked(self, pod_id: str) -> Iterator[dict[str, Any]]:
+        """The pod's record, read again under its name's lock; NotFound when it is gone."""
+        record = self._find(pod_id)
+        if record is None or record.get("status") == PodStatus.TERMINATED:
+            raise NotFound(f"local pod {pod_id} is gone")
+        with self._locked(record["name"]):
+            record = self._read(record["name"])
+            if record is None or record["id"] != pod_id or record.get("status") == PodStatus.TERMINATED:
+                raise NotFound(f"local pod {pod_id} is gone")
+            yield record
+
     def _read(self, name: str) -> dict[str, Any] | None:
         try:
             data: dict[str, Any] = json.loads(self._path(name).read_text())
@@ -346,6 +428,9 @@ class LocalProvider:
 
     def _find(self, pod_id: str) -> dict[str, Any] | None:
         return next((r for r in self._records() if r.get("id") == pod_id), None)
+
+    def _faults_for(self, name: str) -> Iterator[dict[str, Any]]:
+        return (faults for glob, faults in self._read_faults().items() if fnmatch.fnmatchcase(name, glob))
 
     def _read_faults(self) -> dict[str, dict[str, Any]]:
         try:
@@ -395,6 +480,16 @@ def _signal_group(pgid: int, sig: signal.Signals) -> None:
 def _write_json(path: Path, data: Any) -> None:
     tmp = path.with_suffix(f".tmp-{os.getpid()}")
     tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
+    os.replace(tmp, path)
+
+
+def _write_private_json(path: Path, data: Any) -> None:
+    """`_write_json` for a file holding secrets: created 0600, so it is never readable by others."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")  # a dot first: never a pod's name
+    tmp.unlink(missing_ok=True)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        json.dump(data, handle)
     os.replace(tmp, path)
 
 

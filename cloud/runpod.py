@@ -81,6 +81,8 @@ _CAPACITY = (
     "no longer any instances available",  # "There are no longer any instances available with the requested..."
     "does not have the resources to deploy",
     "no instances available",
+    "not enough free gpus",  # resume: "There are not enough free GPUs on the host machine to start this pod."
+    "not enough gpus",
     "not enough capacity",
     "insufficient capacity",
 )
@@ -250,14 +252,7 @@ class RunPodProvider:
         raise InvalidSpec(f"pod {name}: no usable GPU type among {spec.gpu_types}")
 
     def get(self, pod_id: str) -> Pod:
-        self._check_id(pod_id)
-        answer = self._call(f"get pod {pod_id}", lambda: ctl_commands.get_pod(pod_id, api_key=self._api_key))
-        if not answer:
-            raise NotFound(f"pod {pod_id} is not known to RunPod (gone)")
-        pod = self._pod_from(answer, self._redactor)
-        if pod.status is PodStatus.TERMINATED:
-            raise NotFound(f"pod {pod_id} is terminated")
-        return pod
+        return self._pod_from(self._answer(pod_id), self._redactor)
 
     def list(self, name_prefix: str) -> list[Pod]:
         answers = self._call_unlocked("list pods", self._pod_answers) or []
@@ -286,6 +281,46 @@ class RunPodProvider:
             raise
         logger.info("terminated pod %s", pod_id)
 
+    def stop(self, pod_id: str) -> None:
+        self._check_id(pod_id)
+        try:
+            self._call(f"stop pod {pod_id}", lambda: ctl_commands.stop_pod(pod_id))
+        except (AuthFailed, RateLimited, Transient):
+            raise
+        except ProviderError as exc:
+            # What the API answers for a pod that is stopped already (or gone) is not documented:
+            # a stopped pod is what was asked for, a gone one is NotFound (raised by `get`).
+            if self.get(pod_id).status is PodStatus.EXITED:
+                logger.info("stop pod %s: already stopped (%s)", pod_id, exc)
+                return
+            raise
+        logger.info("stopped pod %s", pod_id)
+
+    def resume(self, pod_id: str) -> Pod:
+        before = self._answer(pod_id)
+        if map_status(before) in (PodStatus.RUNNING, PodStatus.PENDING):
+            logger.info("resume pod %s: it runs already", pod_id)
+            return self._pod_from(before, self._redactor)
+        # The mutation asks for a GPU count: the pod's own (resuming with fewer or none is a
+        # different pod, not the one parked).
+        gpu_count = int(before.get("gpuCount") or 1)
+        try:
+            answer = self._call(f"resume pod {pod_id}", lambda: ctl_commands.resume_pod(pod_id, gpu_count))
+        except (AuthFailed, RateLimited, Transient, CapacityUnavailable, NotFound):
+            raise
+        except ProviderError as exc:
+            # A retried resume whose first attempt went through may be refused as such: a pod that
+            # runs now was resumed; otherwise the original error stands.
+            pod = self.get(pod_id)
+            if pod.status in (PodStatus.RUNNING, PodStatus.PENDING):
+                logger.info("resume pod %s: it runs already (%s)", pod_id, exc)
+                return pod
+            raise
+        # The answer has no runtime: the container is starting again on its host (PENDING).
+        pod = self._pod_from({**before, **(answer or {}), "runtime": None}, self._redactor)
+        logger.info("resumed pod %s (%s, %d GPU)", pod_id, pod.status, gpu_count)
+        return pod
+
     def close(self) -> None:
         """The calling thread's kept-alive session closes (the SDK's own calls keep none); other
         threads' sessions close with their thread."""
@@ -295,6 +330,18 @@ class RunPodProvider:
             session.close()
 
     # --- helpers -----------------------------------------------------------------------------
+
+    def _answer(self, pod_id: str) -> dict[str, Any]:
+        """RunPod's answer about one pod, unredacted (for this module only); NotFound when gone."""
+        self._check_id(pod_id)
+        answer: dict[str, Any] | None = self._call(
+            f"get pod {pod_id}", lambda: ctl_commands.get_pod(pod_id, api_key=self._api_key)
+        )
+        if not answer:
+            raise NotFound(f"pod {pod_id} is not known to RunPod (gone)")
+        if map_status(answer) is PodStatus.TERMINATED:
+            raise NotFound(f"pod {pod_id} is terminated")
+        return answer
 
     @staticmethod
     def _check_id(pod_id: str) -> None:

@@ -12,6 +12,7 @@ while"), so what must hold *eventually* is polled, never assumed at once.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 from collections.abc import Callable, Iterator
@@ -20,11 +21,11 @@ from pathlib import Path
 
 import pytest
 
-from cloud.base import InvalidSpec, NotFound, Pod, PodSpec, PodStatus, Provider
-from cloud.local import LocalProvider
+from cloud.base import CapacityUnavailable, InvalidSpec, NotFound, Pod, PodSpec, PodStatus, Provider
+from cloud.local import LocalFaults, LocalProvider
 from cloud.retry import RetryPolicy
 from cloud.runpod import RunPodProvider
-from tests.support.polling import wait_for
+from tests.support.polling import stays_true, wait_for
 from tests.support.runpod_api import FakeRunPodApi
 
 API_KEY = "rpa_CONTRACTKEY_0a1b2c3d"
@@ -40,6 +41,8 @@ class Backend:
     provider: Provider
     another: Callable[[], Provider]  # a second instance over the same pods (another process, a restart)
     stop_from_outside: Callable[[Pod], None]  # the pod stops by itself (crash, OOM, host reboot)
+    runs: Callable[[Pod], bool]  # seen from the world behind the provider: the pod's container/process runs
+    refuse_resumes: Callable[[Pod], None]  # the pod's host has no free GPU for it any more
 
     def spec(self, **env: str) -> PodSpec:
         return PodSpec(
@@ -52,10 +55,23 @@ def _local(tmp_path: Path) -> Iterator[Backend]:
     def make() -> LocalProvider:
         return LocalProvider(tmp_path / "state", boot_delay_s=60, terminate_grace_s=2)
 
+    provider = make()
+
     def kill(pod: Pod) -> None:
         os.killpg(int(pod.raw["pgid"]), signal.SIGKILL)
 
-    yield Backend(provider=make(), another=make, stop_from_outside=kill)
+    def runs(pod: Pod) -> bool:
+        record = json.loads((provider.pods_dir / f"{pod.name}.json").read_text())
+        try:
+            state = Path(f"/proc/{record['pid']}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except FileNotFoundError:
+            return False
+        return state not in ("Z", "X")
+
+    def refuse(pod: Pod) -> None:
+        provider.set_fault(pod.name, LocalFaults(resume_refused=True))
+
+    yield Backend(provider=provider, another=make, stop_from_outside=kill, runs=runs, refuse_resumes=refuse)
 
 
 @contextlib.contextmanager
@@ -69,7 +85,13 @@ def _runpod() -> Iterator[Backend]:
         def exit_pod(pod: Pod) -> None:
             api.pods[pod.id].desired = "EXITED"
 
-        yield Backend(provider=make(), another=make, stop_from_outside=exit_pod)
+        def runs(pod: Pod) -> bool:
+            return bool(api.pods[pod.id].answer(api.boot_delay_s, api.resume_delay_s)["runtime"])
+
+        def refuse(pod: Pod) -> None:
+            api.no_gpu_on_host(pod.id)
+
+        yield Backend(provider=make(), another=make, stop_from_outside=exit_pod, runs=runs, refuse_resumes=refuse)
 
 
 @pytest.fixture(params=["local", "runpod"])
@@ -166,3 +188,67 @@ def test_secret_env_values_never_reach_a_pod(backend: Backend) -> None:
         text = seen.model_dump_json() + repr(seen)
         assert "DATABASE_URL" in text, "the env keys stay visible for the audit trail"
         assert SECRET not in text and "c0ntract-secret-pw" not in text
+
+
+def test_a_stopped_pod_is_kept_as_exited_and_resumes_under_its_id(backend: Backend) -> None:
+    provider = backend.provider
+    pod = provider.create("gpu-contract-warm", backend.spec(DATABASE_URL=SECRET))
+    wait_for(lambda: backend.runs(pod), 10, "the new pod to run")
+
+    provider.stop(pod.id)
+    wait_for(lambda: provider.get(pod.id).status is PodStatus.EXITED, 10, "the stopped pod to show EXITED")
+    assert not backend.runs(pod)
+    assert [(p.id, p.status) for p in provider.list("gpu-contract-")] == [(pod.id, PodStatus.EXITED)]
+    provider.stop(pod.id)  # stopped already: fine
+    backend.another().stop(pod.id)  # from another instance too
+    assert provider.get(pod.id).status is PodStatus.EXITED
+
+    resumed = backend.another().resume(pod.id)
+    assert (resumed.id, resumed.name) == (pod.id, pod.name)
+    assert resumed.status in (PodStatus.PENDING, PodStatus.RUNNING)
+    wait_for(lambda: provider.get(pod.id).status is PodStatus.RUNNING, 10, "the resumed pod to run")
+    assert backend.runs(pod)
+    again = provider.resume(pod.id)  # runs already: nothing to do
+    assert again.id == pod.id and again.status is PodStatus.RUNNING
+    assert [p.id for p in provider.list("gpu-contract-")] == [pod.id], "a resume makes no second pod"
+    for seen in (resumed, again, provider.get(pod.id)):
+        text = seen.model_dump_json() + repr(seen)
+        assert SECRET not in text and "c0ntract-secret-pw" not in text
+
+    provider.terminate(pod.id)
+    wait_for(lambda: gone(provider, pod.id), 10, "the resumed pod to be gone")
+    assert not backend.runs(pod)
+
+
+def test_a_stopped_pod_can_be_terminated(backend: Backend) -> None:
+    provider = backend.provider
+    pod = provider.create("gpu-contract-park", backend.spec())
+    provider.stop(pod.id)
+    wait_for(lambda: provider.get(pod.id).status is PodStatus.EXITED, 10, "the stopped pod to show EXITED")
+    backend.another().terminate(pod.id)
+    wait_for(lambda: gone(provider, pod.id), 10, "the stopped pod to be gone")
+
+
+def test_stopping_or_resuming_a_gone_pod_is_not_found(backend: Backend) -> None:
+    provider = backend.provider
+    pod = provider.create("gpu-contract-gone", backend.spec())
+    provider.terminate(pod.id)
+    wait_for(lambda: gone(provider, pod.id), 10, "the pod to be gone")
+    for pod_id in (pod.id, UNKNOWN_ID):
+        with pytest.raises(NotFound):
+            provider.stop(pod_id)
+        with pytest.raises(NotFound):
+            provider.resume(pod_id)
+    assert provider.list("gpu-contract-") == []
+
+
+def test_a_refused_resume_is_capacity_unavailable_and_leaves_the_pod_stopped(backend: Backend) -> None:
+    provider = backend.provider
+    pod = provider.create("gpu-contract-full", backend.spec())
+    provider.stop(pod.id)
+    wait_for(lambda: provider.get(pod.id).status is PodStatus.EXITED, 10, "the stopped pod to show EXITED")
+    backend.refuse_resumes(pod)
+    with pytest.raises(CapacityUnavailable):
+        provider.resume(pod.id)
+    stays_true(lambda: provider.get(pod.id).status is PodStatus.EXITED and not backend.runs(pod), 0.5, "still stopped")
+    assert [(p.id, p.status) for p in provider.list("gpu-contract-")] == [(pod.id, PodStatus.EXITED)]

@@ -1,15 +1,19 @@
 """A loopback stand-in for RunPod's GraphQL API, for driving the real `runpod` SDK in tests.
 
-It speaks the operations the SDK sends (`podFindAndDeployOnDemand`, `podTerminate`,
-`pod(input: {podId})`, `myself { pods }`, `myself { networkVolumes }`, `gpuTypes`) with the real
-answer shapes, and on command the real error shapes: no capacity for a GPU type / volume / RAM
-tier, 401, 429, 500, malformed JSON, slow answers.
+It speaks the operations the SDK sends (`podFindAndDeployOnDemand`, `podTerminate`, `podStop`,
+`podResume`, `pod(input: {podId})`, `myself { pods }`, `myself { networkVolumes }`, `gpuTypes`) with
+the real answer shapes, and on command the real error shapes: no capacity for a GPU type / volume /
+RAM tier, no free GPU on a stopped pod's host, 401, 429, 500, malformed JSON, slow answers.
+
+A stopped pod answers desiredStatus EXITED with no runtime; a resumed one RUNNING with no runtime
+(the container starting again) for `resume_delay_s`, then with its runtime.
 
     api = FakeRunPodApi(api_key="k", gpu_types=["NVIDIA GeForce RTX 4090"])
     with api:                      # serves on 127.0.0.1:<free port>
         api.base_url               # -> RUNPOD_API_BASE_URL
         api.no_capacity(gpu="NVIDIA GeForce RTX 4090")
         api.fail_next(429, 500)    # the next two requests answer 429 then 500
+        api.no_gpu_on_host(pod_id) # resumes of that pod (None: of any) are refused until freed
 """
 
 from __future__ import annotations
@@ -24,11 +28,12 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-__all__ = ["CAPACITY_MESSAGE", "FakeRunPodApi", "Fault"]
+__all__ = ["CAPACITY_MESSAGE", "NO_GPU_ON_HOST_MESSAGE", "FakeRunPodApi", "Fault"]
 
 CAPACITY_MESSAGE = (
     "There are no longer any instances available with the requested specifications. Please refresh and try again."
 )
+NO_GPU_ON_HOST_MESSAGE = "There are not enough free GPUs on the host machine to start this pod."
 INTERNAL_MESSAGE = "Something went wrong. Please try again later or contact support."
 
 _STRING = r'"((?:[^"\\]|\\.)*)"'
@@ -59,12 +64,16 @@ class _Pod:
     created_at: float
     desired: str = "CREATED"
     cost_per_hr: float = 0.69
+    resumed_at: float | None = None  # monotonic time of the last resume
+    gpu_count: int = 1
 
-    def answer(self, boot_delay_s: float) -> dict[str, Any]:
-        booted = time.monotonic() - self.created_at >= boot_delay_s
+    def answer(self, boot_delay_s: float, resume_delay_s: float = 0.0) -> dict[str, Any]:
+        now = time.monotonic()
+        booted = now - self.created_at >= boot_delay_s
         desired = "RUNNING" if self.desired == "CREATED" and booted else self.desired
+        restarting = self.resumed_at is not None and now - self.resumed_at < resume_delay_s
         runtime = None
-        if desired == "RUNNING":
+        if desired == "RUNNING" and not restarting:
             runtime = {
                 "ports": [
                     {"ip": "203.0.113.7", "isIpPublic": True, "privatePort": 22, "publicPort": 10121, "type": "tcp"}
@@ -78,7 +87,7 @@ class _Pod:
             "dockerArgs": "",
             "dockerId": None,
             "env": [f"{k}={v}" for k, v in self.env.items()],  # the real API echoes env back
-            "gpuCount": 1,
+            "gpuCount": self.gpu_count,
             "imageName": self.image,
             "lastStatusChange": "Rented by User: Thu Oct 16 2025 17:55:06 GMT+0000",
             "machineId": "m" + self.id[:6],
@@ -102,6 +111,7 @@ class FakeRunPodApi:
     gpu_types: list[str] = field(default_factory=lambda: ["NVIDIA GeForce RTX 4090", "NVIDIA RTX A6000"])
     network_volumes: list[dict[str, Any]] = field(default_factory=list)  # {"id","name","dataCenterId"}
     boot_delay_s: float = 0.0
+    resume_delay_s: float = 0.0  # a resumed pod's container starts again on its host (image there)
 
     def __post_init__(self) -> None:
         self.pods: dict[str, _Pod] = {}
@@ -112,6 +122,8 @@ class FakeRunPodApi:
         # (until monotonic, operation, pod id or None, kind): every matching request fails until then
         self._windows: list[tuple[float, str, str | None, str]] = []
         self._unavailable: list[Callable[[dict[str, Any]], bool]] = []
+        self._hosts_full: set[str | None] = set()  # pod ids whose host has no free GPU (None: every host)
+        self.resume_inputs: list[dict[str, Any]] = []  # parsed input of every resume
         self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
 
@@ -144,6 +156,20 @@ class FakeRunPodApi:
 
         with self._lock:
             self._unavailable.append(matches)
+
+    def no_gpu_on_host(self, pod_id: str | None = None) -> None:
+        """Resumes of this pod (None: of every pod) are refused, as RunPod refuses them when the
+        host's GPUs were rented out meanwhile, until `free_gpu_on_host`."""
+        with self._lock:
+            self._hosts_full.add(pod_id)
+
+    def free_gpu_on_host(self, pod_id: str | None = None) -> None:
+        """Undo `no_gpu_on_host` for this pod (None: for every pod)."""
+        with self._lock:
+            if pod_id is None:
+                self._hosts_full.clear()
+            else:
+                self._hosts_full.discard(pod_id)
 
     def add_pod(self, name: str, gpu_type: str = "NVIDIA GeForce RTX 4090", desired: str = "RUNNING") -> str:
         pod = _Pod(
@@ -270,14 +296,18 @@ class FakeRunPodApi:
         if operation == "user":
             return 200, {"data": {"myself": {"id": "user1", "pubKey": "", "networkVolumes": self.network_volumes}}}
         if operation == "pods":
-            pods = [p.answer(self.boot_delay_s) for p in self.pods.values() if p.desired != "TERMINATED"]
+            pods = [
+                p.answer(self.boot_delay_s, self.resume_delay_s)
+                for p in self.pods.values()
+                if p.desired != "TERMINATED"
+            ]
             return 200, {"data": {"myself": {"pods": pods}}}
         if operation == "pod":
             pod_id = _unescape(re.search(r"podId: " + _STRING, query).group(1))  # type: ignore[union-attr]
             pod = self.pods.get(pod_id)
             if pod is None or pod.desired == "TERMINATED":
                 return 200, {"data": {"pod": None}}
-            return 200, {"data": {"pod": pod.answer(self.boot_delay_s)}}
+            return 200, {"data": {"pod": pod.answer(self.boot_delay_s, self.resume_delay_s)}}
         if operation == "terminate":
             pod_id = _unescape(re.search(r"podId: " + _STRING, query).group(1))  # type: ignore[union-attr]
             pod = self.pods.get(pod_id)
@@ -285,9 +315,42 @@ class FakeRunPodApi:
                 return 200, {"errors": [{"message": "Pod not found"}], "data": {"podTerminate": None}}
             pod.desired = "TERMINATED"
             return 200, {"data": {"podTerminate": None}}
+        if operation == "stop":
+            pod_id = _unescape(re.search(r"podId: " + _STRING, query).group(1))  # type: ignore[union-attr]
+            pod = self.pods.get(pod_id)
+            if pod is None or pod.desired == "TERMINATED":
+                return 200, {"errors": [{"message": "Pod not found"}], "data": {"podStop": None}}
+            pod.desired = "EXITED"
+            return 200, {"data": {"podStop": {"id": pod.id, "desiredStatus": "EXITED"}}}
+        if operation == "resume":
+            return self._resume(query)
         if operation == "deploy":
             return self._deploy(query)
         return 400, {"errors": [{"message": f"Cannot query this fake with: {query[:80]}"}]}
+
+    def _resume(self, query: str) -> tuple[int, Any]:
+        inp = _parse_input(query)
+        self.resume_inputs.append(inp)
+        pod = self.pods.get(str(inp.get("podId")))
+        if pod is None or pod.desired == "TERMINATED":
+            return 200, {"errors": [{"message": "Pod not found"}], "data": {"podResume": None}}
+        if pod.desired == "EXITED":
+            if {None, pod.id} & self._hosts_full:
+                return 200, {"errors": [{"message": NO_GPU_ON_HOST_MESSAGE}], "data": {"podResume": None}}
+            pod.desired = "RUNNING"
+            pod.resumed_at = time.monotonic()
+        return 200, {
+            "data": {
+                "podResume": {
+                    "id": pod.id,
+                    "desiredStatus": pod.desired,
+                    "imageName": pod.image,
+                    "env": [f"{k}={v}" for k, v in pod.env.items()],
+                    "machineId": "m" + pod.id[:6],
+                    "machine": {"podHostId": pod.id + "-host"},
+                }
+            }
+        }
 
     def _deploy(self, query: str) -> tuple[int, Any]:
         inp = _parse_input(query)
@@ -305,6 +368,7 @@ class FakeRunPodApi:
             network_volume_id=inp.get("networkVolumeId"),
             min_memory_gb=inp.get("minMemoryInGb"),
             created_at=time.monotonic(),
+            gpu_count=int(inp.get("gpuCount") or 1),
         )
         self.pods[pod.id] = pod
         return 200, {
@@ -346,6 +410,10 @@ def _operation(query: str) -> str:
         return "deploy"
     if "podTerminate" in query:
         return "terminate"
+    if "podStop" in query:
+        return "stop"
+    if "podResume" in query:
+        return "resume"
     if "gpuTypes(input" in query:
         return "gpuType"
     if "gpuTypes" in query:
