@@ -350,6 +350,12 @@ class ScalingSettings(_Section):
         description="Most drained pods kept stopped for a quick resume instead of terminated (0: none; "
         "a stopped pod bills only its disk).",
     )
+    default_resume_time_s: float = Field(
+        default=60.0,
+        gt=0,
+        le=3600,
+        description="Seconds a stopped pod takes to resume and heartbeat, until a resume has been measured.",
+    )
     warm_pool_keep_s: float = Field(
         default=21_600.0,
         gt=0,

@@ -167,6 +167,10 @@ class FleetHistory:
     boot_samples: tuple[float, ...] = ()
     # What the policy learned of the workload: demand rises and task durations (fleet.learning).
     learned: DemandMemory = field(default_factory=DemandMemory)
+    # Warm pool: (worker id, when it entered resuming) of the workers resuming last cycle, and the
+    # measured resumes (resuming to active) of the most recent ones, for the resume estimate.
+    resuming: tuple[tuple[str, float], ...] = ()
+    resume_samples: tuple[float, ...] = ()
 
 
 class DecisionKind(StrEnum):

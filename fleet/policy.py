@@ -134,9 +134,32 @@ def median_boot(history: FleetHistory, config: ScalingSettings) -> float:
     return ordered[(len(ordered) - 1) // 2]
 
 
+def resume_estimate(history: FleetHistory, config: ScalingSettings) -> float:
+    """Seconds a stopped worker takes to be useful again: the 90th percentile of measured resumes
+    (`default_resume_time_s` until one is measured). A high percentile for the reason of `boot_estimate`."""
+    if not history.resume_samples:
+        return config.default_resume_time_s
+    ordered = sorted(history.resume_samples)
+    return ordered[min(len(ordered) - 1, math.ceil(0.9 * len(ordered)) - 1)]
+
+
+def _measure_resumes(history: FleetHistory, live: Sequence[WorkerView]) -> tuple[float, ...]:
+    """Resume times of the workers that were resuming last cycle and are active now."""
+    asked = dict(history.resuming)
+    samples = list(history.resume_samples)
+    for w in live:
+        start = asked.get(w.id)
+        if start is not None and w.state is WorkerState.ACTIVE and w.state_since is not None:
+            samples.append(max(0.0, w.state_since - start))
+    return tuple(samples[-BOOT_SAMPLES_KEPT:])
+
+
 def _active_for(worker: WorkerView, now: float) -> float:
-    """Seconds since the worker's promotion (its creation if never promoted)."""
-    return now - (worker.promoted_at if worker.promoted_at is not None else worker.created_at)
+    """Seconds since the worker's promotion or, if later, its resume (its creation if never promoted)."""
+    since = worker.promoted_at if worker.promoted_at is not None else worker.created_at
+    if worker.state is WorkerState.ACTIVE and worker.state_since is not None:
+        since = max(since, worker.state_since)
+    return now - since
 
 
 def idle_for(worker: WorkerView, now: float) -> float | None:
@@ -274,7 +297,10 @@ def decide(ctx: PolicyContext) -> Decision:
     live = [w for w in workers if not w.state.is_terminal()]
     by_state = {s: [w for w in live if w.state is s] for s in WorkerState}
     spawning, active = by_state[WorkerState.SPAWNING], by_state[WorkerState.ACTIVE]
-    capacity = len(spawning) + len(active)
+    resuming, stopped = by_state[WorkerState.RESUMING], by_state[WorkerState.STOPPED]
+    capacity = len(spawning) + len(resuming) + len(active)
+    # Pods that hold a GPU without being capacity: bounded by max_workers like the rest.
+    leaving = len(by_state[WorkerState.DRAINING]) + len(by_state[WorkerState.STOPPING])
 
     # Tasks held by draining/terminating/error workers need no new capacity: they finish or are
     # requeued (and then show up as claimable).
@@ -294,13 +320,19 @@ def decide(ctx: PolicyContext) -> Decision:
     breaker, notes = _step_breaker(history, live, config, now)
     reasons: list[str] = list(notes)
     boot_est = boot_estimate(history, config)
+    warm_pool = config.warm_pool_size > 0
+    resume_samples = _measure_resumes(history, live) if warm_pool else history.resume_samples
+    resume_est = resume_estimate(replace(history, resume_samples=resume_samples), config)
+    # What an idle worker given up costs when demand comes back: a new pod's boot, or with a warm
+    # pool the resume of the stopped pod it becomes.
+    refill_s = min(resume_est, boot_est) if warm_pool else boot_est
     # What is learned of the workload (fleet.learning): how demand rises, how long tasks run.
     learned = learning.observe(history.learned, demand_tasks, live, now, snapshot.claimable)
     fastest_boot = min(history.boot_samples, default=config.default_boot_time_s)
     # A queued task waits for a busy worker that frees before a new pod would likely be up: halfway
     # from the fastest boot seen to the median one (a fresh pod comes later three times in four).
     horizon = fastest_boot + learning.COMING_HORIZON_SHARE * (median_boot(history, config) - fastest_boot)
-    keep_idle = learning.headroom(learned, now, boot_est)
+    keep_idle = learning.headroom(learned, now, refill_s)
     # Claimable tasks that find no idle or booting worker wait for the busy workers' learned task
     # ends (fleet.learning.project_queue), headroom or not: the policy never spawns for its headroom,
     # so a worker about to free is no less on its way when demand is expected to rise. They are the
@@ -321,7 +353,9 @@ def decide(ctx: PolicyContext) -> Decision:
         f"desired {desired} = ceil((claimable {snapshot.claimable} + in_progress {in_progress}) / "
         f"tasks_per_worker {tpw}) = {raw_desired}"
         + (f", {' and '.join(clamps)}" if clamps else "")
-        + f"; capacity {capacity} (active {len(active)}, spawning {len(spawning)})"
+        + f"; capacity {capacity} (active {len(active)}, spawning {len(spawning)}"
+        + (f", resuming {len(resuming)}" if resuming else "")
+        + ")"
     )
 
     # ---- scale up
@@ -337,20 +371,34 @@ def decide(ctx: PolicyContext) -> Decision:
             f"{horizon:.0f}s: {', '.join(projection.freeing)}; learned durations)"
         )
     # Draining pods still cost money and hold a GPU: max_workers bounds them too.
-    room = max(0, config.max_workers - capacity - len(by_state[WorkerState.DRAINING]))
-    spawn = min(need, config.max_spawns_per_cycle, room)
-    if need > spawn:
+    room = max(0, config.max_workers - capacity - leaving)
+    # A stopped pod comes back faster than a new one boots, and resuming it creates nothing: the
+    # newest stopped first (its host is the likeliest to still have its GPU free).
+    newest_stopped = sorted(stopped, key=lambda w: (-(w.state_since or w.created_at), w.id))
+    resume = [w.id for w in newest_stopped[: min(need, room)]]
+    need_new = need - len(resume)
+    spawn = min(need_new, config.max_spawns_per_cycle, room - len(resume))
+    if need_new > spawn:
         limit = (
             f"max_spawns_per_cycle {config.max_spawns_per_cycle}"
             if spawn == config.max_spawns_per_cycle
-            else f"max_workers {config.max_workers} with {len(by_state[WorkerState.DRAINING])} draining"
+            else f"max_workers {config.max_workers} with {leaving} draining or stopping"
         )
-        clamps.append(f"spawn limited to {spawn} by {limit} (need {need})")
+        clamps.append(f"spawn limited to {spawn} by {limit} (need {need_new})")
     kind = DecisionKind.STEADY
+    if resume:
+        kind = DecisionKind.SCALE_UP
+        reasons.append(
+            f"scale_up: resume {len(resume)} stopped worker(s) ({', '.join(resume)}) because {demand_words}; "
+            f"a resume takes ~{resume_est:.0f}s against a new pod's ~{boot_est:.0f}s"
+        )
+    need_total, need = need, need_new
     if need > 0:
         no_room = (
             f"capped: no spawn: need {need} but max_workers {config.max_workers} is reached (capacity {capacity} "
-            f"+ draining {len(by_state[WorkerState.DRAINING])}); {demand_words}"
+            f"+ draining {len(by_state[WorkerState.DRAINING])}"
+            + (f" + stopping {len(by_state[WorkerState.STOPPING])}" if by_state[WorkerState.STOPPING] else "")
+            + f"); {demand_words}"
         )
         if breaker.status is BreakerStatus.OPEN:
             spawn = 0
@@ -385,13 +433,16 @@ def decide(ctx: PolicyContext) -> Decision:
                 + (f"; {clamps[-1]}" if need > spawn else "")
                 + f"; {_breaker_words(breaker, config)}"
             )
-    elif raw_desired > config.max_workers:
+    elif raw_desired > config.max_workers and not resume:
         # Demand asks for more than max_workers and the fleet is at it: held back, not "steady".
         kind = DecisionKind.CAPPED
         reasons.append(
             f"capped: no spawn: demand asks for {raw_desired} worker(s) but max_workers {config.max_workers} "
             f"caps the fleet; {demand_words}"
         )
+
+    if resume and not kind.changes_fleet():
+        kind = DecisionKind.SCALE_UP  # the resumes go ahead; the reasons say why nothing more
 
     # ---- scale down
     drain: list[str] = []
@@ -401,8 +452,8 @@ def decide(ctx: PolicyContext) -> Decision:
         config.scale_down_stabilization_s
     )
     work_arriving = demand_tasks > 0 or (last_demand_at is not None and now - last_demand_at <= boot_est)
-    keep_for = max(config.idle_timeout_s, boot_est) if work_arriving else config.idle_timeout_s
-    if surplus > 0 and spawn == 0:
+    keep_for = max(config.idle_timeout_s, refill_s) if work_arriving else config.idle_timeout_s
+    if surplus > 0 and spawn == 0 and not resume:
         idle = sorted(
             ((t, w) for w in active if (t := idle_for(w, now)) is not None), key=lambda tw: (-tw[0], tw[1].id)
         )
@@ -419,12 +470,14 @@ def decide(ctx: PolicyContext) -> Decision:
             chosen = eligible[:surplus]
             drain = [w.id for _, w in chosen]
             keep_words = (
-                f"keep {keep_idle} idle = the learned rise of demand within the boot estimate {boot_est:.0f}s "
-                f"at q{learning.HEADROOM_QUANTILE:.2f}, none drained within "
+                f"keep {keep_idle} idle = the learned rise of demand within the "
+                + (f"resume estimate {refill_s:.0f}s " if warm_pool else f"boot estimate {boot_est:.0f}s ")
+                + f"at q{learning.HEADROOM_QUANTILE:.2f}, none drained within "
                 f"{learning.MIN_ACTIVE_BEFORE_DRAIN_S:.0f}s of promotion"
                 if keep_idle is not None
                 else f"keep idle >= {keep_for:.0f}s = max(idle_timeout {config.idle_timeout_s:.0f}s, "
-                f"boot estimate {boot_est:.0f}s) while work keeps arriving"
+                + (f"resume estimate {refill_s:.0f}s" if warm_pool else f"boot estimate {boot_est:.0f}s")
+                + ") while work keeps arriving"
                 if work_arriving
                 else f"keep idle >= idle_timeout {config.idle_timeout_s:.0f}s (no demand for "
                 f"{'ever' if last_demand_at is None else f'{now - last_demand_at:.0f}s'})"
@@ -443,9 +496,33 @@ def decide(ctx: PolicyContext) -> Decision:
             else:
                 reasons.append(f"no scale-down: surplus {surplus} but every capacity worker is busy or spawning")
 
-    if drain:
+    # ---- warm pool: park what is drained while the pool has room; retire what it cannot keep
+    park: list[str] = []
+    retire: list[str] = []
+    still_stopped = [w for w in newest_stopped if w.id not in resume]
+    if warm_pool:
+        pool = len(still_stopped) + len(by_state[WorkerState.STOPPING])
+        park = drain[: max(0, config.warm_pool_size - pool)]
+        stale = [w for w in still_stopped if now - (w.state_since or w.created_at) >= config.warm_pool_keep_s]
+        over = still_stopped[max(0, config.warm_pool_size - len(by_state[WorkerState.STOPPING])) :]
+        retire = [w.id for w in still_stopped if w in stale or w in over]
+        if park:
+            reasons.append(
+                f"warm pool: park {len(park)} ({', '.join(park)}): stop the pod for a resume (~{resume_est:.0f}s) "
+                f"instead of terminating it; pool {pool} of warm_pool_size {config.warm_pool_size}"
+            )
+        if retire:
+            reasons.append(
+                f"warm pool: retire {len(retire)} stopped ({', '.join(retire)}): kept longer than warm_pool_keep_s "
+                f"{config.warm_pool_keep_s:.0f}s or beyond warm_pool_size {config.warm_pool_size}"
+            )
+    elif still_stopped:  # the warm pool was turned off: its stopped pods go
+        retire = [w.id for w in still_stopped]
+        reasons.append(f"warm pool off (warm_pool_size 0): retire {len(retire)} stopped ({', '.join(retire)})")
+
+    if drain or (retire and kind is DecisionKind.STEADY):
         kind = DecisionKind.SCALE_DOWN
-    elif surplus > 0 and spawn == 0:
+    elif surplus > 0 and spawn == 0 and not resume:
         kind = DecisionKind.SCALE_DOWN_HELD
     if not reasons:
         reasons.append(f"steady: {demand_words}; {_breaker_words(breaker, config)}")
@@ -454,9 +531,11 @@ def decide(ctx: PolicyContext) -> Decision:
         history,
         breaker=breaker,
         last_demand_at=last_demand_at,
-        last_scale_up_at=now if spawn > 0 else history.last_scale_up_at,
+        last_scale_up_at=now if spawn > 0 or resume else history.last_scale_up_at,
         last_scale_down_at=now if drain else history.last_scale_down_at,
         learned=learned,
+        resuming=tuple((w.id, w.state_since or now) for w in resuming) + tuple((i, now) for i in resume),
+        resume_samples=resume_samples,
     )
     inputs: Inputs = {
         "queued": snapshot.queued,
@@ -472,7 +551,8 @@ def decide(ctx: PolicyContext) -> Decision:
         "max_spawns_per_cycle": config.max_spawns_per_cycle,
         "clamps": "; ".join(clamps) or None,
         "capacity": capacity,
-        "need": need,
+        "need": need_total,
+        "resume": len(resume),
         "surplus": surplus,
         "breaker": breaker.status.value,
         "failure_rate": round(breaker.failure_rate, 4),
@@ -481,6 +561,8 @@ def decide(ctx: PolicyContext) -> Decision:
         "boot_estimate_s": round(boot_est, 1),
         "boot_samples": len(history.boot_samples),
         "keep_idle_s": round(keep_for, 1),
+        "resume_estimate_s": round(resume_est, 1),
+        "warm_pool_size": config.warm_pool_size,
         "learned_headroom": keep_idle,
         "capacity_on_its_way": served,
         "coming_horizon_s": round(horizon, 1),
@@ -500,6 +582,9 @@ def decide(ctx: PolicyContext) -> Decision:
         kind=kind,
         spawn=spawn,
         drain=tuple(drain),
+        resume=tuple(resume),
+        park=tuple(park),
+        retire=tuple(retire),
         reasons=tuple(reasons),
         breaker=breaker,
         desired=desired,
