@@ -65,7 +65,8 @@ class DefaultPolicy:
 
 @dataclass
 class PreviousPolicy:
-    """`fleet.policy.decide` with nothing learned: the default policy before `fleet.learning`."""
+    """`fleet.policy.decide` with nothing learned and no warm pool: the default policy before
+    `fleet.learning` and the warm pool (the anchor every gap is measured from)."""
 
     name: str = "previous"
 
@@ -73,7 +74,8 @@ class PreviousPolicy:
         return config.cycle_interval_s
 
     def decide(self, ctx: PolicyContext) -> Decision:
-        forgetful = replace(ctx, history=replace(ctx.history, learned=DemandMemory()))
+        config = ctx.config if ctx.config.warm_pool_size == 0 else ctx.config.model_copy(update={"warm_pool_size": 0})
+        forgetful = replace(ctx, config=config, history=replace(ctx.history, learned=DemandMemory()))
         decision = default_policy.decide(forgetful)
         return replace(decision, history=replace(decision.history, learned=DemandMemory()))
 
