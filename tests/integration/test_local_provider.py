@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -161,6 +162,102 @@ def test_boot_delay_then_heartbeat_and_work_against_the_database(tmp_path: Path,
         provider.terminate(mute.id)
         assert process_gone(int(pod.raw["pid"])) and process_gone(int(mute.raw["pid"]))
         assert "exits" in Path(pod.raw["log_path"]).read_text()
+    finally:
+        for leftover in provider.list(""):
+            provider.terminate(leftover.id)
+        store.close()
+
+
+def _environ(pid: int) -> dict[str, str]:
+    raw = Path(f"/proc/{pid}/environ").read_bytes()
+    return dict(item.split("=", 1) for item in raw.decode().split("\0") if "=" in item)
+
+
+def test_stop_keeps_the_pod_and_resume_restarts_it_with_the_same_env(provider: LocalProvider) -> None:
+    secret = "postgresql://u:resume-secret-pw@127.0.0.1:1/x"
+    pod = provider.create("gpu-warm", spec(DATABASE_URL=secret, MARKER="m1"))
+    env_file = provider.pods_dir / "gpu-warm.env"
+    assert env_file.stat().st_mode & 0o777 == 0o600  # the kept env holds the pod's credential
+
+    provider.stop(pod.id)
+    assert process_gone(int(pod.raw["pid"]))  # stop returns once the group is gone, like terminate
+    stopped = provider.get(pod.id)
+    assert stopped.status is PodStatus.EXITED and stopped.raw["stopped_at"]
+
+    resumed = provider.resume(pod.id)
+    pid = int(resumed.raw["pid"])
+    assert resumed.id == pod.id and resumed.status is PodStatus.RUNNING and pid != int(pod.raw["pid"])
+    env = _environ(pid)
+    assert (env["DATABASE_URL"], env["MARKER"], env["WORKER_ID"]) == (secret, "m1", "gpu-warm")
+    for text in ((provider.pods_dir / "gpu-warm.json").read_text(), resumed.model_dump_json(), repr(resumed)):
+        assert "resume-secret-pw" not in text
+
+    provider.terminate(pod.id)
+    assert process_gone(pid) and not env_file.exists()  # the credential goes with the pod
+
+
+def test_a_resume_from_several_processes_at_once_starts_one_worker(tmp_path: Path) -> None:
+    providers = [LocalProvider(tmp_path / "state", boot_delay_s=60, terminate_grace_s=2) for _ in range(4)]
+    pod = providers[0].create("gpu-resume-race", spec())
+    providers[0].stop(pod.id)
+    results: list[Pod] = []
+    barrier = threading.Barrier(len(providers))
+
+    def resume(prov: LocalProvider) -> None:
+        barrier.wait()
+        results.append(prov.resume(pod.id))
+
+    threads = [threading.Thread(target=resume, args=(p,)) for p in providers]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    try:
+        assert len(results) == 4 and {p.id for p in results} == {pod.id}
+        assert len({p.raw["pid"] for p in results}) == 1, "one worker process, not one per resume"
+        assert providers[1].get(pod.id).raw["resumes"] == 1
+    finally:
+        providers[0].terminate(pod.id)
+    assert all(process_gone(int(p.raw["pid"])) for p in results)
+
+
+def test_stop_sigkills_a_pod_that_ignores_sigterm_and_resume_brings_it_back(tmp_path: Path) -> None:
+    stubborn = LocalProvider(
+        tmp_path / "state", boot_delay_s=0, terminate_grace_s=0.3, python=str(_stubborn_python(tmp_path))
+    )
+    pod = stubborn.create("gpu-stubborn-warm", spec())
+    wait_for(lambda: (tmp_path / "trap-ready").exists(), message="the SIGTERM trap")
+    stubborn.stop(pod.id)
+    assert process_gone(int(pod.raw["pid"])) and stubborn.get(pod.id).status is PodStatus.EXITED
+    (tmp_path / "trap-ready").unlink()
+    resumed = stubborn.resume(pod.id)
+    wait_for(lambda: (tmp_path / "trap-ready").exists(), message="the resumed process")
+    stubborn.terminate(pod.id)
+    assert process_gone(int(resumed.raw["pid"]))
+
+
+def test_a_resumed_worker_heartbeats_again_under_its_id(tmp_path: Path, database_url: str) -> None:
+    from store.postgres import PostgresStore
+
+    store = PostgresStore(database_url, max_size=2)
+    provider = LocalProvider(tmp_path / "state", boot_delay_s=0.5, resume_boot_delay_s=0.1, terminate_grace_s=5)
+    try:
+        store.create_worker("gpu-warm-e2e", reason="test")
+        env = {"DATABASE_URL": database_url, "HEARTBEAT_INTERVAL_S": "0.2", "WORKER_POLL_INTERVAL_S": "0.1"}
+        pod = provider.create("gpu-warm-e2e", spec(**env))
+
+        def beat_since(moment: datetime) -> bool:
+            row = store.get_worker("gpu-warm-e2e")
+            return row is not None and row.last_heartbeat_at is not None and row.last_heartbeat_at > moment
+
+        wait_for(lambda: beat_since(datetime.min.replace(tzinfo=UTC)), message="a heartbeat")
+        provider.stop(pod.id)
+        stopped_at = store.now()
+        stays_true(lambda: not beat_since(stopped_at), 0.6, "no heartbeat from a stopped pod")
+
+        provider.resume(pod.id)
+        wait_for(lambda: beat_since(stopped_at), 15, message="a heartbeat from the resumed worker")
+        provider.terminate(pod.id)
     finally:
         for leftover in provider.list(""):
             provider.terminate(leftover.id)
