@@ -17,6 +17,11 @@ Why the SDK is wrapped this tightly:
   the look-up by name) is therefore the SDK's own query posted here, on a kept-alive session per
   thread, decoded once; it raises what the SDK would, so `_translate` reads it the same way.
 
+Stop and resume (the warm pool) are the SDK's `podStop` / `podResume`. A resume reads the pod
+first: a gone pod is NotFound, a running one is returned as it is, and the mutation needs the
+pod's own GPU count. A host whose GPUs were rented out meanwhile refuses the resume ("There are not
+enough free GPUs on the host machine..."): CapacityUnavailable, not retried.
+
 Capacity fallback order: GPU types vary fastest, then network volumes, then RAM tiers, i.e. every
 GPU type is tried on the preferred volume and RAM tier before giving up a volume, and every volume
 before giving up a RAM tier. The combination taken is recorded in the returned `Pod`.
@@ -82,7 +87,6 @@ _CAPACITY = (
     "does not have the resources to deploy",
     "no instances available",
     "not enough free gpus",  # resume: "There are not enough free GPUs on the host machine to start this pod."
-    "not enough gpus",
     "not enough capacity",
     "insufficient capacity",
 )

@@ -11,10 +11,10 @@ from collections.abc import Iterator
 
 import pytest
 
-from cloud.base import AuthFailed, CapacityUnavailable, PodSpec, PodStatus, RateLimited, Transient
+from cloud.base import AuthFailed, CapacityUnavailable, NotFound, PodSpec, PodStatus, RateLimited, Transient
 from cloud.retry import RetryPolicy
-from cloud.runpod import RunPodProvider
-from tests.support.runpod_api import FakeRunPodApi, Fault
+from cloud.runpod import RunPodProvider, classify_message
+from tests.support.runpod_api import NO_GPU_ON_HOST_MESSAGE, FakeRunPodApi, Fault
 
 API_KEY = "rpa_TESTKEY_9f8e7d6c5b4a"
 DB_URL = 'postgresql://postgres.abc:S3cr3t-"pa$$"@aws-0-eu.pooler.supabase.com:6543/postgres'
@@ -194,5 +194,85 @@ def test_secrets_never_appear_in_logs_errors_or_raw(api: FakeRunPodApi, caplog: 
     messages += [str(record.args) for record in caplog.records]
     assert len(caplog.records) > 5
     for text in messages:
+        for secret in SECRETS:
+            assert secret not in text, f"secret leaked into: {text[:200]}"
+
+
+@pytest.mark.parametrize(
+    "message", [NO_GPU_ON_HOST_MESSAGE, "This machine does not have the resources to deploy your pod."]
+)
+def test_a_host_without_a_free_gpu_is_a_capacity_shortage(message: str) -> None:
+    assert classify_message(message) is CapacityUnavailable
+
+
+def test_resume_asks_for_the_pods_own_gpu_count_and_is_pending_until_the_container_runs(api: FakeRunPodApi) -> None:
+    prov = provider(api)
+    pod = prov.create("gpu-warm", spec(gpu_count=2, network_volumes=[]))
+    prov.stop(pod.id)
+    stopped = prov.get(pod.id)
+    assert stopped.status is PodStatus.EXITED and stopped.ssh_endpoint is None
+
+    api.resume_delay_s = 60
+    resumed = prov.resume(pod.id)
+    assert api.resume_inputs[-1] == {"podId": pod.id, "gpuCount": 2}
+    assert (resumed.id, resumed.name, resumed.status) == (pod.id, "gpu-warm", PodStatus.PENDING)
+    assert prov.get(pod.id).status is PodStatus.PENDING
+    assert prov.resume(pod.id).status is PodStatus.PENDING and api.count("resume") == 1  # starting: no second resume
+    api.resume_delay_s = 0
+    running = prov.get(pod.id)
+    assert running.status is PodStatus.RUNNING and running.ssh_endpoint == "203.0.113.7:10121"
+
+
+def test_no_free_gpu_on_the_host_is_not_retried_and_the_pod_stays_stopped(api: FakeRunPodApi) -> None:
+    prov = provider(api)
+    pod = prov.create("gpu-full", spec(network_volumes=[]))
+    prov.stop(pod.id)
+    api.no_gpu_on_host()
+    with pytest.raises(CapacityUnavailable, match="not enough free GPUs"):
+        prov.resume(pod.id)
+    assert api.count("resume") == 1  # a full host stays full for a while: the caller creates a new pod instead
+    assert prov.get(pod.id).status is PodStatus.EXITED
+    api.free_gpu_on_host()
+    assert prov.resume(pod.id).status in (PodStatus.PENDING, PodStatus.RUNNING)
+
+
+def test_stop_and_resume_are_retried_through_5xx_and_429(api: FakeRunPodApi) -> None:
+    prov = provider(api)
+    pod = prov.create("gpu-flaky", spec(network_volumes=[]))
+    api.fail_next(Fault(kind="500", operation="stop"), Fault(kind="429", operation="stop"))
+    prov.stop(pod.id)
+    assert api.count("stop") == 3 and prov.get(pod.id).status is PodStatus.EXITED
+    api.fail_next(Fault(kind="500-json", operation="resume"))
+    prov.resume(pod.id)
+    assert api.count("resume") == 2 and prov.get(pod.id).status is PodStatus.RUNNING
+
+
+def test_a_stop_refused_for_a_pod_that_is_stopped_already_is_done(api: FakeRunPodApi) -> None:
+    # The API's answer for stopping a stopped pod is not documented: the pod is as asked, that is enough.
+    prov = provider(api)
+    pod = prov.create("gpu-twice", spec(network_volumes=[]))
+    api.fail_next(Fault(kind="not-found", operation="stop"))
+    with pytest.raises(NotFound):  # the pod runs: the refusal stands
+        prov.stop(pod.id)
+    prov.stop(pod.id)
+    api.fail_next(Fault(kind="not-found", operation="stop"))
+    prov.stop(pod.id)
+    assert prov.get(pod.id).status is PodStatus.EXITED
+
+
+def test_resume_keeps_secrets_out_of_pods_errors_and_logs(api: FakeRunPodApi, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    prov = provider(api)
+    pod = prov.create("gpu-warm-secret", spec(network_volumes=[]))
+    prov.stop(pod.id)
+    api.no_gpu_on_host(pod.id)
+    with pytest.raises(CapacityUnavailable) as refused:
+        prov.resume(pod.id)
+    api.free_gpu_on_host(pod.id)
+    resumed = prov.resume(pod.id)  # the answer echoes the pod's env
+    assert "DATABASE_URL" in resumed.model_dump_json()
+    texts = [resumed.model_dump_json(), repr(resumed), str(refused.value), repr(refused.value)]
+    texts += [record.getMessage() for record in caplog.records]
+    for text in texts:
         for secret in SECRETS:
             assert secret not in text, f"secret leaked into: {text[:200]}"
