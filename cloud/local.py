@@ -235,19 +235,16 @@ class LocalProvider:
         return sorted(pods, key=lambda pod: pod.name)
 
     def terminate(self, pod_id: str) -> None:
-        record = self._find(pod_id)
-        if record is None or record.get("status") == PodStatus.TERMINATED:
+        try:
+            with self._pod_locked(pod_id) as record:
+                self._kill_group(record)
+                record["status"] = str(PodStatus.TERMINATED)
+                record["terminated_at"] = _now_iso()
+                _write_json(self._path(record["name"]), record)
+                self._env_path(record["name"]).unlink(missing_ok=True)
+        except NotFound:
             logger.info("terminate local pod %s: already gone", pod_id)
             return
-        with self._locked(record["name"]):
-            record = self._read(record["name"])
-            if record is None or record["id"] != pod_id or record.get("status") == PodStatus.TERMINATED:
-                return
-            self._kill_group(record)
-            record["status"] = str(PodStatus.TERMINATED)
-            record["terminated_at"] = _now_iso()
-            _write_json(self._path(record["name"]), record)
-            self._env_path(record["name"]).unlink(missing_ok=True)
         logger.info("terminated local pod %s (process group %s confirmed gone)", pod_id, record["pgid"])
 
     def stop(self, pod_id: str) -> None:
@@ -387,11 +384,8 @@ class LocalProvider:
         return self.pods_dir / f"{name}.env"  # not `.json`: `_records` reads those as pods
 
     def _read_env(self, name: str) -> dict[str, str] | None:
-        try:
-            data: dict[str, str] = json.loads(self._env_path(name).read_text())
-        except FileNotFoundError:
-            return None
-        return data
+        env: dict[str, str] | None = _read_json(self._env_path(name))
+        return env
 
     @contextlib.contextmanager
     def _pod_locked(self, pod_id: str) -> Iterator[dict[str, Any]]:
@@ -406,11 +400,8 @@ class LocalProvider:
             yield record
 
     def _read(self, name: str) -> dict[str, Any] | None:
-        try:
-            data: dict[str, Any] = json.loads(self._path(name).read_text())
-        except FileNotFoundError:
-            return None
-        return data
+        record: dict[str, Any] | None = _read_json(self._path(name))
+        return record
 
     def _records(self) -> Iterator[dict[str, Any]]:
         for path in sorted(self.pods_dir.glob("*.json")):
@@ -475,6 +466,14 @@ def _start_detached(argv: list[str], log_path: Path, *, cwd: Path, env: dict[str
 def _signal_group(pgid: int, sig: signal.Signals) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.killpg(pgid, sig)
+
+
+def _read_json(path: Path) -> Any:
+    """The file's JSON, or None when there is no such file."""
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
 
 
 def _write_json(path: Path, data: Any) -> None:

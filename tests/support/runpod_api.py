@@ -303,22 +303,19 @@ class FakeRunPodApi:
             ]
             return 200, {"data": {"myself": {"pods": pods}}}
         if operation == "pod":
-            pod_id = _unescape(re.search(r"podId: " + _STRING, query).group(1))  # type: ignore[union-attr]
-            pod = self.pods.get(pod_id)
-            if pod is None or pod.desired == "TERMINATED":
+            pod = self._live_pod(query)
+            if pod is None:
                 return 200, {"data": {"pod": None}}
             return 200, {"data": {"pod": pod.answer(self.boot_delay_s, self.resume_delay_s)}}
         if operation == "terminate":
-            pod_id = _unescape(re.search(r"podId: " + _STRING, query).group(1))  # type: ignore[union-attr]
-            pod = self.pods.get(pod_id)
-            if pod is None or pod.desired == "TERMINATED":
+            pod = self._live_pod(query)
+            if pod is None:
                 return 200, {"errors": [{"message": "Pod not found"}], "data": {"podTerminate": None}}
             pod.desired = "TERMINATED"
             return 200, {"data": {"podTerminate": None}}
         if operation == "stop":
-            pod_id = _unescape(re.search(r"podId: " + _STRING, query).group(1))  # type: ignore[union-attr]
-            pod = self.pods.get(pod_id)
-            if pod is None or pod.desired == "TERMINATED":
+            pod = self._live_pod(query)
+            if pod is None:
                 return 200, {"errors": [{"message": "Pod not found"}], "data": {"podStop": None}}
             pod.desired = "EXITED"
             return 200, {"data": {"podStop": {"id": pod.id, "desiredStatus": "EXITED"}}}
@@ -328,11 +325,16 @@ class FakeRunPodApi:
             return self._deploy(query)
         return 400, {"errors": [{"message": f"Cannot query this fake with: {query[:80]}"}]}
 
+    def _live_pod(self, query: str) -> _Pod | None:
+        """The pod the query names by `podId`, unless it is unknown or terminated."""
+        pod_id = _unescape(re.search(r"podId: " + _STRING, query).group(1))  # type: ignore[union-attr]
+        pod = self.pods.get(pod_id)
+        return None if pod is None or pod.desired == "TERMINATED" else pod
+
     def _resume(self, query: str) -> tuple[int, Any]:
-        inp = _parse_input(query)
-        self.resume_inputs.append(inp)
-        pod = self.pods.get(str(inp.get("podId")))
-        if pod is None or pod.desired == "TERMINATED":
+        self.resume_inputs.append(_parse_input(query))
+        pod = self._live_pod(query)
+        if pod is None:
             return 200, {"errors": [{"message": "Pod not found"}], "data": {"podResume": None}}
         if pod.desired == "EXITED":
             if {None, pod.id} & self._hosts_full:
