@@ -9,9 +9,17 @@ claim queued tasks FIFO under the per-user concurrency limit and dependencies. O
 `random.Random` draws everything, in spawn order, so the same trace, policy, config and seed always
 give the same figures (`sim.results`).
 
-Billing: a pod is billed from its spawn request until the provider confirms it gone, and the run
-ends `tail_s` after the last task finishes (so a policy that keeps idle workers after the work is
-done pays for them during the tail, and a floor of always-on workers is not billed forever).
+The warm pool: a policy may park drained workers (`Decision.park`: the pod is stopped,
+`stop_delay_s` after the request), resume stopped ones (`Decision.resume`: the pod runs again after
+a drawn resume time, or the provider refuses, `resume_error_rate`, when the host's GPUs were taken
+meanwhile) and retire them (`Decision.retire`). Resume draws come from their own seeded generator,
+in resume order, so they never shift the spawn draws.
+
+Billing: a pod's GPU is billed from its spawn request until the provider confirms it stopped or
+gone, and again from each resume request until the next confirmed stop (a refused resume: the
+refusal) or gone; while stopped, its disk is billed `stopped_cost_share` GPU-seconds per second.
+The run ends `tail_s` after the last task finishes (so a policy that keeps idle workers after the
+work is done pays for them during the tail, and a floor of always-on workers is not billed forever).
 """
 
 from __future__ import annotations
@@ -28,7 +36,7 @@ from config.settings import ScalingSettings
 from fleet import lifecycle, policy
 from fleet.models import DemandSnapshot, FleetHistory, SpawnOutcome, WorkerState, WorkerView
 from sim.baselines import Policy, make_policy
-from sim.results import Figures, PodLife, SimResult, percentile
+from sim.results import Figures, GpuStint, PodLife, SimResult, percentile
 from sim.trace import TraceTask, load_trace
 
 __all__ = [
@@ -48,6 +56,29 @@ SIM_SCALING_OVERRIDES: dict[str, float | int] = {}
 # Promotion within this long of a worker being scaled down counts as "killed shortly after boot".
 SHORT_LIFE_S = 120.0
 
+# What RunPod answers a resume when the pod's host has no free GPU left for it.
+RESUME_REFUSED = "There are not enough free GPUs on the host machine to start this pod"
+
+# States a termination leaves as a scale-down (drained or drained at once), not a failure's cleanup.
+_SCALED_DOWN_FROM = (WorkerState.DRAINING, WorkerState.ACTIVE)
+
+
+def _sampler(spec: str, what: str) -> Callable[[random.Random], float]:
+    kind, *args = spec.split(":")
+    try:
+        values = [float(a) for a in args]
+    except ValueError:
+        values = []
+    if kind == "uniform" and len(values) == 2:
+        lo, hi = values
+        return lambda rng: rng.uniform(lo, hi)
+    if kind == "lognormal" and len(values) == 2:
+        median, sigma = values
+        return lambda rng: rng.lognormvariate(math.log(median), sigma)
+    if kind == "fixed" and len(values) == 1:
+        return lambda rng: values[0]
+    raise ValueError(f"{what} distribution {spec!r}: use uniform:LO:HI, lognormal:MEDIAN:SIGMA or fixed:S")
+
 
 @dataclass(frozen=True)
 class SimParams:
@@ -60,22 +91,23 @@ class SimParams:
     no_heartbeat_rate: float = 0.03  # pod runs but the worker never heartbeats (hits spawn_timeout_s)
     spawn_error_after_s: float = 20.0
     terminate_delay_s: float = 5.0  # terminate request to provider confirming the pod gone
+    # The warm pool. Resume request to the worker's first heartbeat after it (the syntax of `boot`).
+    resume: str = "uniform:20:60"
+    resume_error_rate: float = 0.1  # the host's GPUs were taken while stopped: the provider refuses
+    resume_error_after_s: float = 2.0
+    stop_delay_s: float = 5.0  # stop request to provider confirming the pod stopped (GPU billed meanwhile)
+    # GPU-seconds billed per second a pod sits stopped: its volume disk (50 GB at $0.20/GB/month is
+    # about 2% of a $0.69/h RTX 4090).
+    stopped_cost_share: float = 0.02
     poll_interval_s: float = 5.0  # each WorkerLifecycle's poll period
     tail_s: float = 900.0
     max_sim_s: float = 7 * 86_400.0  # safety stop
 
     def boot_sampler(self) -> Callable[[random.Random], float]:
-        kind, *args = self.boot.split(":")
-        values = [float(a) for a in args]
-        if kind == "uniform" and len(values) == 2:
-            lo, hi = values
-            return lambda rng: rng.uniform(lo, hi)
-        if kind == "lognormal" and len(values) == 2:
-            median, sigma = values
-            return lambda rng: rng.lognormvariate(math.log(median), sigma)
-        if kind == "fixed" and len(values) == 1:
-            return lambda rng: values[0]
-        raise ValueError(f"boot distribution {self.boot!r}: use uniform:LO:HI, lognormal:MEDIAN:SIGMA or fixed:S")
+        return _sampler(self.boot, "boot")
+
+    def resume_sampler(self) -> Callable[[random.Random], float]:
+        return _sampler(self.resume, "resume")
 
     def boot_floor_s(self) -> float:
         """The fastest boot the distribution can draw (lognormal has no floor above 0)."""
@@ -106,6 +138,18 @@ class SimParams:
                 fault = "no_heartbeat"
             yield boot, fault
 
+    def resume_draws(self) -> Iterator[tuple[float, bool]]:
+        """The world's resumes in resume order: `(resume seconds, refused)` of the 1st, 2nd, ... resume.
+
+        Like `spawn_draws`, the j-th resume of every policy gets the j-th draw, from a generator of
+        its own (a refused resume draws its seconds too, so the draws after it stay in place).
+        """
+        rng = random.Random(f"resume:{self.seed}")
+        sample = self.resume_sampler()
+        while True:
+            seconds = sample(rng)
+            yield seconds, rng.random() < self.resume_error_rate
+
 
 @dataclass
 class _Task:
@@ -133,11 +177,18 @@ class _Worker:
     idle_since: float | None = None
     tasks: set[int] = field(default_factory=set)
     drain_requested: bool = False
+    park_requested: bool = False
+    resume_requested: bool = False
     terminate_requested: bool = False
-    scaled_down_at: float | None = None
+    scaled_down_at: float | None = None  # the drain (or park) request of its current stint
     gone_at: float | None = None
     tasks_run: int = 0
     runs: list[tuple[float, float]] = field(default_factory=list)  # (start, end) of its task runs
+    # GPU billing: when its current stint began (None while stopped or gone), the first heartbeat
+    # within it, and the stints already over.
+    stint_start: float | None = None
+    stint_promoted: float | None = None
+    stints: list[GpuStint] = field(default_factory=list)
 
 
 # ---- events, ordered by (time, push sequence): the sequence breaks ties, so runs are reproducible
@@ -171,6 +222,21 @@ class _PodGone:
 
 
 @dataclass(frozen=True, slots=True)
+class _PodStopped:
+    worker: str  # the provider confirmed the parked pod stopped
+
+
+@dataclass(frozen=True, slots=True)
+class _PodResumed:
+    worker: str  # the resumed pod runs again
+
+
+@dataclass(frozen=True, slots=True)
+class _ResumeRefused:
+    worker: str  # the provider refused the resume: the host's GPUs were taken
+
+
+@dataclass(frozen=True, slots=True)
 class _Poll:
     """Every WorkerLifecycle polls its pod."""
 
@@ -180,13 +246,25 @@ class _Cycle:
     """The Scaler runs one policy cycle."""
 
 
-_Event = _Arrival | _TaskDone | _PodRunning | _SpawnError | _PodGone | _Poll | _Cycle
+_Event = (
+    _Arrival
+    | _TaskDone
+    | _PodRunning
+    | _SpawnError
+    | _PodGone
+    | _PodStopped
+    | _PodResumed
+    | _ResumeRefused
+    | _Poll
+    | _Cycle
+)
 
 
 class _Sim:
     def __init__(self, trace: Sequence[TraceTask], pol: Policy, config: ScalingSettings, params: SimParams) -> None:
         self.pol, self.config, self.params = pol, config, params
         self.draws = params.spawn_draws()
+        self.resume_draws = params.resume_draws()
         self.claim_rng = random.Random(params.seed + 7919)
         self.tasks = [_Task(t) for t in trace]
         self.children: dict[int, list[int]] = defaultdict(list)
@@ -204,7 +282,8 @@ class _Sim:
         self.remaining = len(self.tasks)
         self.busy_s = 0.0
         self.spawns = self.failed_spawns = self.terminations = self.short_lived = self.beyond = 0
-        self.peak = 0
+        self.resumes = self.resume_failures = self.parks = 0
+        self.peak = self.on_gpu = 0  # most pods with their GPU billed at once; how many now
         self.timeline: list[dict[str, float | int]] = []
         self.waits: list[tuple[float, float]] = []
         self.reasons: list[tuple[float, str]] = []
@@ -311,13 +390,29 @@ class _Sim:
     def _spawn(self) -> None:
         wid = f"sim-{len(self.workers) + 1:05d}"
         boot, fault = next(self.draws)
-        w = _Worker(wid, self.now, boot, fault, state_since=self.now)
+        w = _Worker(wid, self.now, boot, fault, state_since=self.now, stint_start=self.now)
         self.workers[wid] = w
         self.spawns += 1
+        self.on_gpu += 1
         if fault == "spawn_error":
             self.push(self.now + self.params.spawn_error_after_s, _SpawnError(wid))
         else:
             self.push(self.now + boot, _PodRunning(wid))
+
+    def _resume(self, w: _Worker) -> None:
+        if w.state is not WorkerState.STOPPED:
+            return  # only a stopped pod can be resumed; the request is for this cycle only
+        w.resume_requested = True
+        self._step_worker(w)
+        w.resume_requested = False
+
+    def _end_stint(self, w: _Worker) -> None:
+        """The provider confirmed the pod stopped (or gone): its GPU is no longer billed."""
+        if w.stint_start is None:
+            return
+        w.stints.append(GpuStint(w.stint_start, w.stint_promoted, w.scaled_down_at, self.now, resumed=bool(w.stints)))
+        w.stint_start = None
+        self.on_gpu -= 1
 
     def _observe(self, w: _Worker) -> lifecycle.Observation:
         return lifecycle.Observation(
@@ -326,6 +421,8 @@ class _Sim:
             tasks_in_progress=len(w.tasks),
             drain_requested=w.drain_requested,
             terminate_requested=w.terminate_requested,
+            park_requested=w.park_requested,
+            resume_requested=w.resume_requested,
             provider_error=w.provider_error,
         )
 
@@ -354,19 +451,42 @@ class _Sim:
             if tr.outcome.is_failure():
                 self.failed_spawns += 1
         if tr.to is WorkerState.ACTIVE:
-            w.promoted_at = w.idle_since = self.now
+            w.promoted_at = w.idle_since = w.stint_promoted = self.now
             self._dispatch()
-        elif tr.to in (WorkerState.ERROR, WorkerState.TERMINATING) and w.tasks:
+        elif tr.to in (WorkerState.ERROR, WorkerState.TERMINATING, WorkerState.STOPPING) and w.tasks:
             self._requeue(w)
             self._dispatch()
-        if tr.to is WorkerState.TERMINATING:
-            scaled_down = old in (WorkerState.DRAINING, WorkerState.ACTIVE) and w.scaled_down_at is not None
-            if scaled_down and w.promoted_at is not None and w.scaled_down_at is not None:
-                self.short_lived += int(w.scaled_down_at - w.promoted_at < SHORT_LIFE_S)
-            gone = self.now if w.pod is lifecycle.PodPhase.NONE or w.provider_error else None
-            self.push(gone if gone is not None else self.now + self.params.terminate_delay_s, _PodGone(w.id))
-        if tr.to is WorkerState.TERMINATED:
+        # A park is a scale-down like a termination: a pod parked soon after its promotion (a
+        # resume's too) was given up as soon as it was up.
+        ending = tr.to is WorkerState.STOPPING or (tr.to is WorkerState.TERMINATING and old in _SCALED_DOWN_FROM)
+        if ending and w.promoted_at is not None and w.scaled_down_at is not None:
+            self.short_lived += int(w.scaled_down_at - w.promoted_at < SHORT_LIFE_S)
+        if tr.to is WorkerState.STOPPING:
+            self.parks += 1
+            self.push(self.now + self.params.stop_delay_s, _PodStopped(w.id))
+        elif tr.to is WorkerState.RESUMING:
+            self._resumed(w)
+        elif tr.to is WorkerState.ERROR and old is WorkerState.RESUMING:
+            self.resume_failures += 1
+        elif tr.to is WorkerState.TERMINATING:
+            # No pod (a refused spawn) is gone at once; a stopped one is terminated like a running one.
+            gone = self.now if w.pod is lifecycle.PodPhase.NONE else self.now + self.params.terminate_delay_s
+            self.push(gone, _PodGone(w.id))
+        elif tr.to is WorkerState.TERMINATED:
             self.terminations += 1
+
+    def _resumed(self, w: _Worker) -> None:
+        """The resume was asked: the GPU is billed again, the pod runs after its drawn resume time."""
+        self.resumes += 1
+        w.drain_requested = w.park_requested = False
+        w.scaled_down_at = w.stint_promoted = None
+        w.stint_start = self.now
+        self.on_gpu += 1
+        seconds, refused = next(self.resume_draws)
+        if refused:
+            self.push(self.now + self.params.resume_error_after_s, _ResumeRefused(w.id))
+        else:
+            self.push(self.now + seconds, _PodResumed(w.id))
 
     def _held(self, w: _Worker) -> tuple[float | None, str | None]:
         """What the queue says of the oldest task a worker holds: when it was claimed, its type."""
@@ -376,22 +496,23 @@ class _Sim:
         oldest = min(held, key=lambda t: (t.run_started or 0.0, t.spec.index))
         return oldest.run_started, oldest.spec.task_type
 
+    def _view(self, w: _Worker) -> WorkerView:
+        task_started_at, task_type = self._held(w)
+        return WorkerView(
+            id=w.id,
+            state=w.state,
+            created_at=w.created_at,
+            promoted_at=w.promoted_at,
+            last_heartbeat_at=w.last_hb,
+            tasks_in_progress=len(w.tasks),
+            idle_since=w.idle_since,
+            task_started_at=task_started_at,
+            task_type=task_type,
+            state_since=w.state_since,
+        )
+
     def _views(self) -> list[WorkerView]:
-        return [
-            WorkerView(
-                id=w.id,
-                state=w.state,
-                created_at=w.created_at,
-                promoted_at=w.promoted_at,
-                last_heartbeat_at=w.last_hb,
-                tasks_in_progress=len(w.tasks),
-                idle_since=w.idle_since,
-                task_started_at=self._held(w)[0],
-                task_type=self._held(w)[1],
-            )
-            for w in self.workers.values()
-            if w.state is not WorkerState.TERMINATED
-        ]
+        return [self._view(w) for w in self.workers.values() if w.state is not WorkerState.TERMINATED]
 
     def _cycle(self) -> None:
         claimable = len(self._claimable())
@@ -407,17 +528,28 @@ class _Sim:
         capacity = sum(1 for v in views if v.state.counts_as_capacity())
         on_capacity = sum(v.tasks_in_progress for v in views if v.state.counts_as_capacity())
         demand_workers = math.ceil((claimable + on_capacity) / self.config.tasks_per_worker)
-        self.beyond += max(0, decision.spawn - max(0, demand_workers - capacity))
+        # A resume beyond demand bills a GPU for nothing just as a spawn does.
+        ups = decision.spawn + len(decision.resume)
+        self.beyond += max(0, ups - max(0, demand_workers - capacity))
+        for wid in decision.resume:  # before any spawn, as the Scaler does
+            self._resume(self.workers[wid])
         for _ in range(decision.spawn):
             self._spawn()
+        parked = set(decision.park)
         for wid in decision.drain:
             w = self.workers[wid]
-            if w.state is WorkerState.SPAWNING:
+            if w.state in WorkerState.booting():
                 w.terminate_requested = True
             elif w.state is WorkerState.ACTIVE:
                 w.drain_requested = True
+                w.park_requested = wid in parked
                 w.scaled_down_at = self.now
             self._step_worker(w)
+        for wid in decision.retire:
+            w = self.workers[wid]
+            if w.state is WorkerState.STOPPED:
+                w.terminate_requested = True
+                self._step_worker(w)
         if decision.changes_something:
             self.reasons.extend((self.now, r) for r in decision.reasons)
         by_state = Counter(v.state for v in self._views())
@@ -428,14 +560,12 @@ class _Sim:
             "in_progress": in_progress,
             "spawn": decision.spawn,
             "drain": len(decision.drain),
+            "resume": len(decision.resume),
         }
         for s in WorkerState:
             if not s.is_terminal():
                 row[s.value] = by_state.get(s, 0)
         self.timeline.append(row)
-
-    def _live_count(self) -> int:
-        return sum(1 for w in self.workers.values() if w.gone_at is None)
 
     def _handle(self, event: _Event, interval: float) -> None:
         match event:
@@ -460,6 +590,24 @@ class _Sim:
                 w = self.workers[wid]
                 if w.gone_at is None:
                     w.gone_at, w.pod = self.now, lifecycle.PodPhase.GONE
+                    self._end_stint(w)
+                    self._step_worker(w)
+            case _PodStopped(worker=wid):
+                w = self.workers[wid]
+                if w.state is WorkerState.STOPPING and w.pod is lifecycle.PodPhase.RUNNING:
+                    w.pod = lifecycle.PodPhase.EXITED
+                    self._end_stint(w)
+                    self._step_worker(w)
+            case _PodResumed(worker=wid):
+                w = self.workers[wid]
+                if w.state is WorkerState.RESUMING and w.pod is lifecycle.PodPhase.EXITED:
+                    w.pod = lifecycle.PodPhase.RUNNING
+                    self._step_worker(w)
+            case _ResumeRefused(worker=wid):
+                w = self.workers[wid]
+                if w.state is WorkerState.RESUMING:
+                    w.provider_error = RESUME_REFUSED
+                    self._end_stint(w)  # the pod stays stopped: only its disk is billed until it is gone
                     self._step_worker(w)
             case _Poll():
                 for w in list(self.workers.values()):
@@ -487,16 +635,29 @@ class _Sim:
             self.now = at
             self._handle(event, interval)
             self._dispatch()
-            self.peak = max(self.peak, self._live_count())
+            self.peak = max(self.peak, self.on_gpu)
             if end is None and self.remaining == 0:
                 end = self.now + self.params.tail_s
         finish = end if end is not None else self.now
         return self._result(finish)
 
-    def _result(self, end: float) -> SimResult:
-        billed = sum(
-            (min(w.gone_at, end) if w.gone_at is not None else end) - w.created_at for w in self.workers.values()
+    def _pod_life(self, w: _Worker, end: float) -> PodLife:
+        stints = list(w.stints)
+        if w.stint_start is not None:  # its GPU still billed at the run's end
+            promoted = min(w.stint_promoted, end) if w.stint_promoted is not None else None
+            stints.append(GpuStint(w.stint_start, promoted, w.scaled_down_at, end, resumed=bool(w.stints)))
+        return PodLife(
+            w.id,
+            w.created_at,
+            stints[0].promoted_at,
+            stints[0].scaled_down_at,
+            min(w.gone_at, end) if w.gone_at is not None else end,
+            tuple(sorted(w.runs)),
+            tuple(stints),
+            self.params.stopped_cost_share,
         )
+
+    def _result(self, end: float) -> SimResult:
         for t in self.tasks:  # runs still going at the end count as busy up to the end
             if t.status == "running" and t.run_started is not None:
                 self.busy_s += end - t.run_started
@@ -506,6 +667,9 @@ class _Sim:
         waits = [w for _, w in self.waits]
         waits += [end - t.ready_at for t in self.tasks if t.claimed_at is None and t.ready_at is not None]
         done = sum(1 for t in self.tasks if t.status == "done")
+        pods = [self._pod_life(w, end) for w in self.workers.values()]
+        billed = sum(p.billed_gpu_s for p in pods)
+        stopped = sum(p.stopped_cost_share * p.stopped_s for p in pods)
         figures: Figures = {
             "tasks": len(self.tasks),
             "tasks_done": done,
@@ -522,18 +686,12 @@ class _Sim:
             "killed_within_2min_of_promotion": self.short_lived,
             "spawns_beyond_demand": self.beyond,
             "sim_end_s": round(end, 1),
+            # The warm pool: drained pods stopped, resumes asked (and refused), the disk of stopped pods.
+            "parks": self.parks,
+            "resumes": self.resumes,
+            "resume_failures": self.resume_failures,
+            "stopped_billed_gpu_s": round(stopped, 1),
         }
-        pods = [
-            PodLife(
-                w.id,
-                w.created_at,
-                min(w.promoted_at, end) if w.promoted_at is not None else None,
-                w.scaled_down_at,
-                min(w.gone_at, end) if w.gone_at is not None else end,
-                tuple(sorted(w.runs)),
-            )
-            for w in self.workers.values()
-        ]
         return SimResult(self.pol.name, figures, self.timeline, self.waits, self.reasons, self.runs, pods)
 
 
