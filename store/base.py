@@ -130,11 +130,21 @@ class WorkerRow(_Row):
     task_type: str | None = None
     # reigh: the status the worker itself last wrote into the app's row ('active', 'crashed', ...)
     reported_status: str | None = None
+    # when the row entered its status (a stopped worker: when its pod stopped); None on rows whose
+    # events retention deleted before the column existed
+    status_since: datetime | None = None
 
     # Replaces _Row's (same name): only the time fields, as the Scaler parses 1,000 rows every cycle
     # and a validator per field was most of that. A time field added above belongs in this list.
     @field_validator(
-        "created_at", "promoted_at", "last_heartbeat_at", "terminated_at", "idle_since", "task_started_at", mode="after"
+        "created_at",
+        "promoted_at",
+        "last_heartbeat_at",
+        "terminated_at",
+        "idle_since",
+        "task_started_at",
+        "status_since",
+        mode="after",
     )
     @classmethod
     def _utc(cls, value: Any) -> Any:
