@@ -1,11 +1,14 @@
 """Where each policy's billed GPU-seconds go, per busy GPU-second, beside the clairvoyant `oracle`.
 
     .venv/bin/python bench/policy_waste.py [--seeds 3] [--traces DIR] [--policies previous,default,keda]
+        [--warm-pool-size N]
 
 Per trace and policy (means over the seeds), billed/busy and its parts (`sim.waste`): boots of pods
 that ran a task, boots and idle life of pods that never did, idle before a pod's first task, idle
 gaps between its tasks no longer than a pod start (`oracle` keeps those too) and longer ones, idle
-after its last task until the drain request, and the release. The `oracle` row shows what the
+after its last task until the drain request, and the release; with a warm pool
+(`--warm-pool-size`, the default policy's `scaling.warm_pool_size`), resumes of pods that ran a task
+and of pods that did not, and the disk of stopped pods. The `oracle` row shows what the
 clairvoyant zero-wait plan pays: its starts (boot + release) and the gaps it keeps. The difference
 between a policy's row and the oracle's is the gap the policy has left to close, part by part.
 """
@@ -34,12 +37,15 @@ SHORT = {
     "idle_gap_long": "gaps > start",
     "idle_after_last": "after last",
     "release": "release",
+    "resume_used": "resume used",
+    "resume_unused": "resume unused",
+    "stopped": "stopped disk",
 }
 
 
-def rows(path: Path, policies: list[str], seeds: int) -> dict[str, dict[str, float]]:
+def rows(path: Path, policies: list[str], seeds: int, warm_pool_size: int = 0) -> dict[str, dict[str, float]]:
     tasks = sim_trace.load_trace(path)
-    config = engine.sim_scaling()
+    config = engine.sim_scaling({"warm_pool_size": warm_pool_size})
     per: dict[str, list[dict[str, float]]] = {name: [] for name in [*policies, "oracle"]}
     for seed in range(seeds):
         params = engine.SimParams(seed=seed)
@@ -66,6 +72,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--traces", type=Path, default=None, help="run every CSV of this folder instead")
     parser.add_argument("--policies", default="previous,default,keda")
+    parser.add_argument("--warm-pool-size", type=int, default=0, help="scaling.warm_pool_size of the default policy")
     args = parser.parse_args()
     paths = (
         {p.stem: p for p in sorted(args.traces.glob("*.csv"))}
@@ -77,7 +84,7 @@ def main() -> None:
     print("| " + " | ".join(head) + " |")
     print("|" + "---|" * len(head))
     for trace, path in paths.items():
-        for name, row in rows(path, policies, args.seeds).items():
+        for name, row in rows(path, policies, args.seeds, args.warm_pool_size).items():
             p95 = f"{row['wait_p95_s']:.0f}" if "wait_p95_s" in row else "0"
             cells = [trace, name, f"{row['billed_per_busy']:.2f}", p95]
             cells += [f"{row.get(part, 0.0):.2f}" for part in SHORT]
