@@ -17,8 +17,8 @@ from ray.exceptions import RayActorError
 
 __all__ = ["RayLifecycles"]
 
-# How long a drain request to a lifecycle may take before the Scaler moves on (it asks again next
-# cycle if the worker is still surplus).
+# How long a request to a lifecycle (drain, park, resume, retire) may take before the Scaler moves on
+# (it asks again next cycle if the decision still stands).
 _DRAIN_CALL_TIMEOUT_S = 10.0
 
 
@@ -43,9 +43,22 @@ class RayLifecycles:
             self._handles.setdefault(worker_id, handle)
 
     def drain(self, worker_id: str, reason: str, epoch: int | None) -> None:
+        self._request(worker_id, "drain", reason, epoch)
+
+    def park(self, worker_id: str, reason: str, epoch: int | None) -> None:
+        self._request(worker_id, "drain", reason, epoch, True)
+
+    def resume(self, worker_id: str, reason: str, epoch: int | None) -> None:
+        self._request(worker_id, "request_resume", reason, epoch)
+
+    def retire(self, worker_id: str, reason: str) -> None:
+        self._request(worker_id, "request_terminate", reason)
+
+    def _request(self, worker_id: str, method: str, *args: Any) -> None:
+        """One request to the lifecycle of `worker_id`, waited for at most `_DRAIN_CALL_TIMEOUT_S`."""
         self.ensure(worker_id)
         try:
-            ray.get(self._handles[worker_id].drain.remote(reason, epoch), timeout=_DRAIN_CALL_TIMEOUT_S)
+            ray.get(getattr(self._handles[worker_id], method).remote(*args), timeout=_DRAIN_CALL_TIMEOUT_S)
         except RayActorError:
             # The cached handle's actor is gone for good: forget it, so the next ensure() re-attaches
             # by name or creates a new lifecycle for the still-live row (never two: get_if_exists).

@@ -12,6 +12,17 @@ where to go and record that with `store.transition_worker` (compare-and-set: a l
 re-read on the next step, never overwritten). The worker's In Progress tasks are requeued after
 the provider confirmed the pod gone and before `terminated` is recorded. Then the actor ends.
 
+The warm pool: a drain the Scaler asks with `park` ends in `stopping` instead of `terminating`; the
+step then asks the provider to stop the pod (idempotent, retried with backoff like a terminate) and
+records `stopped` once the pod shows EXITED, after requeueing anything a timed-out drain still held.
+A stopped pod is watched slowly (every `_STOPPED_POLL_S`, only for vanishing) until the Scaler asks
+`request_resume` (a `resuming` transition fenced by its lease epoch, like a drain), whereupon the
+provider is asked to resume it once; the worker is `active` again at its first heartbeat after the
+resume. A resume the provider refuses (the host's GPUs were taken) is the provider error that sends
+the worker to `error`, then `terminating`; the Scaler's `request_terminate` retires a stopped pod.
+The trace goes on across stop and resume: phases `stop`, `stopped` and `resume`, and a transition
+span for each move, in the same lifecycle trace.
+
 A terminate the provider refuses is a recorded state, not a failed step: the reason goes on the
 worker's record (a `terminate_failed` note in `worker_events`, shown by `explain --worker`) and the
 call is tried again with exponential backoff (`fleet.supervision.after_failure`), observing the pod
@@ -77,6 +88,12 @@ _TRACE_PHASE = {
     (WorkerState.ACTIVE, True): "active",
     (WorkerState.DRAINING, False): "drain",
     (WorkerState.DRAINING, True): "drain",
+    (WorkerState.STOPPING, False): "stop",
+    (WorkerState.STOPPING, True): "stop",
+    (WorkerState.STOPPED, False): "stopped",
+    (WorkerState.STOPPED, True): "stopped",
+    (WorkerState.RESUMING, False): "resume",
+    (WorkerState.RESUMING, True): "resume",
     (WorkerState.TERMINATING, False): "terminate",
     (WorkerState.TERMINATING, True): "terminate",
 }
@@ -84,14 +101,18 @@ _TRACE_PHASE = {
 # How the trace names the end of a lifecycle, by the code of the reason that ended it.
 _ERROR_CODES = frozenset(
     {"spawn_error", "spawn_timeout", "heartbeat_lost", "pod_lost", "drain_lost", "worker_crashed"}
+    | {"stop_lost", "stopped_lost", "resume_failed"}
     | {machine.LOST_WITH_TASK}
 )
 # The status a worker writes into its own row when it dies (reigh: Headless-Wan2GP's guardian).
 CRASHED_STATUS = "crashed"
 
 
-# A failed pod terminate is tried again after poll_s, doubling per failure in a row up to this.
+# A failed pod terminate (or stop) is tried again after poll_s, doubling per failure in a row up to this.
 _TERMINATE_RETRY_CAP_S = 300.0
+# A stopped pod (warm pool) needs watching only for vanishing: polled this often at most, woken at
+# once by a resume or terminate request.
+_STOPPED_POLL_S = 30.0
 
 
 # The plain class's own store and provider (tests, a lifecycle outside Ray). The Ray actor is given
@@ -179,6 +200,16 @@ def _exit_ray_actor() -> None:
 
 
 @dataclass(frozen=True, slots=True)
+class _ScalerRequest:
+    """A drain or resume the Scaler asked for: why, its lease epoch (the fence), and whether a drained
+    pod is parked (stopped for the warm pool) after it."""
+
+    reason: str
+    epoch: int | None
+    park: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class _PodView:
     phase: machine.PodPhase
     pod: cloud.Pod | None = None
@@ -218,8 +249,11 @@ class WorkerLifecycle:
         self._stop = threading.Event()
         self._finished = threading.Event()
         # Requests from the Scaler or an operator; in memory on purpose: after a restart the Scaler
-        # asks again if the decision still stands, and an operator's `down` repeats its request.
-        self._drain_request: tuple[str, int | None] | None = None
+        # asks again if the decision still stands, and an operator's `down` repeats its request. (A
+        # drain's park flag is kept until the drain is over; a lifecycle restarted mid-drain has
+        # lost it and terminates the pod instead: a warm pod fewer, nothing wrong.)
+        self._drain_request: _ScalerRequest | None = None
+        self._resume_request: _ScalerRequest | None = None
         self._terminate_requested = False
         self._provider_error: str | None = None
         self._state: WorkerState | None = None
@@ -237,6 +271,12 @@ class WorkerLifecycle:
         self._step_started_at: float | None = None
         # The pod terminate that failed, if any: attempts, last error, when to try again (DB clock).
         self._terminate_retry: supervision.Retry | None = None
+        # The warm pool, in the current state only (forgotten when the state changes): the stop that
+        # failed (retried like a terminate), whether the provider accepted a stop, whether a resume
+        # was asked (once: the pod may show EXITED a moment after it).
+        self._stop_retry: supervision.Retry | None = None
+        self._stop_accepted = False
+        self._resume_asked = False
         self._step_now = 0.0  # the database clock of the current step
         # The database out of reach (this process's clock), while it is; see the module docstring.
         self._outage: supervision.Outage | None = None
@@ -278,10 +318,19 @@ class WorkerLifecycle:
         self._thread = threading.Thread(target=self._run, name=f"lifecycle-{self.worker_id}", daemon=True)
         self._thread.start()
 
-    def drain(self, reason: str, epoch: int | None = None) -> bool:
-        """The Scaler's scale-down: the next step moves an active worker to draining (fenced by epoch)."""
-        logger.info("drain requested for %s: %s", self.worker_id, reason)
-        self._drain_request = (reason, epoch)
+    def drain(self, reason: str, epoch: int | None = None, park: bool = False) -> bool:
+        """The Scaler's scale-down: the next step moves an active worker to draining (fenced by epoch).
+        With `park`, the drained pod is stopped for the warm pool instead of terminated."""
+        logger.info("drain%s requested for %s: %s", " into the warm pool" if park else "", self.worker_id, reason)
+        self._drain_request = _ScalerRequest(reason, epoch, park)
+        self._wake.set()
+        return True
+
+    def request_resume(self, reason: str, epoch: int | None = None) -> bool:
+        """The Scaler's scale-up from the warm pool: the next step resumes a stopped worker's pod
+        (a stopped -> resuming transition fenced by epoch, like a drain)."""
+        logger.info("resume requested for %s: %s", self.worker_id, reason)
+        self._resume_request = _ScalerRequest(reason, epoch)
         self._wake.set()
         return True
 
@@ -300,6 +349,8 @@ class WorkerLifecycle:
             "last_step_at": self._last_step_at,
             "last_error": self._last_error,
             "drain_requested": self._drain_request is not None,
+            "park_requested": self._drain_request is not None and self._drain_request.park,
+            "resume_requested": self._resume_request is not None,
             "terminate_requested": self._terminate_requested,
             "finished": self._finished.is_set(),
             "loop_alive": self._thread is not None and self._thread.is_alive(),
@@ -318,6 +369,8 @@ class WorkerLifecycle:
     def _health(self) -> dict[str, Any]:
         retry = self._terminate_retry
         failures = {"step": self._failed_steps_in_a_row, "terminate": retry.attempts if retry is not None else 0}
+        if self._stop_retry is not None:
+            failures["stop"] = self._stop_retry.attempts
         running = self._step_started_at
         facts = supervision.LoopFacts(
             unit="step",
@@ -342,6 +395,8 @@ class WorkerLifecycle:
             report.update(ok=True, verdict="finished", summary=f"the worker ended; {report['summary']}")
         if retry is not None:
             report["terminate_retry"] = retry.as_dict(self._step_now or retry.failed_at)
+        if self._stop_retry is not None:
+            report["stop_retry"] = self._stop_retry.as_dict(self._step_now or self._stop_retry.failed_at)
         return report
 
     def pid(self) -> int:
@@ -376,11 +431,15 @@ class WorkerLifecycle:
                 self._step_started_at = None
             if self._finished.is_set():
                 break
-            self._wake.wait(supervision.outage_wait_s(self._outage, time.time(), default_s=self._poll_s))
+            self._wake.wait(supervision.outage_wait_s(self._outage, time.time(), default_s=self._poll_for_state()))
             self._wake.clear()
         if self._finished.is_set() and not self._stop.is_set():
             self._close()
             self._exit_hook()
+
+    def _poll_for_state(self) -> float:
+        """The pause between steps: a stopped pod is only watched for vanishing, slowly."""
+        return max(self._poll_s, _STOPPED_POLL_S) if self._state is WorkerState.STOPPED else self._poll_s
 
     def _database_unreachable(self, exc: store_base.DatabaseUnavailable) -> None:
         """A step that could not read or write the database: nothing was decided from it; try again
@@ -415,6 +474,8 @@ class WorkerLifecycle:
         waited = [f"{self._state.value if self._state else 'unknown'} worker supervised without decisions"]
         if self._drain_request is not None:
             waited.append("a drain request, carried out now")
+        if self._resume_request is not None:
+            waited.append("a resume request, carried out now")
         if self._terminate_requested:
             waited.append("a terminate request, carried out now")
         record = supervision.outage_record(outage, time.time(), waited)
@@ -442,6 +503,8 @@ class WorkerLifecycle:
             view.phase,
             self._provider_error,
             terminate_due=supervision.retry_due(self._terminate_retry, now),
+            stop_due=not self._stop_accepted and supervision.retry_due(self._stop_retry, now),
+            resume_due=not self._resume_asked,
         )
         view = self._ACTIONS[action](self, row, view)
         drain = self._drain_request
@@ -451,6 +514,8 @@ class WorkerLifecycle:
             tasks_in_progress=self._tasks_held(row, view),
             drain_requested=drain is not None,
             terminate_requested=self._terminate_requested,
+            park_requested=drain is not None and drain.park,
+            resume_requested=self._resume_request is not None,
             provider_error=self._provider_error,
             worker_reported_crash=row.reported_status == CRASHED_STATUS,
             silence_counts_from=self._silence_from,
@@ -466,7 +531,7 @@ class WorkerLifecycle:
         if transition is not None and transition.heartbeat_silence:
             transition = self._unless_fleet_silent(transition, now)
         if transition is not None:
-            self._carry_out(row, transition, now, epoch=self._EPOCH_OF.get(transition.to, _no_epoch)(drain))
+            self._carry_out(row, transition, now)
 
     def _unless_fleet_silent(self, transition: machine.Transition, now: float) -> machine.Transition | None:
         """A heartbeat loss stands unless many workers look lost at once (an infrastructure fault:
@@ -521,6 +586,7 @@ class WorkerLifecycle:
             return
         self._state_since = self._entered_at(row, now)
         self._state = row.status
+        self._stop_retry, self._stop_accepted, self._resume_asked = None, False, False
         phase = _TRACE_PHASE.get((row.status, row.pod_id is not None))
         if phase is not None:
             self._trace.begin_phase(phase)
@@ -584,27 +650,71 @@ class WorkerLifecycle:
         one is) and tried again after a backoff; until then the step only observes the pod."""
         if view.pod is None:
             return self._observe_pod(row)
+        self._terminate_retry = self._pod_call(
+            "terminate",
+            self._provider.terminate,
+            view.pod.id,
+            self._terminate_retry,
+            supervision.terminate_failed_reason,
+        )
+        return view if self._terminate_retry is not None else self._observe_pod(row)
+
+    def _stop_pod(self, row: store_base.WorkerRow, view: _PodView) -> _PodView:
+        """Park the pod (warm pool): ask the provider to stop it, then look again; only EXITED makes the
+        worker `stopped`. A refusal is noted (`stop_failed`) and retried after a backoff, like a terminate."""
+        if view.pod is None:
+            return self._observe_pod(row)
+        self._stop_retry = self._pod_call(
+            "stop", self._provider.stop, view.pod.id, self._stop_retry, supervision.stop_failed_reason
+        )
+        self._stop_accepted = self._stop_retry is None
+        return view if self._stop_retry is not None else self._observe_pod(row)
+
+    def _resume_pod(self, row: store_base.WorkerRow, view: _PodView) -> _PodView:
+        """Start the stopped pod again (once per resume). A refusal (its host's GPUs were taken, the
+        pod is gone) is the provider error the state machine ends the resume with: the worker goes to
+        error, its pod is terminated, and demand gets a new pod."""
+        if view.pod is None:
+            return self._observe_pod(row)
+        self._resume_asked = True
+        try:
+            pod = self._provider.resume(view.pod.id)
+        except cloud.ProviderError as exc:
+            self._provider_error = f"{type(exc).__name__}: {exc}"
+            _telemetry.record_error("worker_lifecycle", "pod_resume")
+            logger.warning("provider could not resume pod %s of %s: %s", view.pod.id, self.worker_id, exc)
+            return view
+        self._followed_trace.set_phase_attributes({"pod.resumed": True, "pod.status": pod.status.value})
+        logger.info("pod %s of %s resumed (status %s)", pod.id, self.worker_id, pod.status.value)
+        return _PodView(_POD_PHASE[pod.status], pod)
+
+    def _pod_call(
+        self,
+        name: str,
+        call: Callable[[str], None],
+        pod_id: str,
+        retry: supervision.Retry | None,
+        failed_reason: Callable[[str, supervision.Retry, float], str],
+    ) -> supervision.Retry | None:
+        """`call(pod_id)` (terminate, stop): None when the provider accepted it or the pod is gone
+        (observing it says so), else the next retry, noted on the worker's record with `failed_reason`."""
         now = self._step_now
         try:
-            self._provider.terminate(view.pod.id)
+            call(pod_id)
+        except cloud.NotFound:
+            return None
         except cloud.ProviderError as exc:
-            retry = supervision.after_failure(
-                self._terminate_retry,
-                now,
-                f"{type(exc).__name__}: {exc}",
-                base_s=self._poll_s,
-                cap_s=_TERMINATE_RETRY_CAP_S,
+            failed = supervision.after_failure(
+                retry, now, f"{type(exc).__name__}: {exc}", base_s=self._poll_s, cap_s=_TERMINATE_RETRY_CAP_S
             )
-            self._terminate_retry = retry
-            self._last_error = f"terminate: {retry.last_error}"
+            self._last_error = f"{name}: {failed.last_error}"
             self._last_error_at = time.time()
-            _telemetry.record_error("worker_lifecycle", "pod_terminate")
-            reason = supervision.terminate_failed_reason(view.pod.id, retry, now)
+            _telemetry.record_error("worker_lifecycle", f"pod_{name}")
+            reason = failed_reason(pod_id, failed, now)
             logger.warning("%s: %s", self.worker_id, reason)
-            self._note(reason, {"terminate_failed": retry.as_dict(now)})
-            return view
-        self._terminate_retry = None
-        return self._observe_pod(row)
+            self._note(reason, {f"{name}_failed": failed.as_dict(now)})
+            return failed
+        return None
 
     def _note(self, reason: str, metadata: dict[str, Any] | None = None) -> None:
         """A note on the worker's record; a database that fails here fails nothing else."""
@@ -618,16 +728,18 @@ class WorkerLifecycle:
         supervision.LifecycleAction.OBSERVE: _observe_only,
         supervision.LifecycleAction.PROVISION: _provision,
         supervision.LifecycleAction.TERMINATE_POD: _terminate_pod,
+        supervision.LifecycleAction.STOP_POD: _stop_pod,
+        supervision.LifecycleAction.RESUME_POD: _resume_pod,
     }
 
-    # Which transitions carry the Scaler's lease epoch: a drain is the Scaler's write, fenced.
-    _EPOCH_OF: dict[WorkerState, Callable[[tuple[str, int | None] | None], int | None]] = {
-        WorkerState.DRAINING: lambda drain: drain[1] if drain else None,
-    }
+    def _scaler_request(self, to: WorkerState) -> _ScalerRequest | None:
+        """The Scaler's request a transition carries out, if any: a drain or a resume is the Scaler's
+        write, fenced by its lease epoch."""
+        return {WorkerState.DRAINING: self._drain_request, WorkerState.RESUMING: self._resume_request}.get(to)
 
-    def _carry_out(
-        self, row: store_base.WorkerRow, transition: machine.Transition, now: float, *, epoch: int | None
-    ) -> None:
+    def _carry_out(self, row: store_base.WorkerRow, transition: machine.Transition, now: float) -> None:
+        request = self._scaler_request(transition.to)
+        epoch = request.epoch if request is not None else None
         before = self._BEFORE.get(transition.to)
         if before is not None:
             before(self, row)
@@ -636,10 +748,11 @@ class WorkerLifecycle:
                 self.worker_id, row.status, transition.to, transition.reason, epoch=epoch
             )
         except store_base.StaleEpoch:
-            # The Scaler that asked for this drain is no longer the leader: forget its request.
+            # The Scaler that asked for this drain or resume is no longer the leader: forget its request.
             _telemetry.record_error("worker_lifecycle", "stale_epoch")
-            logger.warning("drain of %s refused: epoch %s is stale", self.worker_id, epoch)
-            self._drain_request = None
+            logger.warning("%s of %s refused: epoch %s is stale", transition.to.value, self.worker_id, epoch)
+            self._drain_request = None if request is self._drain_request else self._drain_request
+            self._resume_request = None if request is self._resume_request else self._resume_request
             return
         if not applied:
             logger.info(
@@ -649,14 +762,16 @@ class WorkerLifecycle:
         logger.info("%s: %s -> %s (%s)", self.worker_id, row.status.value, transition.to.value, transition.reason)
         self._followed_trace.transition(row.status.value, transition.to.value, transition.reason)
         _telemetry.record_transition(transition)
-        self._drain_request = None  # carried out (or overtaken by another transition)
+        # Carried out (or overtaken by another transition); a drain's park flag lasts until the drain is over.
+        self._drain_request = self._drain_request if transition.to is WorkerState.DRAINING else None
+        self._resume_request = None
         self._wake.set()  # the next step follows the new state at once
         after = self._AFTER.get(transition.to)
         if after is not None:
             after(self, transition)
 
     def _requeue_tasks(self, row: store_base.WorkerRow) -> None:
-        """The pod is confirmed gone: whatever it held In Progress goes back to the queue."""
+        """The pod is confirmed gone (or stopped): whatever it held In Progress goes back to the queue."""
         count = self._store.requeue_worker_tasks(self.worker_id)
         if count:
             logger.warning(
@@ -672,8 +787,11 @@ class WorkerLifecycle:
         self._followed_trace.end(outcome, ended_by)
         self._finished.set()
 
+    # A pod confirmed gone or stopped runs nothing more: what it still held (a drain that timed out)
+    # goes back to the queue before the state that says so is recorded.
     _BEFORE: dict[WorkerState, Callable[[WorkerLifecycle, store_base.WorkerRow], None]] = {
         WorkerState.TERMINATED: _requeue_tasks,
+        WorkerState.STOPPED: _requeue_tasks,
     }
     _AFTER: dict[WorkerState, Callable[[WorkerLifecycle, machine.Transition], None]] = {
         WorkerState.TERMINATED: _ended,
@@ -724,7 +842,3 @@ def provision_pod(
     trace.set_phase_attributes({"pod.id": pod.id, "pod.gpu_type": pod.gpu_type or ""})
     trace.begin_phase("boot")
     return pod
-
-
-def _no_epoch(_drain: tuple[str, int | None] | None) -> int | None:
-    return None

@@ -41,6 +41,18 @@ class LifecycleDirectory(Protocol):
         """Ask the lifecycle of `worker_id` to drain its worker (fenced by `epoch`); raises on failure."""
         ...
 
+    def park(self, worker_id: str, reason: str, epoch: int | None) -> None:
+        """Drain it like `drain`, then stop its pod for the warm pool instead of terminating it."""
+        ...
+
+    def resume(self, worker_id: str, reason: str, epoch: int | None) -> None:
+        """Ask the lifecycle of a stopped worker to resume its pod (fenced by `epoch`); raises on failure."""
+        ...
+
+    def retire(self, worker_id: str, reason: str) -> None:
+        """Ask the lifecycle of a stopped worker to terminate its pod (it leaves the warm pool)."""
+        ...
+
     def keep_only(self, worker_ids: set[str]) -> None:
         """Forget the lifecycles of workers that are no longer live (their actors end themselves)."""
         ...

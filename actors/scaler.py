@@ -28,7 +28,12 @@ so that no error halts the loop (Ray Serve's `run_control_loop_step`):
            spawn: a worker id, the lifecycle trace anchor, the worker row (`spawning`, epoch), then
            (off the cycle thread, `provisioning.Provisioner`) the pod's create call and, once it
            returned, its WorkerLifecycle, which owns the pod from then on; per drain: that
-           worker's lifecycle is asked to drain (a fenced active -> draining transition).
+           worker's lifecycle is asked to drain (a fenced active -> draining transition), and to
+           stop its pod for the warm pool afterwards when the decision parks it. The warm pool's
+           resumes go first (each named stopped worker's lifecycle asked to resume, fenced like a
+           drain), its retirements last (a stopped worker's lifecycle asked to terminate). A
+           stopped worker's row is live: its lifecycle is re-attached like any other, and its
+           pod (EXITED at the provider) is no orphan.
 6. retention (leader) at most every `retention.interval_s`: the orchestrator's own rows older than
            their window (settings.retention) deleted in small batches, each a short transaction
            that locks only the rows it deletes (never the reigh app's tables).
@@ -145,6 +150,7 @@ ProviderFactory = lifecycle_mod.ProviderFactory
 def worker_view(row: store_base.WorkerRow) -> WorkerView:
     """What the policy sees of a worker row. (Positional and inline: made for every row every cycle.)"""
     promoted, beat, idle, started = row.promoted_at, row.last_heartbeat_at, row.idle_since, row.task_started_at
+    since = row.status_since
     return WorkerView(
         row.id,
         row.status,
@@ -157,6 +163,7 @@ def worker_view(row: store_base.WorkerRow) -> WorkerView:
         row.pod_id,
         None if started is None else started.timestamp(),
         row.task_type,
+        None if since is None else since.timestamp(),
     )
 
 
@@ -297,7 +304,9 @@ class _Cycle:
     span: Span | None = None  # the decision span, open from decide to the end of act
     scope: contextlib.ExitStack = dataclasses.field(default_factory=contextlib.ExitStack)
     spawned: list[str] = dataclasses.field(default_factory=list)
-    drained: list[str] = dataclasses.field(default_factory=list)
+    drained: list[str] = dataclasses.field(default_factory=list)  # parked ones too
+    resumed: list[str] = dataclasses.field(default_factory=list)  # asked to resume from the warm pool
+    retired: list[str] = dataclasses.field(default_factory=list)  # stopped ones asked to terminate
     timings: dict[str, float] = dataclasses.field(default_factory=dict)
     errors: dict[str, str] = dataclasses.field(default_factory=dict)
     skipped: dict[str, str] = dataclasses.field(default_factory=dict)
@@ -577,6 +586,8 @@ class Scaler:
             "malformed_rows": cycle.malformed,
             "spawned": cycle.spawned,
             "drained": cycle.drained,
+            "resumed": cycle.resumed,
+            "retired": cycle.retired,
         }
         self._log_liveness(cycle)
         return self._report
@@ -866,10 +877,16 @@ class Scaler:
         decision = policy.decide(policy.PolicyContext(cycle.snapshot, views, history, self._config, now))
         by_state = collections.Counter(r.status.value for r in cycle.rows)
         inputs = {**decision.inputs, **{f"workers_{s.value}": by_state.get(s.value, 0) for s in WorkerState}}
+        # The warm pool's part of the decision (the record's own columns say spawn and drain).
+        warm_pool = {"resume": decision.resume, "park": decision.park, "retire": decision.retire}
+        inputs.update({f"warm_pool_{what}": ",".join(ids) for what, ids in warm_pool.items() if ids})
         cycle.span = cycle.scope.enter_context(
             _telemetry.decision_span(cycle.number, {"scaler.holder": self.holder, "scaler.epoch": self._lease.epoch})
         )
-        _telemetry.set_span_attributes(cycle.span, {**inputs, "spawn": decision.spawn, "drain": len(decision.drain)})
+        _telemetry.set_span_attributes(
+            cycle.span,
+            {**inputs, "spawn": decision.spawn, "drain": len(decision.drain), "resume": len(decision.resume)},
+        )
         record = supervision.should_record(decision, self._last_record_key)
         if record:
             cycle.decision_id = self._store.record_decision(
@@ -888,11 +905,12 @@ class Scaler:
             )
             self._last_record_key = supervision.decision_record_key(decision)
             logger.info(
-                "cycle %d decision %s: spawn %d, drain %s: %s",
+                "cycle %d decision %s: spawn %d, drain %s%s: %s",
                 cycle.number,
                 cycle.decision_id,
                 decision.spawn,
                 list(decision.drain),
+                "".join(f", {what} {list(ids)}" for what, ids in warm_pool.items() if ids),
                 " | ".join(decision.reasons),
             )
         # Only now, with the decision on record (or nothing to record), does the policy's memory move.
@@ -904,6 +922,9 @@ class Scaler:
             "id": cycle.decision_id,
             "spawn": decision.spawn,
             "drain": list(decision.drain),
+            "resume": list(decision.resume),
+            "park": list(decision.park),
+            "retire": list(decision.retire),
             "desired": decision.desired,
             "capacity": decision.capacity,
             "reasons": list(decision.reasons),
@@ -958,6 +979,12 @@ class Scaler:
             self._lifecycles.keep_only(live_ids)
         decision = cycle.decision
         if decision is not None:
+            # The warm pool first: a resumed pod is capacity sooner than a new one.
+            for worker_id in decision.resume:
+                reason = f"scale_up: decision {cycle.decision_id} (cycle {cycle.number}) resumes it from the warm pool"
+                what = f"resume of {worker_id}"
+                if self._item(failures, what, "resume_request", self._resume, worker_id, reason, epoch):
+                    cycle.resumed.append(worker_id)
             for _ in range(decision.spawn):
                 spawned = self._item(failures, "spawn", "spawn", self._spawn, cycle, epoch)
                 if spawned is not None:
@@ -971,11 +998,16 @@ class Scaler:
                     cycle.decision_id,
                     cycle.spawned,
                 )
+            parked = set(decision.park)
             for worker_id in decision.drain:
                 reason = f"scale_down: decision {cycle.decision_id} (cycle {cycle.number})"
                 what = f"drain of {worker_id}"
-                if self._item(failures, what, "drain_request", self._drain, worker_id, reason, epoch):
+                if self._item(failures, what, "drain_request", self._drain, worker_id, reason, epoch, parked):
                     cycle.drained.append(worker_id)
+            for worker_id in decision.retire:
+                reason = f"retired: decision {cycle.decision_id} (cycle {cycle.number}) takes it out of the warm pool"
+                if self._item(failures, f"retire of {worker_id}", "retire_request", self._retire, worker_id, reason):
+                    cycle.retired.append(worker_id)
         if failures:
             cycle.errors["act"] = "; ".join(failures)
 
@@ -998,8 +1030,18 @@ class Scaler:
         if reaped.revoked or reaped.dropped_roles:
             logger.warning("revoked the credentials of %s; dropped the roles %s", reaped.revoked, reaped.dropped_roles)
 
-    def _drain(self, worker_id: str, reason: str, epoch: int) -> bool:
-        self._lifecycles.drain(worker_id, reason, epoch)
+    def _drain(self, worker_id: str, reason: str, epoch: int, parked: set[str]) -> bool:
+        """A drain; one the decision parks stops the pod for the warm pool after it (not terminated)."""
+        request = self._lifecycles.park if worker_id in parked else self._lifecycles.drain
+        request(worker_id, reason, epoch)
+        return True
+
+    def _resume(self, worker_id: str, reason: str, epoch: int) -> bool:
+        self._lifecycles.resume(worker_id, reason, epoch)
+        return True
+
+    def _retire(self, worker_id: str, reason: str) -> bool:
+        self._lifecycles.retire(worker_id, reason)
         return True
 
     def _act_on_pods(

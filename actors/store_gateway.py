@@ -396,9 +396,9 @@ def gateway_store(settings: OrchestratorSettings, call: GatewayCall) -> store_ba
 class GatewayProvider:
     """A Provider whose reads come from the gateway's shared pod list and whose acts are this process's own.
 
-    `get` and `list` go to the gateway until this process created or terminated a pod itself; from
-    then on everything goes to the real provider (built by `provider_factory` on first act), so a
-    lifecycle sees the result of its own create or terminate at once, never an older list.
+    `get` and `list` go to the gateway until this process acted on a pod itself (create, terminate,
+    stop, resume); from then on everything goes to the real provider (built by `provider_factory` on
+    first act), so a lifecycle sees the result of its own act at once, never an older list.
     """
 
     def __init__(
@@ -423,6 +423,12 @@ class GatewayProvider:
 
     def terminate(self, pod_id: str) -> None:
         self._real().terminate(pod_id)
+
+    def stop(self, pod_id: str) -> None:
+        self._real().stop(pod_id)
+
+    def resume(self, pod_id: str) -> cloud.Pod:
+        return self._real().resume(pod_id)
 
     def get(self, pod_id: str) -> cloud.Pod:
         if self._own is not None:

@@ -68,6 +68,7 @@ __all__ = [
     "retry_due",
     "should_record",
     "silence_held",
+    "stop_failed_reason",
     "stuck_after_s",
     "terminate_failed_reason",
 ]
@@ -204,10 +205,18 @@ class LifecycleAction(StrEnum):
     OBSERVE = "observe"  # nothing to do to the pod: observe it and follow next_transition
     PROVISION = "provision"  # spawning and no pod recorded: create it (idempotent by name) and record its id
     TERMINATE_POD = "terminate_pod"  # terminating: ask the provider to stop the pod until it confirms GONE
+    STOP_POD = "stop_pod"  # stopping (warm pool): ask the provider to stop the pod, keeping its disk
+    RESUME_POD = "resume_pod"  # resuming: ask the provider to start the stopped pod again
 
 
 def lifecycle_action(
-    state: WorkerState, pod_phase: PodPhase, provider_error: str | None, *, terminate_due: bool = True
+    state: WorkerState,
+    pod_phase: PodPhase,
+    provider_error: str | None,
+    *,
+    terminate_due: bool = True,
+    stop_due: bool = True,
+    resume_due: bool = True,
 ) -> LifecycleAction:
     """The side effect a lifecycle performs before observing again.
 
@@ -216,11 +225,21 @@ def lifecycle_action(
     made twice. A provider error ends provisioning: the state machine turns it into `error`. A
     terminate that failed is not asked again before its backoff is over (`terminate_due` False):
     the pod is only observed, so a provider that refuses stops nothing else.
+
+    The warm pool: a stopping worker's pod is stopped (also when it shows EXITED already: a pod
+    whose process ended is not necessarily stopped at the provider, and a stop is idempotent) until
+    the stop was accepted or while a refused one waits out its backoff (`stop_due` False). A resuming
+    worker's stopped pod is resumed once (`resume_due` False after that: the pod may show EXITED a
+    moment longer), and never after the provider refused it (the state machine ends the resume).
     """
     if state is WorkerState.SPAWNING and pod_phase is PodPhase.NONE and provider_error is None:
         return LifecycleAction.PROVISION
     if state is WorkerState.TERMINATING and pod_phase is not PodPhase.GONE and terminate_due:
         return LifecycleAction.TERMINATE_POD
+    if state is WorkerState.STOPPING and pod_phase is not PodPhase.GONE and stop_due:
+        return LifecycleAction.STOP_POD
+    if state is WorkerState.RESUMING and pod_phase is PodPhase.EXITED and provider_error is None and resume_due:
+        return LifecycleAction.RESUME_POD
     return LifecycleAction.OBSERVE
 
 
@@ -265,8 +284,18 @@ def after_failure(retry: Retry | None, now: float, error: str, *, base_s: float,
 
 def terminate_failed_reason(pod_id: str, retry: Retry, now: float) -> str:
     """The worker_events reason that records a failed terminate (code `terminate_failed`)."""
+    return _failed_reason("terminate_failed", f"the provider did not stop pod {pod_id}", retry, now)
+
+
+def stop_failed_reason(pod_id: str, retry: Retry, now: float) -> str:
+    """The worker_events reason that records a failed stop into the warm pool (code `stop_failed`):
+    the pod runs (and bills its GPU) until a stop is accepted."""
+    return _failed_reason("stop_failed", f"the provider did not stop pod {pod_id} for the warm pool", retry, now)
+
+
+def _failed_reason(code: str, what: str, retry: Retry, now: float) -> str:
     return (
-        f"terminate_failed: the provider did not stop pod {pod_id} ({retry.last_error}); "
+        f"{code}: {what} ({retry.last_error}); "
         f"attempt {retry.attempts}, next try in {max(0.0, retry.next_at - now):.0f}s"
     )
 

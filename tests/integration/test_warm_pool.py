@@ -1,0 +1,321 @@
+"""The warm pool on real parts: worker rows in both profiles, the WorkerLifecycle stopping and
+resuming a LocalProvider pod (a real process), and the Scaler carrying out the default policy's
+park / resume on the session's Ray with a real Postgres.
+
+- a row may be stopping / stopped / resuming, says since when (`status_since`, from its events),
+  stays live (listed, its credential valid) until it is terminated; the Reigh app's row says
+  `inactive` with the fine state in metadata, and a `crashed` from the stop is not held against
+  the resumed worker;
+- a parked pod is EXITED with no process left, and the SAME worker id resumes on the SAME pod;
+- with warm_pool_size 1 the Scaler parks the idle worker and resumes it for the next task (no second
+  pod); a resume the provider refuses ends that worker terminated and a new pod runs the task.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+import ray
+from psycopg import sql
+
+from actors import lifecycle as lifecycle_mod
+from actors import remote
+from cloud.base import PodStatus
+from cloud.local import LocalFaults, LocalProvider
+from config.settings import OrchestratorSettings
+from fleet.lifecycle import TRANSITIONS
+from fleet.models import WorkerState
+from store import credentials
+from store.base import NewTask, Store, TaskStatus, WorkerCredentialKind, WorkerRow
+from store.postgres import PostgresStore
+from tests.support.fleet_harness import explain_fleet, fast_settings, fleet_cleanup, unique_name
+from tests.support.polling import wait_for
+
+S = WorkerState
+# The walk through the warm pool, each move legal in fleet.lifecycle.TRANSITIONS.
+PARK_AND_RESUME = [
+    (S.SPAWNING, S.ACTIVE, "promoted: test"),
+    (S.ACTIVE, S.DRAINING, "drain_requested: test"),
+    (S.DRAINING, S.STOPPING, "parked: test"),
+    (S.STOPPING, S.STOPPED, "stopped: test"),
+    (S.STOPPED, S.RESUMING, "resume_requested: test"),
+    (S.RESUMING, S.ACTIVE, "resumed: test"),
+]
+
+
+def _drop_roles_of(database_url: str) -> None:
+    """Pods' login roles are cluster-wide: drop what this test's database made (its prefix)."""
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        prefix = conn.execute("SELECT orchestrator.worker_role_prefix()").fetchone()
+        assert prefix is not None
+        roles = [r[0] for r in conn.execute("SELECT rolname FROM pg_roles WHERE starts_with(rolname, %s)", prefix)]
+        for role in roles:
+            conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = %s", (role,))
+            conn.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(role)))
+            conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(role)))
+
+
+@pytest.fixture
+def pg(database_url: str) -> Iterator[PostgresStore]:
+    store = PostgresStore(database_url, min_size=1, max_size=3)
+    try:
+        yield store
+    finally:
+        store.close()
+        _drop_roles_of(database_url)
+
+
+def _entered(store: Store, worker_id: str) -> float:
+    """When the row entered its status, by its newest move in worker_events."""
+    moves = [e for e in store.list_worker_events(worker_id=worker_id) if e.from_status != e.to_status]
+    return moves[-1].at.timestamp()
+
+
+# --- the rows ---------------------------------------------------------------------------------------
+
+
+def test_a_row_parks_and_resumes_and_says_since_when(store: Store) -> None:
+    wid = "gpu-20261201_120000-0000aaaa"
+    store.create_worker(wid, reason="scale_up: test")
+    row = store.get_worker(wid)
+    assert row is not None and row.status_since == row.created_at
+    for before, after, reason in PARK_AND_RESUME:
+        assert after in TRANSITIONS[before]
+        assert store.transition_worker(wid, before, after, reason)
+        listed = {w.id: w for w in store.list_workers()}
+        assert listed[wid].status is after, "a parked worker is live: listed, never reaped as an orphan"
+        assert listed[wid].status_since is not None
+        assert listed[wid].status_since.timestamp() == pytest.approx(_entered(store, wid), abs=1e-3)
+        if after is S.STOPPED:
+            stopped_since = listed[wid].status_since
+            store.note_worker(wid, "stop_failed: a note does not move the row")
+            again = store.get_worker(wid)
+            assert again is not None and again.status_since == stopped_since
+    assert store.transition_worker(wid, S.ACTIVE, S.TERMINATING, "drained: test")
+    assert store.transition_worker(wid, S.TERMINATING, S.TERMINATED, "terminated: test")
+    assert store.list_workers() == []
+
+
+def test_a_stopped_workers_own_credential_stays_valid_until_it_is_terminated(
+    pg: PostgresStore, database_url: str
+) -> None:
+    wid = "gpu-20261201_120000-0000bbbb"
+    pg.create_worker(wid, reason="scale_up: test")
+    issued = pg.issue_worker_credential(wid, WorkerCredentialKind.LOGIN, 3600)
+    conninfo = credentials.login_conninfo(database_url, issued)
+    for before, after, reason in PARK_AND_RESUME[:4]:
+        assert pg.transition_worker(wid, before, after, reason)
+    assert wid not in pg.reap_worker_credentials().revoked
+    # The pod, resumed later, heartbeats with the credential it was created with.
+    with psycopg.connect(conninfo, autocommit=True) as pod:
+        beat = pod.execute("SELECT orchestrator.worker_heartbeat(%s)", (wid,)).fetchone()
+    assert beat == ("stopped",)
+    assert pg.transition_worker(wid, S.STOPPED, S.TERMINATING, "retired: test")
+    assert pg.transition_worker(wid, S.TERMINATING, S.TERMINATED, "terminated: test")
+    with pytest.raises(psycopg.OperationalError):
+        psycopg.connect(conninfo, connect_timeout=5).close()
+
+
+@pytest.fixture
+def app(reigh_database_url: str) -> Iterator[psycopg.Connection[Any]]:
+    with psycopg.connect(reigh_database_url, autocommit=True) as conn:
+        yield conn
+
+
+def _beat(app: psycopg.Connection[Any], worker_id: str, status: str = "active") -> None:
+    app.execute(
+        "SELECT public.func_worker_heartbeat_with_logs(worker_id_param => %s, status_param => %s)", (worker_id, status)
+    )
+
+
+def _app_status(app: psycopg.Connection[Any], worker_id: str) -> tuple[str, str]:
+    found = app.execute("SELECT status, metadata FROM public.workers WHERE id = %s", (worker_id,)).fetchone()
+    assert found is not None
+    return found[0], found[1]["orchestrator_status"]
+
+
+def test_the_reigh_apps_row_of_a_parked_worker(reigh_store: Store, app: psycopg.Connection[Any]) -> None:
+    wid = "gpu-20261201_120000-0000cccc"
+    reigh_store.create_worker(wid, reason="scale_up: test")
+    _beat(app, wid)
+    app_says = {}
+    for before, after, reason in PARK_AND_RESUME:
+        assert reigh_store.transition_worker(wid, before, after, reason)
+        app_says[after] = _app_status(app, wid)
+        if after is S.STOPPING:
+            _beat(app, wid, "crashed")  # the guardian, as the stop kills the worker
+        row = reigh_store.get_worker(wid)
+        assert row is not None and row.status_since is not None
+        if after is S.RESUMING:
+            # The crash the stop caused is not held against the resumed worker; its own beat says active.
+            assert row.reported_status == "inactive"
+            _beat(app, wid)
+            resumed = reigh_store.get_worker(wid)
+            assert resumed is not None and resumed.reported_status == "active"
+            assert resumed.last_heartbeat_at is not None and resumed.last_heartbeat_at >= row.status_since
+    # Only the strict check's values, the fine state in metadata.
+    assert app_says[S.STOPPING] == ("inactive", "stopping")
+    assert app_says[S.STOPPED] == ("inactive", "stopped")
+    assert app_says[S.RESUMING] == ("inactive", "resuming")
+    assert _app_status(app, wid) == ("active", "active")
+
+
+# --- the lifecycle: a real pod stopped and resumed ----------------------------------------------------
+
+
+def _group_gone(pod_raw: dict[str, Any]) -> bool:
+    try:
+        os.killpg(int(pod_raw["pgid"]), 0)
+    except ProcessLookupError:
+        return True
+    return False
+
+
+def _lifecycle(settings: OrchestratorSettings, worker_id: str) -> lifecycle_mod.WorkerLifecycle:
+    return lifecycle_mod.WorkerLifecycle(worker_id, settings, exit_hook=lambda: None)
+
+
+def _wait_state(store: Store, worker_id: str, state: WorkerState, timeout_s: float = 30) -> WorkerRow:
+    row: WorkerRow = wait_for(
+        lambda: next((r for r in [store.get_worker(worker_id)] if r is not None and r.status is state), None),
+        timeout_s,
+        f"{worker_id} {state.value}",
+        interval_s=0.1,
+        explain=lambda: explain_fleet(store),
+    )
+    return row
+
+
+def test_the_lifecycle_stops_a_drained_pod_and_resumes_the_same_worker(
+    pg: PostgresStore, database_url: str, tmp_path: Path
+) -> None:
+    settings = fast_settings(database_url, tmp_path)
+    provider = LocalProvider(tmp_path)
+    wid = "gpu-20261201_120000-0000dddd"
+    pg.create_worker(wid, reason="scale_up: test")
+    lifecycle = _lifecycle(settings, wid)
+    try:
+        active = _wait_state(pg, wid, S.ACTIVE)
+        assert active.pod_id is not None
+        first = provider.get(active.pod_id)
+
+        lifecycle.drain("scale_down: test", park=True)
+        stopped = _wait_state(pg, wid, S.STOPPED)
+        pod = provider.get(active.pod_id)
+        assert pod.status is PodStatus.EXITED and _group_gone(pod.raw), pod.raw
+        assert stopped.pod_id == active.pod_id and stopped.status_since is not None
+
+        lifecycle.request_resume("scale_up: test")
+        resumed = _wait_state(pg, wid, S.ACTIVE)
+        assert resumed.pod_id == active.pod_id, "the same pod runs again"
+        assert resumed.last_heartbeat_at is not None and resumed.status_since is not None
+        pod = provider.get(active.pod_id)
+        assert pod.status is PodStatus.RUNNING and pod.raw["pid"] != first.raw["pid"]
+        assert [p.id for p in provider.list("gpu-")] == [active.pod_id], "no second pod"
+
+        lifecycle.request_terminate("test over")
+        _wait_state(pg, wid, S.TERMINATED)
+    finally:
+        lifecycle.stop()
+    moves = [(e.from_status, e.to_status) for e in pg.list_worker_events(worker_id=wid) if e.from_status != e.to_status]
+    assert moves[:-2] == [(None, "spawning")] + [(a.value, b.value) for a, b, _ in PARK_AND_RESUME]
+
+
+# --- the Scaler carries out the default policy's warm pool ---------------------------------------------
+
+
+def _warm_settings(database_url: str, tmp_path: Path) -> OrchestratorSettings:
+    return fast_settings(database_url, tmp_path, max_workers=2, warm_pool_size=1, default_resume_time_s=1.0)
+
+
+def _task(store: PostgresStore, user: str) -> str:
+    return store.insert_tasks([NewTask(task_type="travel_segment", user_id=user, params={"duration_s": 0.3})])[0]
+
+
+def _parked(store: PostgresStore, provider: LocalProvider) -> WorkerRow:
+    """The one worker of the fleet, parked: its row stopped, its pod EXITED with no process left."""
+    row: WorkerRow = wait_for(
+        lambda: next(iter(w for w in store.list_workers() if w.status is S.STOPPED), None),
+        60,
+        "the idle worker parked in the warm pool",
+        interval_s=0.2,
+        explain=lambda: explain_fleet(store),
+    )
+    assert row.pod_id is not None
+    pod = provider.get(row.pod_id)
+    assert pod.status is PodStatus.EXITED and _group_gone(pod.raw), pod.raw
+    return row
+
+
+def _done(store: PostgresStore, task_id: str, explain: Any) -> None:
+    wait_for(
+        lambda: (t := store.get_task(task_id)) is not None and t.status == TaskStatus.COMPLETE,
+        60,
+        f"task {task_id} complete",
+        interval_s=0.2,
+        explain=explain,
+    )
+
+
+@pytest.mark.ray
+def test_the_scaler_parks_the_idle_worker_and_resumes_it_for_the_next_task(
+    ray_session: dict[str, Any], pg: PostgresStore, database_url: str, tmp_path: Path
+) -> None:
+    settings = _warm_settings(database_url, tmp_path)
+    provider = LocalProvider(tmp_path)
+    name = unique_name("scaler-warm")
+    with fleet_cleanup(settings, [name]):
+        first_task = _task(pg, "u1")
+        scaler = remote.get_or_create_scaler(settings, name=name, probe_log_shipper=False)
+
+        def explain() -> str:
+            return f"{explain_fleet(pg)}\nscaler: {ray.get(scaler.status.remote(), timeout=10)}"
+
+        _done(pg, first_task, explain)
+        parked = _parked(pg, provider)
+        second_task = _task(pg, "u2")
+        _done(pg, second_task, explain)
+        workers = pg.list_workers(include_terminated=True)
+        assert [w.id for w in workers] == [parked.id], f"the same worker ran both tasks\n{explain()}"
+        assert {t.worker_id for t in pg.list_tasks()} == {parked.id}
+        assert [p.id for p in provider.list("gpu-")] == [parked.pod_id], "no second pod"
+        moves = [e.to_status for e in pg.list_worker_events(worker_id=parked.id) if e.from_status != e.to_status]
+        parked_and_resumed = (S.SPAWNING, S.ACTIVE, S.DRAINING, S.STOPPING, S.STOPPED, S.RESUMING, S.ACTIVE)
+        assert moves[:7] == [s.value for s in parked_and_resumed], explain()
+        decisions = pg.list_decisions()
+        assert any(d.inputs.get("warm_pool_park") == parked.id for d in decisions), explain()
+        assert any(d.inputs.get("warm_pool_resume") == parked.id for d in decisions), explain()
+
+
+@pytest.mark.ray
+def test_a_refused_resume_terminates_the_worker_and_a_new_pod_runs_the_task(
+    ray_session: dict[str, Any], pg: PostgresStore, database_url: str, tmp_path: Path
+) -> None:
+    settings = _warm_settings(database_url, tmp_path)
+    provider = LocalProvider(tmp_path)
+    name = unique_name("scaler-warm-refused")
+    with fleet_cleanup(settings, [name]):
+        first_task = _task(pg, "u1")
+        scaler = remote.get_or_create_scaler(settings, name=name, probe_log_shipper=False)
+
+        def explain() -> str:
+            return f"{explain_fleet(pg)}\nscaler: {ray.get(scaler.status.remote(), timeout=10)}"
+
+        _done(pg, first_task, explain)
+        parked = _parked(pg, provider)
+        provider.set_fault(parked.id, LocalFaults(resume_refused=True))  # its host's GPUs were taken meanwhile
+        second_task = _task(pg, "u2")
+        _done(pg, second_task, explain)
+        refused = _wait_state(pg, parked.id, S.TERMINATED)
+        reasons = [e.reason for e in pg.list_worker_events(worker_id=parked.id)]
+        assert any(r.startswith("resume_failed: the provider refused") for r in reasons), reasons
+        assert refused.pod_id is not None
+        assert refused.pod_id not in {p.id for p in provider.list("gpu-")}, "the refused pod is terminated"
+        ran = pg.get_task(second_task)
+        assert ran is not None and ran.worker_id not in (None, parked.id), explain()
+        assert len(pg.list_workers(include_terminated=True)) == 2, explain()
