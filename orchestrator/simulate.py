@@ -28,7 +28,11 @@ _LABELS = {
     "terminations": "terminations",
     "peak_workers": "peak workers",
     "killed_within_2min_of_promotion": "scaled down < 2 min after promotion",
-    "spawns_beyond_demand": "spawns beyond demand",
+    "spawns_beyond_demand": "spawns (or resumes) beyond demand",
+    "parks": "parked in the warm pool",
+    "resumes": "resumes",
+    "resume_failures": "resumes refused",
+    "stopped_billed_gpu_s": "of billed: stopped pods' disk",
 }
 # Figures of the comparison printed under every run: per policy or reference, these three.
 _GAP_FIGURES = ("billed_per_busy", "wait_p95_s", "gap_closed", "gap_closed_p95")
@@ -48,7 +52,7 @@ def plot(result: results.SimResult, out: Path, title: str | None = None) -> None
     axes[0].plot(hours, [row["in_progress"] for row in tl], label="in progress", lw=1)
     axes[0].set_ylabel("tasks")
     axes[0].legend(loc="upper right", fontsize=8)
-    states = ["active", "spawning", "draining", "terminating", "error"]
+    states = ["active", "spawning", "resuming", "draining", "stopping", "stopped", "terminating", "error"]
     axes[1].stackplot(hours, *[[row[s] for row in tl] for s in states], labels=states)
     axes[1].set_ylabel("workers")
     axes[1].legend(loc="upper right", fontsize=7, ncol=3)
@@ -94,6 +98,13 @@ def command(
     no_heartbeat_rate: Annotated[float, typer.Option(help="Fraction of pods that never heartbeat.")] = (
         engine.SimParams.no_heartbeat_rate
     ),
+    resume: Annotated[
+        str,
+        typer.Option("--resume", help="Warm pool: resume request to first heartbeat, distribution like --boot."),
+    ] = engine.SimParams.resume,
+    resume_error_rate: Annotated[
+        float, typer.Option(help="Fraction of resumes the provider refuses (the host's GPUs were taken).")
+    ] = engine.SimParams.resume_error_rate,
 ) -> None:
     """Simulate a scaling policy on a trace and print billed vs busy GPU time, waits and churn."""
     if policy not in compare.NAMES:
@@ -111,9 +122,15 @@ def command(
     try:
         tasks = sim_trace.load_trace(trace)
         params = engine.SimParams(
-            seed=seed, boot=boot, spawn_error_rate=spawn_error_rate, no_heartbeat_rate=no_heartbeat_rate
+            seed=seed,
+            boot=boot,
+            spawn_error_rate=spawn_error_rate,
+            no_heartbeat_rate=no_heartbeat_rate,
+            resume=resume,
+            resume_error_rate=resume_error_rate,
         )
         params.boot_sampler()
+        params.resume_sampler()
     except (OSError, ValueError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None

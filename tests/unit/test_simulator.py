@@ -118,6 +118,21 @@ def test_cli_json_and_plot(trace_file: Path, tmp_path: Path) -> None:
     assert res.exit_code != 0
 
 
+def test_cli_takes_the_warm_pool_world(trace_file: Path, tmp_path: Path) -> None:
+    config = tmp_path / "warm.yaml"
+    config.write_text("scaling:\n  warm_pool_size: 2\n")
+    args = ["simulate", "--trace", str(trace_file), "--config", str(config), "--json"]
+    res = CliRunner().invoke(app, [*args, "--resume", "fixed:30", "--resume-error-rate", "0"])
+    assert res.exit_code == 0, res.output
+    figures = json.loads(res.output)["figures"]
+    assert figures["resumes"] > 0 and figures["resume_failures"] == 0 and figures["tasks_done"] == 8
+    res = CliRunner().invoke(app, [*args, "--resume-error-rate", "1"])
+    refused = json.loads(res.output)["figures"]
+    assert refused["resume_failures"] == refused["resumes"] > 0
+    res = CliRunner().invoke(app, [*args, "--resume", "gamma:3"])
+    assert res.exit_code == 2 and "resume distribution" in res.output
+
+
 def test_shipped_traces_load() -> None:
     traces = sorted((Path(__file__).parents[2] / "bench" / "traces").glob("*.csv"))
     names = {p.stem for p in traces}
