@@ -24,6 +24,7 @@ __all__ = [
     "inputs_line",
     "is_note",
     "previous_events",
+    "resumed_ids",
     "transition_text",
 ]
 
@@ -42,6 +43,7 @@ _KEY_INPUTS = (
     "workers_spawning",
     "workers_active",
     "workers_draining",
+    "workers_stopped",
     "workers_terminating",
     "workers_error",
     "breaker",
@@ -57,15 +59,28 @@ _VERBS = {
     "spawning": "created",
     "active": "promoted to active",
     "draining": "draining",
+    "stopping": "stopping its pod (warm pool)",
+    "stopped": "stopped, kept in the warm pool",
+    "resuming": "resuming from the warm pool",
     "terminating": "terminating",
     "terminated": "terminated",
     "error": "error",
 }
 
+# The warm pool's part of a decision, kept in its inputs (actors/scaler.py): worker ids, comma-separated.
+_WARM_POOL_ACTS = ("warm_pool_resume", "warm_pool_retire")
+
+
+def resumed_ids(decision: DecisionRecord) -> list[str]:
+    """The stopped workers a decision resumed from the warm pool."""
+    named = decision.inputs.get("warm_pool_resume")
+    return named.split(",") if isinstance(named, str) and named else []
+
 
 def decision_changes(decision: DecisionRecord) -> bool:
-    """Whether the decision spawned or drained anything (most say "steady")."""
-    return bool(decision.spawn_count or decision.drain_worker_ids)
+    """Whether the decision spawned, drained, resumed or retired anything (most say "steady")."""
+    warm_pool = any(decision.inputs.get(key) for key in _WARM_POOL_ACTS)
+    return bool(decision.spawn_count or decision.drain_worker_ids or warm_pool)
 
 
 # How each kind of decision (fleet.models.DecisionKind, stored with it) is called in a report.
@@ -137,6 +152,10 @@ def decision_lines(decision: DecisionRecord) -> list[str]:
             head += f" -> {', '.join(decision.spawned_worker_ids)}"
     if decision.drain_worker_ids:
         head += f", drain {', '.join(decision.drain_worker_ids)}"
+    for word in ("resume", "park", "retire"):  # the warm pool's part, kept in the inputs
+        named = decision.inputs.get(f"warm_pool_{word}")
+        if isinstance(named, str) and named:
+            head += f", {word} {named.replace(',', ', ')}"
     lines = [head]
     inputs = inputs_line(decision.inputs)
     if inputs:

@@ -1,18 +1,26 @@
 """`explain --worker`: one worker's whole life, from the decision that started it to its end.
 
 Its row, every transition with the time spent in each state, the tasks it claimed, and the
-decisions that spawned and drained it (found among those near its creation and drain).
+decisions that spawned, drained and resumed it (found among those near its creation, drain and
+resumes from the warm pool).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from orchestrator.forensics.formatting import clock, format_duration, iso, stamp, trace_id_of
-from orchestrator.forensics.wording import decision_json, decision_lines, event_json, is_note, transition_text
+from orchestrator.forensics.wording import (
+    decision_json,
+    decision_lines,
+    event_json,
+    is_note,
+    resumed_ids,
+    transition_text,
+)
 from store.base import DecisionRecord, TaskRow, WorkerEvent, WorkerRow
 
 __all__ = ["WorkerReport", "build_worker_report", "render_worker"]
@@ -29,6 +37,7 @@ class WorkerReport:
     drained_by: DecisionRecord | None
     now: datetime
     log_count: int | None = None
+    resumed_by: list[DecisionRecord] = field(default_factory=list)  # from the warm pool, oldest first
 
     @property
     def trace_id(self) -> str | None:
@@ -82,6 +91,7 @@ class WorkerReport:
             ],
             "spawned_by": None if self.spawned_by is None else decision_json(self.spawned_by),
             "drained_by": None if self.drained_by is None else decision_json(self.drained_by),
+            "resumed_by": [decision_json(d) for d in self.resumed_by],
             "system_log_rows": self.log_count,
         }
 
@@ -98,6 +108,7 @@ def build_worker_report(
     """`decisions` are those near the worker's creation and drain; the ones naming it are kept."""
     spawned_by = next((d for d in decisions if worker.id in d.spawned_worker_ids), None)
     drained_by = next((d for d in reversed(decisions) if worker.id in d.drain_worker_ids), None)
+    resumed_by = {d.id: d for d in decisions if worker.id in resumed_ids(d)}  # the windows may overlap
     return WorkerReport(
         worker=worker,
         events=sorted(events, key=lambda e: (e.at, e.id)),
@@ -106,6 +117,7 @@ def build_worker_report(
         drained_by=drained_by,
         now=now,
         log_count=log_count,
+        resumed_by=sorted(resumed_by.values(), key=lambda d: (d.at or now, d.id or 0)),
     )
 
 
@@ -132,6 +144,9 @@ def render_worker(report: WorkerReport) -> str:
     if report.drained_by is not None:
         lines.append("Stopped by:")
         lines += ["  " + line for line in decision_lines(report.drained_by)]
+    for decision in report.resumed_by:
+        lines.append("Resumed from the warm pool by:")
+        lines += ["  " + line for line in decision_lines(decision)]
     lines.append("")
     lines.append("Transitions:")
     previous: WorkerEvent | None = None

@@ -30,10 +30,12 @@ from cloud.local import LocalFaults, LocalProvider
 from config.settings import OrchestratorSettings
 from fleet.lifecycle import TRANSITIONS
 from fleet.models import WorkerState
+from orchestrator import explain_queries
+from orchestrator.forensics import render_worker
 from store import credentials
 from store.base import NewTask, Store, TaskStatus, WorkerCredentialKind, WorkerRow
 from store.postgres import PostgresStore
-from tests.support.fleet_harness import explain_fleet, fast_settings, fleet_cleanup, unique_name
+from tests.support.fleet_harness import actor_pid, explain_fleet, fast_settings, fleet_cleanup, sigkill, unique_name
 from tests.support.polling import wait_for
 
 S = WorkerState
@@ -278,6 +280,13 @@ def test_the_scaler_parks_the_idle_worker_and_resumes_it_for_the_next_task(
 
         _done(pg, first_task, explain)
         parked = _parked(pg, provider)
+        # Both restarted (SIGKILL, Ray brings them back): the stopped worker's lifecycle is re-attached
+        # from its row and its EXITED pod is neither an orphan nor lost.
+        for actor in (name, f"worker:{parked.id}"):
+            pid = actor_pid(actor)
+            assert pid is not None, actor
+            sigkill(pid)
+            wait_for(lambda a=actor, p=pid: actor_pid(a) not in (None, p), 30, f"{actor} restarted", interval_s=0.2)
         second_task = _task(pg, "u2")
         _done(pg, second_task, explain)
         workers = pg.list_workers(include_terminated=True)
@@ -290,6 +299,8 @@ def test_the_scaler_parks_the_idle_worker_and_resumes_it_for_the_next_task(
         decisions = pg.list_decisions()
         assert any(d.inputs.get("warm_pool_park") == parked.id for d in decisions), explain()
         assert any(d.inputs.get("warm_pool_resume") == parked.id for d in decisions), explain()
+        report = render_worker(explain_queries.explain_worker(pg, parked.id, cycle_interval_s=0.5, now=pg.now()))
+        assert "stopped, kept in the warm pool" in report and "Resumed from the warm pool by:" in report, report
 
 
 @pytest.mark.ray
