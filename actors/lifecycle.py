@@ -592,8 +592,11 @@ class WorkerLifecycle:
             self._trace.begin_phase(phase)
 
     def _entered_at(self, row: store_base.WorkerRow, now: float) -> float:
-        """When the row entered its current state: its newest worker_events row (after a restart too).
+        """When the row entered its current state (after a restart too): its `status_since`, kept from
+        its events by the database; on a row older than that column, its newest worker_events row.
         Notes (from = to: a failed terminate, an extra pod terminated) are not entries into a state."""
+        if row.status_since is not None:
+            return row.status_since.timestamp()
         events = self._store.list_worker_events(worker_id=self.worker_id)
         matching = [
             e.at.timestamp() for e in events if e.to_status == row.status.value and e.from_status != e.to_status
