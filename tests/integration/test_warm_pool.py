@@ -35,6 +35,7 @@ from orchestrator.forensics import render_worker
 from store import credentials
 from store.base import NewTask, Store, TaskStatus, WorkerCredentialKind, WorkerRow
 from store.postgres import PostgresStore
+from store.reigh import fixture
 from tests.support.fleet_harness import actor_pid, explain_fleet, fast_settings, fleet_cleanup, sigkill, unique_name
 from tests.support.polling import wait_for
 
@@ -330,3 +331,47 @@ def test_a_refused_resume_terminates_the_worker_and_a_new_pod_runs_the_task(
         ran = pg.get_task(second_task)
         assert ran is not None and ran.worker_id not in (None, parked.id), explain()
         assert len(pg.list_workers(include_terminated=True)) == 2, explain()
+
+
+@pytest.mark.ray
+def test_the_reigh_worker_is_parked_and_resumed_under_the_same_id(
+    ray_session: dict[str, Any], reigh_database_url: str, app: psycopg.Connection[Any], tmp_path: Path
+) -> None:
+    """The Headless-Wan2GP stand-in never cooperates: it is stopped with its pod, and its own first
+    heartbeat after the resume (status 'active') is what makes it active again."""
+    from tests.integration.test_reigh_e2e import reigh_settings
+
+    settings = reigh_settings(reigh_database_url, tmp_path, max_workers=2, warm_pool_size=1, default_resume_time_s=1.0)
+    fixture.add_task_type(app, "travel_segment", "gpu")
+    project = fixture.add_project(app, fixture.add_user(app, credits=100, in_cloud=None))
+    store = PostgresStore(reigh_database_url, min_size=1, max_size=2)
+    provider = LocalProvider(tmp_path)
+    name = unique_name("scaler-warm-reigh")
+
+    def app_task(task_id: Any) -> tuple[str, str | None]:
+        found = app.execute("SELECT status::text, worker_id FROM public.tasks WHERE id = %s", (task_id,)).fetchone()
+        assert found is not None
+        return found[0], found[1]
+
+    try:
+        with fleet_cleanup(settings, [name]):
+            first = fixture.add_task(app, project_id=project, task_type="travel_segment", params={"duration_s": 0.1})
+            remote.get_or_create_scaler(settings, name=name, probe_log_shipper=False)
+            wait_for(lambda: app_task(first)[0] == "Complete", 60, "the first task complete", interval_s=0.2)
+            parked = _parked(store, provider)
+            assert _app_status(app, parked.id) == ("inactive", "stopped")
+            second = fixture.add_task(app, project_id=project, task_type="travel_segment", params={"duration_s": 0.1})
+            wait_for(
+                lambda: app_task(second)[0] == "Complete",
+                60,
+                "the second task complete",
+                interval_s=0.2,
+                explain=lambda: explain_fleet(store),
+            )
+            assert app_task(second)[1] == parked.id, explain_fleet(store)
+            _wait_state(store, parked.id, S.ACTIVE)
+            assert _app_status(app, parked.id) == ("active", "active")
+            assert [w.id for w in store.list_workers(include_terminated=True)] == [parked.id]
+            assert [p.id for p in provider.list("gpu-")] == [parked.pod_id]
+    finally:
+        store.close()
