@@ -1189,7 +1189,9 @@ class Scaler:
             self._shipper_probe()
 
     def _phase_metrics(self, cycle: _Cycle) -> None:
-        by_state = collections.Counter(r.status.value for r in cycle.rows or ())
+        counted = collections.Counter(r.status.value for r in cycle.rows or ())
+        # Every state, 0 included: a gauge of a state nobody is in any more must say 0, not its last count.
+        by_state = {state.value: counted.get(state.value, 0) for state in WorkerState}
         _telemetry.record_cycle(sum(cycle.timings.values()), cycle.snapshot, by_state, self._history.breaker.status)
         _telemetry.record_spawns(len(cycle.spawned))
         _telemetry.record_fleet(cycle.rows)  # boot times: the Scaler outlives the lifecycles
