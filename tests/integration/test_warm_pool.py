@@ -13,6 +13,7 @@ park / resume on the session's Ray with a real Postgres.
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,11 +26,12 @@ from psycopg import sql
 
 from actors import lifecycle as lifecycle_mod
 from actors import remote
+from actors import scaler as scaler_mod
 from cloud.base import PodStatus
 from cloud.local import LocalFaults, LocalProvider
 from config.settings import OrchestratorSettings
 from fleet.lifecycle import TRANSITIONS
-from fleet.models import WorkerState
+from fleet.models import BreakerState, Decision, DecisionKind, WorkerState
 from orchestrator import explain_queries
 from orchestrator.forensics import render_worker
 from store import credentials
@@ -230,6 +232,84 @@ def test_the_lifecycle_stops_a_drained_pod_and_resumes_the_same_worker(
 
 
 # --- the Scaler carries out the default policy's warm pool ---------------------------------------------
+
+
+class _Requests:
+    """A LifecycleDirectory that records what the Scaler asks; some workers' lifecycles are unreachable."""
+
+    def __init__(self, unreachable: set[str]) -> None:
+        self.unreachable = unreachable
+        self.calls: list[tuple[str, str]] = []
+
+    def __len__(self) -> int:
+        return 0
+
+    def ensure(self, worker_id: str) -> None:
+        pass
+
+    def keep_only(self, worker_ids: set[str]) -> None:
+        pass
+
+    def _ask(self, what: str, worker_id: str) -> None:
+        self.calls.append((what, worker_id))
+        if worker_id in self.unreachable:
+            raise RuntimeError(f"the lifecycle of {worker_id} is unreachable")
+
+    def drain(self, worker_id: str, reason: str, epoch: int | None) -> None:
+        self._ask("drain", worker_id)
+
+    def park(self, worker_id: str, reason: str, epoch: int | None) -> None:
+        self._ask("park", worker_id)
+
+    def resume(self, worker_id: str, reason: str, epoch: int | None) -> None:
+        assert epoch is not None, "a resume carries the Scaler's lease epoch"
+        self._ask("resume", worker_id)
+
+    def retire(self, worker_id: str, reason: str) -> None:
+        self._ask("retire", worker_id)
+
+
+def test_the_scaler_asks_each_lifecycle_on_its_own(
+    pg: PostgresStore, database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: Any
+) -> None:
+    """What to do comes from the decision (the policy is replaced here: the carrying-out is checked);
+    one lifecycle that cannot be reached stalls none of the others, and is counted and logged."""
+    decision = Decision(
+        spawn=0,
+        drain=("gpu-d1", "gpu-d2"),
+        park=("gpu-d2",),
+        resume=("gpu-r1", "gpu-r2"),
+        retire=("gpu-x1", "gpu-x2"),
+        reasons=("test: a warm pool decision",),
+        breaker=BreakerState(),
+        desired=2,
+        capacity=0,
+    )
+    monkeypatch.setattr(scaler_mod.policy, "decide", lambda context: decision)
+    requests = _Requests(unreachable={"gpu-r1", "gpu-d1", "gpu-x1"})
+    scaler = scaler_mod.Scaler(
+        fast_settings(database_url, tmp_path), name=unique_name("scaler-items"), lifecycles=requests, start=False
+    )
+    try:
+        with caplog.at_level(logging.WARNING, logger="actors.scaler"):
+            report = scaler.step()
+    finally:
+        scaler.stop()
+    assert requests.calls == [
+        ("resume", "gpu-r1"),
+        ("resume", "gpu-r2"),
+        ("drain", "gpu-d1"),
+        ("park", "gpu-d2"),
+        ("retire", "gpu-x1"),
+        ("retire", "gpu-x2"),
+    ]
+    assert (report["resumed"], report["drained"], report["retired"]) == (["gpu-r2"], ["gpu-d2"], ["gpu-x2"])
+    for failed in ("resume of gpu-r1", "drain of gpu-d1", "retire of gpu-x1"):
+        assert failed in report["phase_errors"]["act"]
+        assert any(r.levelno == logging.WARNING and failed in r.getMessage() for r in caplog.records), failed
+    recorded = pg.list_decisions()[-1]
+    assert recorded.inputs["warm_pool_resume"] == "gpu-r1,gpu-r2" and recorded.inputs["warm_pool_park"] == "gpu-d2"
+    assert recorded.kind is DecisionKind.SCALE_UP
 
 
 def _warm_settings(database_url: str, tmp_path: Path) -> OrchestratorSettings:
