@@ -13,16 +13,17 @@ park / resume on the session's Ray with a real Postgres.
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
 import ray
-from psycopg import sql
 
 from actors import lifecycle as lifecycle_mod
 from actors import remote
@@ -38,6 +39,7 @@ from store import credentials
 from store.base import NewTask, Store, TaskStatus, WorkerCredentialKind, WorkerRow
 from store.postgres import PostgresStore
 from store.reigh import fixture
+from tests.integration.test_worker_credentials import _drop_roles_of
 from tests.support.fleet_harness import actor_pid, explain_fleet, fast_settings, fleet_cleanup, sigkill, unique_name
 from tests.support.polling import wait_for
 
@@ -51,18 +53,6 @@ PARK_AND_RESUME = [
     (S.STOPPED, S.RESUMING, "resume_requested: test"),
     (S.RESUMING, S.ACTIVE, "resumed: test"),
 ]
-
-
-def _drop_roles_of(database_url: str) -> None:
-    """Pods' login roles are cluster-wide: drop what this test's database made (its prefix)."""
-    with psycopg.connect(database_url, autocommit=True) as conn:
-        prefix = conn.execute("SELECT orchestrator.worker_role_prefix()").fetchone()
-        assert prefix is not None
-        roles = [r[0] for r in conn.execute("SELECT rolname FROM pg_roles WHERE starts_with(rolname, %s)", prefix)]
-        for role in roles:
-            conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = %s", (role,))
-            conn.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(role)))
-            conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(role)))
 
 
 @pytest.fixture
@@ -345,10 +335,17 @@ def _done(store: PostgresStore, task_id: str, explain: Any) -> None:
     )
 
 
-@pytest.mark.ray
-def test_the_scaler_parks_the_idle_worker_and_resumes_it_for_the_next_task(
-    ray_session: dict[str, Any], pg: PostgresStore, database_url: str, tmp_path: Path
-) -> None:
+@dataclasses.dataclass(frozen=True)
+class _WarmFleet:
+    scaler_name: str
+    provider: LocalProvider
+    parked: WorkerRow  # the worker that ran the first task, parked in the warm pool
+    explain: Callable[[], str]
+
+
+@contextlib.contextmanager
+def _warm_fleet(pg: PostgresStore, database_url: str, tmp_path: Path) -> Iterator[_WarmFleet]:
+    """A Scaler with warm_pool_size 1 that ran one task on a new pod and parked its idle worker."""
     settings = _warm_settings(database_url, tmp_path)
     provider = LocalProvider(tmp_path)
     name = unique_name("scaler-warm")
@@ -360,10 +357,18 @@ def test_the_scaler_parks_the_idle_worker_and_resumes_it_for_the_next_task(
             return f"{explain_fleet(pg)}\nscaler: {ray.get(scaler.status.remote(), timeout=10)}"
 
         _done(pg, first_task, explain)
-        parked = _parked(pg, provider)
+        yield _WarmFleet(name, provider, _parked(pg, provider), explain)
+
+
+@pytest.mark.ray
+def test_the_scaler_parks_the_idle_worker_and_resumes_it_for_the_next_task(
+    ray_session: dict[str, Any], pg: PostgresStore, database_url: str, tmp_path: Path
+) -> None:
+    with _warm_fleet(pg, database_url, tmp_path) as fleet:
+        provider, parked, explain = fleet.provider, fleet.parked, fleet.explain
         # Both restarted (SIGKILL, Ray brings them back): the stopped worker's lifecycle is re-attached
         # from its row and its EXITED pod is neither an orphan nor lost.
-        for actor in (name, f"worker:{parked.id}"):
+        for actor in (fleet.scaler_name, f"worker:{parked.id}"):
             pid = actor_pid(actor)
             assert pid is not None, actor
             sigkill(pid)
@@ -388,18 +393,8 @@ def test_the_scaler_parks_the_idle_worker_and_resumes_it_for_the_next_task(
 def test_a_refused_resume_terminates_the_worker_and_a_new_pod_runs_the_task(
     ray_session: dict[str, Any], pg: PostgresStore, database_url: str, tmp_path: Path
 ) -> None:
-    settings = _warm_settings(database_url, tmp_path)
-    provider = LocalProvider(tmp_path)
-    name = unique_name("scaler-warm-refused")
-    with fleet_cleanup(settings, [name]):
-        first_task = _task(pg, "u1")
-        scaler = remote.get_or_create_scaler(settings, name=name, probe_log_shipper=False)
-
-        def explain() -> str:
-            return f"{explain_fleet(pg)}\nscaler: {ray.get(scaler.status.remote(), timeout=10)}"
-
-        _done(pg, first_task, explain)
-        parked = _parked(pg, provider)
+    with _warm_fleet(pg, database_url, tmp_path) as fleet:
+        provider, parked, explain = fleet.provider, fleet.parked, fleet.explain
         provider.set_fault(parked.id, LocalFaults(resume_refused=True))  # its host's GPUs were taken meanwhile
         second_task = _task(pg, "u2")
         _done(pg, second_task, explain)
