@@ -682,7 +682,7 @@ class _Sim:
             "spawns": self.spawns,
             "failed_spawns": self.failed_spawns,
             "terminations": self.terminations,
-            "peak_workers": self.peak,
+            "peak_workers": self.peak,  # pods with their GPU billed at once (a stopped pod's is not)
             "killed_within_2min_of_promotion": self.short_lived,
             "spawns_beyond_demand": self.beyond,
             "sim_end_s": round(end, 1),
