@@ -39,8 +39,10 @@ from store import credentials
 from store.base import NewTask, Store, TaskStatus, WorkerCredentialKind, WorkerRow
 from store.postgres import PostgresStore
 from store.reigh import fixture
+from telemetry import tracing
 from tests.integration.test_worker_credentials import _drop_roles_of
 from tests.support.fleet_harness import actor_pid, explain_fleet, fast_settings, fleet_cleanup, sigkill, unique_name
+from tests.support.otlp_receiver import OtlpReceiver
 from tests.support.polling import wait_for
 
 S = WorkerState
@@ -186,13 +188,25 @@ def _wait_state(store: Store, worker_id: str, state: WorkerState, timeout_s: flo
     return row
 
 
+@pytest.fixture
+def receiver() -> Iterator[OtlpReceiver]:
+    with OtlpReceiver() as rcv:
+        yield rcv
+    tracing.reset_tracing()
+
+
 def test_the_lifecycle_stops_a_drained_pod_and_resumes_the_same_worker(
-    pg: PostgresStore, database_url: str, tmp_path: Path
+    pg: PostgresStore, database_url: str, tmp_path: Path, receiver: OtlpReceiver
 ) -> None:
-    settings = fast_settings(database_url, tmp_path)
+    base = fast_settings(database_url, tmp_path)
+    settings = base.model_copy(
+        update={"telemetry": base.telemetry.model_copy(update={"otlp_endpoint": receiver.endpoint})}
+    )
     provider = LocalProvider(tmp_path)
     wid = "gpu-20261201_120000-0000dddd"
-    pg.create_worker(wid, reason="scale_up: test")
+    tracing.setup_tracing(settings.telemetry, component="scaler", identity="test")
+    traceparent = tracing.start_lifecycle_trace(wid)
+    pg.create_worker(wid, reason="scale_up: test", trace_context=traceparent)
     lifecycle = _lifecycle(settings, wid)
     try:
         active = _wait_state(pg, wid, S.ACTIVE)
@@ -219,6 +233,19 @@ def test_the_lifecycle_stops_a_drained_pod_and_resumes_the_same_worker(
         lifecycle.stop()
     moves = [(e.from_status, e.to_status) for e in pg.list_worker_events(worker_id=wid) if e.from_status != e.to_status]
     assert moves[:-2] == [(None, "spawning")] + [(a.value, b.value) for a, b, _ in PARK_AND_RESUME]
+
+    # One trace from the decision's anchor to the end, across the stop and the resume.
+    trace_id = traceparent.split("-")[1] if traceparent else None
+    spans = [s for s in receiver.wait_for(lambda got: any(s.name == tracing.END_SPAN for s in got), timeout=20)]
+    ours = [s for s in spans if s.trace_id == trace_id]
+    phases = [s.name for s in sorted(ours, key=lambda s: s.start_ns) if s.attributes.get("lifecycle.phase")]
+    assert phases == ["provision", "boot", "active", "drain", "stop", "stopped", "resume", "active", "terminate"], (
+        phases
+    )
+    resume = next(s for s in ours if s.name == "resume")
+    assert resume.attributes.get("pod.resumed") is True
+    moved_to = [s.attributes["to"] for s in sorted(ours, key=lambda s: s.start_ns) if s.name == tracing.TRANSITION_SPAN]
+    assert moved_to[:7] == ["active", "draining", "stopping", "stopped", "resuming", "active", "terminating"], moved_to
 
 
 # --- the Scaler carries out the default policy's warm pool ---------------------------------------------
