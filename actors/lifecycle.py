@@ -384,7 +384,8 @@ class WorkerLifecycle:
             last_error=self._last_error,
             last_error_at=self._last_error_at,
         )
-        report = supervision.loop_health(facts, time.time(), interval_s=self._poll_s)
+        # Judged against this state's own pause (a stopped pod is polled slowly: that is not stuck).
+        report = supervision.loop_health(facts, time.time(), interval_s=self._poll_for_state())
         report["state"] = self._state.value if self._state else None
         report["finished"] = self._finished.is_set()
         outage = self._outage

@@ -17,6 +17,7 @@ import contextlib
 import dataclasses
 import logging
 import os
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -218,6 +219,10 @@ def test_the_lifecycle_stops_a_drained_pod_and_resumes_the_same_worker(
         pod = provider.get(active.pod_id)
         assert pod.status is PodStatus.EXITED and _group_gone(pod.raw), pod.raw
         assert stopped.pod_id == active.pod_id and stopped.status_since is not None
+        # A stopped pod is polled every 30 s: 45 s after its last step the lifecycle is slow, not stuck.
+        wait_for(lambda: lifecycle.status()["state"] == "stopped", 10, "the lifecycle follows the row")
+        lifecycle._last_completed_at = time.time() - 45
+        assert lifecycle.health()["verdict"] == "ok", lifecycle.health()
 
         lifecycle.request_resume("scale_up: test")
         resumed = _wait_state(pg, wid, S.ACTIVE)
