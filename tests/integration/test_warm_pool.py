@@ -32,7 +32,8 @@ from actors import scaler as scaler_mod
 from cloud.base import PodStatus
 from cloud.local import LocalFaults, LocalProvider
 from config.settings import OrchestratorSettings
-from fleet.lifecycle import TRANSITIONS
+from fleet import supervision
+from fleet.lifecycle import TRANSITIONS, PodPhase
 from fleet.models import BreakerState, Decision, DecisionKind, WorkerState
 from orchestrator import explain_queries
 from orchestrator.forensics import render_worker
@@ -72,6 +73,35 @@ def _entered(store: Store, worker_id: str) -> float:
     """When the row entered its status, by its newest move in worker_events."""
     moves = [e for e in store.list_worker_events(worker_id=worker_id) if e.from_status != e.to_status]
     return moves[-1].at.timestamp()
+
+
+# --- what a lifecycle does to the pod (pure) --------------------------------------------------------
+
+_STOP, _RESUME, _OBSERVE = (
+    supervision.LifecycleAction.STOP_POD,
+    supervision.LifecycleAction.RESUME_POD,
+    supervision.LifecycleAction.OBSERVE,
+)
+
+
+@pytest.mark.parametrize(
+    ("state", "phase", "error", "due", "action"),
+    [
+        (S.STOPPING, PodPhase.RUNNING, None, True, _STOP),
+        (S.STOPPING, PodPhase.EXITED, None, True, _STOP),  # exited is not necessarily stopped: ask anyway
+        (S.STOPPING, PodPhase.RUNNING, None, False, _OBSERVE),  # accepted, or a refusal waiting out its backoff
+        (S.STOPPING, PodPhase.GONE, None, True, _OBSERVE),
+        (S.STOPPED, PodPhase.EXITED, None, True, _OBSERVE),
+        (S.RESUMING, PodPhase.EXITED, None, True, _RESUME),
+        (S.RESUMING, PodPhase.EXITED, None, False, _OBSERVE),  # asked once already
+        (S.RESUMING, PodPhase.EXITED, "CapacityUnavailable: no free GPU", True, _OBSERVE),
+        (S.RESUMING, PodPhase.RUNNING, None, True, _OBSERVE),
+    ],
+)
+def test_what_a_lifecycle_does_to_a_parked_pod(
+    state: WorkerState, phase: PodPhase, error: str | None, due: bool, action: supervision.LifecycleAction
+) -> None:
+    assert supervision.lifecycle_action(state, phase, error, stop_due=due, resume_due=due) is action
 
 
 # --- the rows ---------------------------------------------------------------------------------------
