@@ -29,13 +29,14 @@ kept as an offset to this process's monotonic clock, which halves the calls of a
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
@@ -396,9 +397,12 @@ def gateway_store(settings: OrchestratorSettings, call: GatewayCall) -> store_ba
 class GatewayProvider:
     """A Provider whose reads come from the gateway's shared pod list and whose acts are this process's own.
 
-    `get` and `list` go to the gateway until this process acted on a pod itself (create, terminate,
-    stop, resume); from then on everything goes to the real provider (built by `provider_factory` on
-    first act), so a lifecycle sees the result of its own act at once, never an older list.
+    `get` and `list` go to the gateway, except right after this process acted on a pod itself
+    (create, terminate, stop, resume: the real provider, built by `provider_factory` on first act):
+    for twice the shared list's max age after an act its reads go to the real provider too, so a
+    lifecycle sees the result of its own act at once, never an older list. After that the gateway's
+    list began after the act, and reads go back to it: a pod stopped and resumed (the warm pool)
+    lives on for hours, and its lifecycle must not poll the provider on its own all that time.
     """
 
     def __init__(
@@ -414,30 +418,39 @@ class GatewayProvider:
         self._factory = provider_factory or _open_provider
         self._own: cloud.Provider | None = None
         self._opened = False
+        # Reads go to the real provider until then (monotonic): see the class docstring.
+        self._own_reads_s = 2 * pod_list_max_age_s(settings)
+        self._own_reads_until = float("-inf")
 
     def __repr__(self) -> str:
         return f"GatewayProvider({self.name}, own={self._own is not None})"
 
     def create(self, name: str, spec: cloud.PodSpec) -> cloud.Pod:
-        return self._real().create(name, spec)
+        with self._acting() as provider:
+            return provider.create(name, spec)
 
     def terminate(self, pod_id: str) -> None:
-        self._real().terminate(pod_id)
+        with self._acting() as provider:
+            provider.terminate(pod_id)
 
     def stop(self, pod_id: str) -> None:
-        self._real().stop(pod_id)
+        with self._acting() as provider:
+            provider.stop(pod_id)
 
     def resume(self, pod_id: str) -> cloud.Pod:
-        return self._real().resume(pod_id)
+        with self._acting() as provider:
+            return provider.resume(pod_id)
 
     def get(self, pod_id: str) -> cloud.Pod:
-        if self._own is not None:
-            return self._own.get(pod_id)
+        own = self._reading_own()
+        if own is not None:
+            return own.get(pod_id)
         return cast(cloud.Pod, self._read("pod", pod_id))
 
     def list(self, name_prefix: str) -> list[cloud.Pod]:
-        if self._own is not None:
-            return self._own.list(name_prefix)
+        own = self._reading_own()
+        if own is not None:
+            return own.list(name_prefix)
         return cast(list[cloud.Pod], self._read("pods", name_prefix))
 
     def close(self) -> None:
@@ -450,6 +463,18 @@ class GatewayProvider:
             self._own = self._factory(self._settings)
             self.name = self._own.name
         return self._own
+
+    @contextlib.contextmanager
+    def _acting(self) -> Iterator[cloud.Provider]:
+        """The real provider for an act; this process reads its own for a while after it (even a failed one)."""
+        try:
+            yield self._real()
+        finally:
+            self._own_reads_until = time.monotonic() + self._own_reads_s
+
+    def _reading_own(self) -> cloud.Provider | None:
+        """The real provider while this process's last act is recent, else None (the gateway's list)."""
+        return self._own if time.monotonic() < self._own_reads_until else None
 
     def _read(self, method: str, arg: str) -> Any:
         if not self._opened:

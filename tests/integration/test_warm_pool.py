@@ -29,7 +29,8 @@ import ray
 from actors import lifecycle as lifecycle_mod
 from actors import remote
 from actors import scaler as scaler_mod
-from cloud.base import PodStatus
+from actors.store_gateway import GatewayProvider
+from cloud.base import PodSpec, PodStatus
 from cloud.local import LocalFaults, LocalProvider
 from config.settings import OrchestratorSettings
 from fleet import supervision
@@ -281,6 +282,35 @@ def test_the_lifecycle_stops_a_drained_pod_and_resumes_the_same_worker(
     assert resume.attributes.get("pod.resumed") is True
     moved_to = [s.attributes["to"] for s in sorted(ours, key=lambda s: s.start_ns) if s.name == tracing.TRANSITION_SPAN]
     assert moved_to[:7] == ["active", "draining", "stopping", "stopped", "resuming", "active", "terminating"], moved_to
+
+
+def test_a_lifecycle_reads_its_own_pod_after_an_act_then_the_shared_list_again(
+    database_url: str, tmp_path: Path
+) -> None:
+    """A stopped or resumed pod lives on for hours: its lifecycle reads the provider itself only right
+    after its own stop or resume (so it never sees an older list), then the gateway's shared list."""
+    settings = fast_settings(database_url, tmp_path)  # shared list at most 0.25 s old: own reads for 0.5 s
+    own = LocalProvider(tmp_path)
+    spec = PodSpec(image="local", gpu_types=["local"], start_command="sleep 60")
+    pod = own.create("gpu-20261201_120000-0000eeee", spec)
+    gateway_reads: list[str] = []
+
+    def gateway(method: str, args: tuple[Any, ...]) -> Any:
+        gateway_reads.append(method)
+        return own.get(args[1]) if method == "pod" else None
+
+    provider = GatewayProvider(settings, gateway, provider_factory=lambda _settings: own)
+    try:
+        assert provider.get(pod.id).status is PodStatus.RUNNING and gateway_reads == ["open", "pod"]
+        provider.stop(pod.id)
+        assert provider.get(pod.id).status is PodStatus.EXITED, "its own act seen at once"
+        assert gateway_reads == ["open", "pod"]
+        time.sleep(0.6)
+        assert provider.get(pod.id).status is PodStatus.EXITED and gateway_reads == ["open", "pod", "pod"]
+        provider.resume(pod.id)
+        assert provider.get(pod.id).status is PodStatus.RUNNING and gateway_reads.count("pod") == 2
+    finally:
+        own.terminate(pod.id)
 
 
 # --- the Scaler carries out the default policy's warm pool ---------------------------------------------
