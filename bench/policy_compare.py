@@ -28,10 +28,11 @@ from sim.baselines import POLICY_NAMES, make_policy  # noqa: E402
 
 TRACES = ["steady", "bursty", "diurnal", "many-users", "incident-evening"]
 POLICIES = list(POLICY_NAMES)
-REFERENCES = ["oracle", "oracle-p95", "bound"]
+REFERENCES = ["oracle", "oracle-warm", "oracle-p95", "bound"]
 COLUMNS = [
     ("billed_per_busy", "billed/busy", 2),
     ("gap_closed", "gap closed (oracle)", 2),
+    ("gap_closed_warm", "gap closed (oracle-warm)", 2),
     ("gap_closed_p95", "gap closed (oracle-p95)", 2),
     ("wait_p50_s", "wait p50 s", 0),
     ("wait_p95_s", "wait p95 s", 0),

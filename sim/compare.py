@@ -5,8 +5,9 @@ through `compare`, so each shows, per policy, billed/busy, the p95 wait and the 
 gap between the anchor policy (`ANCHOR`) and a reference that the policy closes:
 `(anchor - policy) / (anchor - reference)` in billed/busy, 0 for the anchor itself, 1 for a policy
 as cheap as the reference, negative for one dearer than the anchor. The references are those of
-`sim.oracle`: `oracle` (the clairvoyant zero-wait plan) and `oracle-p95` (a clairvoyant plan
-allowed the anchor's p95 wait); `bound` is the strict lower bound at the least wait.
+`sim.oracle`: `oracle` (the clairvoyant zero-wait plan), `oracle-p95` (a clairvoyant plan
+allowed the anchor's p95 wait) and `oracle-warm` (the zero-wait plan that may also park pods in a
+warm pool); `bound` is the strict lower bound at the least wait.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ __all__ = ["ANCHOR", "GAP_REFERENCES", "NAMES", "compare"]
 # The policy whose distance to the references is measured: the default before it learned.
 ANCHOR = "previous"
 # reference name -> the figure that holds the fraction of the anchor's gap to it that a policy closes
-GAP_REFERENCES = {"oracle": "gap_closed", "oracle-p95": "gap_closed_p95"}
+GAP_REFERENCES = {"oracle": "gap_closed", "oracle-p95": "gap_closed_p95", "oracle-warm": "gap_closed_warm"}
 NAMES = (*POLICY_NAMES, *oracle.REFERENCE_NAMES)
 
 

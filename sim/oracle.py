@@ -2,8 +2,8 @@
 
 A policy decides online: it does not know when the next task comes, how long a task runs or how
 long the next pod will boot. The references below know all of it (the trace, and, for the pods,
-the same seeded world `sim.engine` draws). Three references (`reference_figures`): `bound`,
-`oracle` and `oracle-p95`.
+the same seeded world `sim.engine` draws). Four references (`reference_figures`): `bound`,
+`oracle`, `oracle-warm` and `oracle-p95`.
 
 **`bound` = `zero_wait_bound(...)`, a lower bound.** The least billed GPU-seconds of *any* fleet that serves the
 trace at the least wait the world allows: every task started as soon as its arrival, its parent
@@ -34,6 +34,13 @@ layering with each start priced at the boot the world draws for it, in spawn ord
 its pods. A plan a clairvoyant fleet could carry out (give or take the cycle and poll
 granularity), not a bound: the reference the default policy's gap is measured to.
 
+**`oracle-warm` = `warm_layered(...)`, the clairvoyant zero-wait plan with a warm pool.** The
+world may stop a pod and resume it later (`SimParams.resume`, `resume_error_rate`, `stop_delay_s`,
+`stopped_cost_share`): each idle gap is then paid idle, parked (stop, disk while stopped, a resume)
+or bridged by a new pod, whichever is cheapest. The reference to measure a policy that uses the
+warm pool against in the same world: `oracle` knows no warm pool, so such a policy can close more
+than its whole gap to it.
+
 **`oracle-p95` = `clairvoyant_plan(trace, ..., wait_p95_s)`, the plan at a given wait.** Allowed a
 p95 wait, a clairvoyant fleet can let a task wait for a pod that frees soon instead of starting
 one. The plan is the cheapest of a family of such schedules (a task waits if a running task ends
@@ -48,6 +55,7 @@ import bisect
 import heapq
 import itertools
 import math
+import random
 from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -69,6 +77,7 @@ __all__ = [
     "reference_figures",
     "schedule",
     "start_costs",
+    "warm_layered",
     "zero_wait_bound",
 ]
 
@@ -355,6 +364,53 @@ def clairvoyant_plan(
     return _figures(best[2], best[1])
 
 
+def warm_layered(runs: Sequence[Run], config: ScalingSettings, params: SimParams) -> Bound:
+    """`layered_bound(drawn=True)` in a world with a warm pool: a gap of a layer may also be bridged
+    by parking its pod (stop, disk billed while stopped) and resuming it in time.
+
+    A parked gap g costs `stop_delay_s + stopped_cost_share * g` plus the resume: the mean resume
+    time, or, for the share of resumes the world refuses, the refusal and a new pod's mean start.
+    Each gap takes the cheapest of staying idle, parking and a new pod; each layer's first use is a
+    new pod, as in `oracle`. Resumes are priced at their mean, not drawn one by one: a plan a
+    clairvoyant fleet could carry out on average, the warm world's counterpart of `oracle`.
+    """
+    ls = layers(need_profile(runs, config.tasks_per_worker))
+    busy_tasks = sum(e - s for s, e in runs)
+    n_layers = len(ls)
+    busy_layers = sum(layer.busy_s for layer in ls)
+    gaps = [g for layer in ls for g in layer.gaps_s]
+    cold_cost, _ = start_costs(params, config, n_layers + len(gaps), drawn=True)
+    cold = (cold_cost[-1] / (n_layers + len(gaps))) if n_layers + len(gaps) else 0.0
+    resume_draw = params.resume_sampler()
+    rng = random.Random(f"resume-mean:{params.seed}")
+    resume_mean = sum(resume_draw(rng) for _ in range(1000)) / 1000
+    refused = params.resume_error_rate
+    resume_price = (1 - refused) * resume_mean + refused * (params.resume_error_after_s + cold)
+    idle_paid, parked, bridged_cold = 0.0, 0, 0
+    for g in gaps:
+        park = params.stop_delay_s + params.stopped_cost_share * g + resume_price
+        best = min(g, park, cold)
+        if best == g:
+            idle_paid += g
+        elif best == park:
+            idle_paid += park
+            parked += 1
+        else:
+            bridged_cold += 1
+    starts = n_layers + bridged_cold
+    total = busy_layers + idle_paid + cold_cost[starts]
+    _, failed = start_costs(params, config, starts, drawn=True)
+    return Bound(
+        billed_s=total,
+        busy_s=busy_tasks,
+        starts=starts,
+        layers=n_layers,
+        gaps_kept=len(gaps) - bridged_cold - parked,
+        failed_spawns=failed[starts],
+        start_s=(cold_cost[starts] / starts) if starts else 0.0,
+    )
+
+
 def gap_closed(default: float, policy: float, reference: float) -> float | None:
     """Fraction of the default's distance to the reference that `policy` closes (1 = reached it)."""
     if default - reference <= 1e-9:
@@ -363,15 +419,18 @@ def gap_closed(default: float, policy: float, reference: float) -> float | None:
 
 
 # The references, by the name the benchmarks and `orchestrator simulate --policy` use.
-REFERENCE_NAMES = ("bound", "oracle", "oracle-p95")
+REFERENCE_NAMES = ("bound", "oracle", "oracle-p95", "oracle-warm")
 
 
 def reference_figures(
     trace: Sequence[TraceTask], config: ScalingSettings, params: SimParams, default_p95_s: float
 ) -> dict[str, Figures]:
-    """`bound` (zero-wait lower bound), `oracle` (zero-wait plan, drawn boots), `oracle-p95` (plan at that p95)."""
+    """`bound` (zero-wait lower bound), `oracle` (zero-wait plan, drawn boots), `oracle-p95` (plan at that p95),
+    `oracle-warm` (the zero-wait plan when gaps may also be bridged by a warm pool: `warm_layered`)."""
+    earliest = earliest_schedule(trace, config)
     return {
         "bound": zero_wait_bound(trace, config, params),
         "oracle": zero_wait_bound(trace, config, params, drawn=True),
         "oracle-p95": clairvoyant_plan(trace, config, params, default_p95_s),
+        "oracle-warm": _figures(warm_layered(earliest.runs, config, params), earliest),
     }

@@ -59,6 +59,32 @@ def test_known_optimum(tasks: list[TraceTask], overrides: dict[str, int], billed
         assert figures["pod_starts"] == starts
 
 
+def test_the_warm_plan_parks_a_gap_when_a_resume_is_cheaper_than_idling_or_a_new_pod() -> None:
+    warm = engine.SimParams(
+        boot="fixed:50",
+        spawn_error_rate=0.0,
+        no_heartbeat_rate=0.0,
+        terminate_delay_s=5.0,
+        resume="fixed:10",
+        resume_error_rate=0.0,
+        stop_delay_s=5.0,
+        stopped_cost_share=0.01,
+    )
+    config = engine.sim_scaling()
+    tasks = _tasks((0, "a", 100), (300, "a", 100))
+    runs = oracle.earliest_schedule(tasks, config).runs
+    # the gap of 200 s: idle 200, a new pod 55, parked 5 + 0.01 * 200 + 10 = 17
+    assert oracle.warm_layered(runs, config, warm).billed_s == pytest.approx(200 + START + 17)
+    # a gap of 10 s stays idle; with resumes refused it is bridged by a new pod like `oracle`
+    assert oracle.warm_layered(
+        oracle.earliest_schedule(_tasks((0, "a", 100), (110, "a", 100)), config).runs, config, warm
+    ).billed_s == pytest.approx(210 + START)
+    refused = engine.SimParams(**{**warm.__dict__, "resume_error_rate": 1.0})
+    assert oracle.warm_layered(runs, config, refused).billed_s == pytest.approx(
+        oracle.layered_bound(runs, config, refused, drawn=True).billed_s
+    )
+
+
 def test_least_wait_schedule_follows_the_limits() -> None:
     tasks = _tasks((0, "a", 100), (0, "a", 100), (10, "b", 50))
     sched = oracle.earliest_schedule(tasks, engine.sim_scaling({"per_user_concurrency_limit": 1}))
@@ -166,7 +192,7 @@ def test_cli_prints_references_and_the_gap(tmp_path: Path) -> None:
     assert res.exit_code == 0, res.output
     data = json.loads(res.output)
     assert data["policy"] == "oracle" and data["figures"]["wait_p95_s"] == 0
-    assert set(data["comparison"]) == {"oracle", compare.ANCHOR, "oracle-p95", "bound"}
+    assert set(data["comparison"]) == {"oracle", compare.ANCHOR, "oracle-p95", "oracle-warm", "bound"}
     assert data["comparison"][compare.ANCHOR]["gap_closed"] == 0.0
     res = CliRunner().invoke(app, ["simulate", "--trace", str(trace), "--policy", "keda"])
     assert res.exit_code == 0 and "gap closed" in res.output and "oracle-p95" in res.output
