@@ -154,7 +154,8 @@ TRANSITIONS: Mapping[WorkerState, Mapping[WorkerState, str]] = MappingProxyType(
         _S.STOPPING: MappingProxyType(
             {
                 _S.STOPPED: "the provider confirmed the pod stopped: no GPU billed any more, its disk is",
-                _S.TERMINATING: "the pod vanished while stopping, or the operator asked to terminate",
+                _S.TERMINATING: "the pod vanished while stopping, the stop did not take within drain_timeout_s, or "
+                "the operator asked to terminate",
             }
         ),
         _S.STOPPED: MappingProxyType(
@@ -299,6 +300,9 @@ def _active(obs: Observation, now: float, state_since: float, config: ScalingSet
 
 
 def _draining(obs: Observation, now: float, state_since: float, config: ScalingSettings) -> Transition | None:
+    if obs.park_requested and obs.pod_phase is PodPhase.EXITED and obs.tasks_in_progress == 0:
+        # A worker that exits once drained (the native one does) leaves just the stopped pod a park wants.
+        return Transition(_S.STOPPING, "parked: the drained worker exited; stopping its pod for the warm pool")
     if _gone(obs.pod_phase):
         return Transition(
             _S.ERROR, f"drain_lost: pod {obs.pod_phase.value} while draining {obs.tasks_in_progress} task(s)"
@@ -333,13 +337,20 @@ def _draining(obs: Observation, now: float, state_since: float, config: ScalingS
     return None
 
 
-def _stopping(obs: Observation, now: float, state_since: float) -> Transition | None:
+def _stopping(obs: Observation, now: float, state_since: float, config: ScalingSettings) -> Transition | None:
     if obs.terminate_requested:
         return Transition(_S.TERMINATING, "terminate_requested: operator asked while the pod was stopping")
     if obs.pod_phase is PodPhase.GONE:
         return Transition(_S.TERMINATING, "stop_lost: the pod vanished while stopping; confirming it gone")
     if obs.pod_phase is PodPhase.EXITED:
         return Transition(_S.STOPPED, f"stopped: the provider confirmed the pod stopped after {_s(now - state_since)}")
+    if now - state_since > config.drain_timeout_s:
+        # A stop that never takes leaves the GPU billed: give the pod up instead.
+        return Transition(
+            _S.TERMINATING,
+            f"stop_timeout: the pod still not stopped after {_s(now - state_since)} "
+            f"(limit drain_timeout_s {_s(config.drain_timeout_s)}); terminating it",
+        )
     return None
 
 
@@ -406,7 +417,7 @@ def next_transition(
     elif current is _S.DRAINING:
         result = _draining(obs, now, state_since, config)
     elif current is _S.STOPPING:
-        result = _stopping(obs, now, state_since)
+        result = _stopping(obs, now, state_since, config)
     elif current is _S.STOPPED:
         result = _stopped(obs, now, state_since)
     elif current is _S.RESUMING:

@@ -56,7 +56,17 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-WORKER_STATES = ("spawning", "active", "draining", "terminating", "terminated", "error")
+WORKER_STATES = (
+    "spawning",
+    "active",
+    "draining",
+    "stopping",
+    "stopped",
+    "resuming",
+    "terminating",
+    "terminated",
+    "error",
+)
 BREAKER_STATES = ("closed", "open", "half_open")
 _CYCLE_BOUNDARIES: list[float] = [0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60]
 _BOOT_BOUNDARIES: list[float] = [10, 30, 60, 90, 120, 180, 240, 300, 450, 600, 900, 1800]

@@ -59,7 +59,7 @@ ANCHOR_SPAN = "worker.lifecycle.start"
 END_SPAN = "worker.lifecycle.end"
 TRANSITION_SPAN = "worker.transition"
 DECISION_SPAN = "scaler.decision"
-PHASES = ("provision", "boot", "active", "drain", "terminate")
+PHASES = ("provision", "boot", "active", "drain", "stop", "stopped", "resume", "terminate")
 INSTRUMENTATION_NAME = "gpu_orchestrator"
 
 # A transition flush waits at most this long for the collector: a slow Jaeger must not stall a

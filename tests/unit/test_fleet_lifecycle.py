@@ -205,3 +205,14 @@ def test_a_refused_or_silent_resume_fails_without_a_spawn_outcome_and_a_stopped_
     assert (
         S.RESUMING.counts_as_capacity() and not S.STOPPED.counts_as_capacity() and not S.STOPPING.counts_as_capacity()
     )
+
+
+def test_a_parked_worker_that_exits_once_drained_is_stopped_and_a_stop_that_never_takes_is_terminated() -> None:
+    exited = step(S.DRAINING, Observation(PodPhase.EXITED, 1_050.0, park_requested=True), 1_060.0)
+    assert exited is not None and exited.to is S.STOPPING and exited.code == "parked"
+    # without a park, an exited pod under a draining worker is still a loss
+    assert step(S.DRAINING, Observation(PodPhase.EXITED, 1_050.0), 1_060.0).to is S.ERROR
+    stuck = step(
+        S.STOPPING, Observation(PodPhase.RUNNING, 1_050.0), 1_060.0 + CFG.drain_timeout_s + 1, state_since=1_060.0
+    )
+    assert stuck is not None and stuck.to is S.TERMINATING and stuck.code == "stop_timeout"
