@@ -344,7 +344,7 @@ class ScalingSettings(_Section):
         description="After an infrastructure fault, heartbeat losses are re-checked after this long.",
     )
     warm_pool_size: int = Field(
-        default=0,
+        default=10,
         ge=0,
         le=1000,
         description="Most drained pods kept stopped for a quick resume instead of terminated (0: none; "

@@ -452,7 +452,9 @@ def decide(ctx: PolicyContext) -> Decision:
         config.scale_down_stabilization_s
     )
     work_arriving = demand_tasks > 0 or (last_demand_at is not None and now - last_demand_at <= boot_est)
-    keep_for = max(config.idle_timeout_s, refill_s) if work_arriving else config.idle_timeout_s
+    # Before anything is learned the ski-rental rule keeps the boot (17:59: a worker killed a minute
+    # after a 2.5 minute boot while work kept arriving), warm pool or not.
+    keep_for = max(config.idle_timeout_s, boot_est) if work_arriving else config.idle_timeout_s
     if surplus > 0 and spawn == 0 and not resume:
         idle = sorted(
             ((t, w) for w in active if (t := idle_for(w, now)) is not None), key=lambda tw: (-tw[0], tw[1].id)
@@ -476,8 +478,7 @@ def decide(ctx: PolicyContext) -> Decision:
                 f"{learning.MIN_ACTIVE_BEFORE_DRAIN_S:.0f}s of promotion"
                 if keep_idle is not None
                 else f"keep idle >= {keep_for:.0f}s = max(idle_timeout {config.idle_timeout_s:.0f}s, "
-                + (f"resume estimate {refill_s:.0f}s" if warm_pool else f"boot estimate {boot_est:.0f}s")
-                + ") while work keeps arriving"
+                f"boot estimate {boot_est:.0f}s) while work keeps arriving"
                 if work_arriving
                 else f"keep idle >= idle_timeout {config.idle_timeout_s:.0f}s (no demand for "
                 f"{'ever' if last_demand_at is None else f'{now - last_demand_at:.0f}s'})"
