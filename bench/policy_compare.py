@@ -4,7 +4,8 @@
 
 Prints a markdown table (figures are means over the seeds; each seed draws other boot times and
 failures): per trace, each policy (`sim.baselines`) and reference (`sim.oracle`: `oracle`, the
-clairvoyant zero-wait plan; `oracle-p95`, a clairvoyant plan allowed the anchor's p95 wait; `bound`,
+clairvoyant zero-wait plan; `oracle-warm`, the same plan free to park pods in a warm pool;
+`oracle-p95`, a clairvoyant plan allowed the anchor's p95 wait; `bound`,
 the lower bound at the least wait) with billed/busy, waits and the fraction of the anchor's gap to
 each reference it closes (`sim.compare`), and, for the default policy, whether it beats each
 baseline on billed/busy at an equal or better p95 queue wait. `--traces DIR` runs every CSV of
@@ -39,6 +40,7 @@ COLUMNS = [
     ("wait_p99_s", "wait p99 s", 0),
     ("billed_gpu_s", "billed GPU-h", None),
     ("spawns", "spawns", 1),
+    ("resumes", "resumes", 1),
     ("failed_spawns", "failed", 1),
     ("peak_workers", "peak", 1),
     ("killed_within_2min_of_promotion", "killed <2 min", 1),
@@ -89,7 +91,8 @@ def table(results: dict[tuple[str, str], dict[str, float]], seeds: int, traces: 
     tuned = ", ".join(f"{k}={v:g}" for k, v in engine.SIM_SCALING_OVERRIDES.items()) or "no overrides"
     lines.append("")
     lines.append(
-        f"Means over {seeds} seed(s); boot uniform 56-157 s, 3% spawn errors, 3% pods that never heartbeat. "
+        f"Means over {seeds} seed(s); boot uniform 56-157 s, 3% spawn errors, 3% pods that never heartbeat; "
+        "a stopped pod resumes in 20-60 s, 10% of resumes refused, its disk billed at 2% of the GPU. "
         f"Default policy: production ScalingSettings with {tuned}. Gap closed: "
         f"({compare.ANCHOR} - policy) / ({compare.ANCHOR} - reference) in billed/busy."
     )

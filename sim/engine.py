@@ -691,6 +691,7 @@ class _Sim:
             "resumes": self.resumes,
             "resume_failures": self.resume_failures,
             "stopped_billed_gpu_s": round(stopped, 1),
+            "stopped_at_end": sum(1 for w in self.workers.values() if w.state is WorkerState.STOPPED),
         }
         return SimResult(self.pol.name, figures, self.timeline, self.waits, self.reasons, self.runs, pods)
 

@@ -35,6 +35,7 @@ class DemoResult:
     wait_p95_s: float | None
     speed: float
     still_up: int = 0  # workers the scaler had not stopped when the run ended (the demo stops them)
+    parked: int = 0  # workers the scaler parked in the warm pool (pod stopped) and the demo terminated
     scale_downs: int = 0  # drains the scaler decided
 
     def lines(self) -> list[str]:
@@ -50,6 +51,7 @@ class DemoResult:
             f"{self.tasks_unfinished} unfinished",
             f"fleet:        {self.spawns} spawns, {self.terminations} terminations "
             f"({self.scale_downs} drained by the scaler when idle"
+            + (f"; {self.parked} parked in the warm pool (pod stopped), terminated by the demo" if self.parked else "")
             + (f"; {self.still_up} still up at the end, stopped by the demo)" if self.still_up else ")"),
             f"GPU-seconds:  {self.billed_s:.1f} billed vs {self.busy_s:.1f} busy "
             f"({utilization} utilization, demo time)",
@@ -87,7 +89,8 @@ def summarize(
         spawns=sum(1 for e in events if e.from_status is None),
         terminations=sum(1 for e in events if e.to_status == "terminated"),
         scale_downs=sum(1 for e in events if e.to_status == "draining"),
-        still_up=sum(1 for w in workers if w.terminated_at is None and str(w.status) != "terminated"),
+        still_up=sum(1 for w in workers if w.terminated_at is None and str(w.status) not in ("terminated", "stopped")),
+        parked=sum(1 for w in workers if w.terminated_at is None and str(w.status) == "stopped"),
         billed_s=billed,
         busy_s=busy,
         wait_p50_s=_percentile(waits, 50),

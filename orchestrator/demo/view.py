@@ -229,7 +229,9 @@ class View:
                 elif time.monotonic() - last_plain >= 5:
                     console.print(live_view.plain_line(snap), highlight=False, soft_wrap=True)
                     last_plain = time.monotonic()
-                if tasks_done and not snap.workers:  # the snapshot's workers are the live ones
+                # The snapshot's workers are the live ones; a stopped one is parked in the warm pool
+                # (no GPU billed): the fleet has scaled down once only those are left.
+                if tasks_done and all(w.state == "stopped" for w in snap.workers):
                     break
                 if tasks_done:
                     phase = "scaling down"

@@ -22,7 +22,10 @@ NAMESPACE = "gpu-orchestrator"
 
 
 def fast_settings(database_url: str, state_dir: Path, **scaling: Any) -> OrchestratorSettings:
-    """Settings with short intervals (cycle and heartbeat 0.5 s) and a LocalProvider in `state_dir`."""
+    """Settings with short intervals (cycle and heartbeat 0.5 s) and a LocalProvider in `state_dir`.
+
+    No warm pool unless asked (`warm_pool_size=N`): these fleets are checked for scaling back to no
+    pod at all; the warm pool's own end-to-end tests (test_warm_pool.py) ask for one."""
     knobs: dict[str, Any] = {
         "min_workers": 0,
         "max_workers": 4,
@@ -38,6 +41,7 @@ def fast_settings(database_url: str, state_dir: Path, **scaling: Any) -> Orchest
         "default_boot_time_s": 1.0,
         "breaker_cooldown_s": 300.0,
         "max_spawns_per_cycle": 4,
+        "warm_pool_size": 0,
     }
     knobs.update(scaling)
     lease_ttl = knobs.pop("lease_ttl_s", 3.0)
