@@ -43,9 +43,9 @@ SHORT = {
 }
 
 
-def rows(path: Path, policies: list[str], seeds: int, warm_pool_size: int = 0) -> dict[str, dict[str, float]]:
+def rows(path: Path, policies: list[str], seeds: int, warm_pool_size: int | None = None) -> dict[str, dict[str, float]]:
     tasks = sim_trace.load_trace(path)
-    config = engine.sim_scaling({"warm_pool_size": warm_pool_size})
+    config = engine.sim_scaling({} if warm_pool_size is None else {"warm_pool_size": warm_pool_size})
     per: dict[str, list[dict[str, float]]] = {name: [] for name in [*policies, "oracle"]}
     for seed in range(seeds):
         params = engine.SimParams(seed=seed)
@@ -72,7 +72,9 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--traces", type=Path, default=None, help="run every CSV of this folder instead")
     parser.add_argument("--policies", default="previous,default,keda")
-    parser.add_argument("--warm-pool-size", type=int, default=0, help="scaling.warm_pool_size of the default policy")
+    parser.add_argument(
+        "--warm-pool-size", type=int, default=None, help="scaling.warm_pool_size of the default policy (production's)"
+    )
     args = parser.parse_args()
     paths = (
         {p.stem: p for p in sorted(args.traces.glob("*.csv"))}
