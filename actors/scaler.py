@@ -755,7 +755,11 @@ class Scaler:
         learned_since = datetime.fromtimestamp(now - learning.DEMAND_MEMORY_S, tz=UTC)
         recorded = self._store.list_decisions(since=learned_since, limit=learning.MAX_POINTS)
         learned = learning.memory_from_decisions(((d.at.timestamp(), d.inputs) for d in recorded if d.at), now)
-        history = FleetHistory(last_scale_up_at=max(scale_ups, default=None), learned=learned)
+        history = FleetHistory(
+            last_scale_up_at=max(scale_ups, default=None),
+            learned=learned,
+            resume_samples=policy.resume_samples_from_events(events),
+        )
         self._history = policy.record_outcomes(history, self._events.outcomes(), now, self._config)
         self._last_record_key = None
         logger.info(

@@ -67,6 +67,8 @@ __all__ = [
     "median_boot",
     "outcomes_from_events",
     "record_outcomes",
+    "resume_estimate",
+    "resume_samples_from_events",
 ]
 
 # How many recent measured boot times feed the boot estimate: enough to smooth the 56-157 s spread
@@ -216,6 +218,22 @@ def outcomes_from_events(events: Iterable[tuple[str, float, str | None, str, str
             if kind is not None:
                 out.append(SpawnOutcome(worker_id, kind, at))
     return out
+
+
+def resume_samples_from_events(events: Iterable[tuple[str, float, str | None, str, str]]) -> tuple[float, ...]:
+    """Measured resumes (entering `resuming` to `active`) from `worker_events` rows, oldest first.
+
+    A restarted Scaler calls this so the resume estimate survives restarts, as the breaker does."""
+    asked: dict[str, float] = {}
+    samples: list[tuple[float, float]] = []
+    for worker_id, at, from_status, to_status, _reason in sorted(events, key=lambda e: e[1]):
+        if to_status == WorkerState.RESUMING.value:
+            asked[worker_id] = at
+        elif to_status == WorkerState.ACTIVE.value and from_status == WorkerState.RESUMING.value:
+            start = asked.pop(worker_id, None)
+            if start is not None:
+                samples.append((at, at - start))
+    return tuple(d for _, d in samples[-BOOT_SAMPLES_KEPT:])
 
 
 def _windowed(history: FleetHistory, breaker: BreakerState, config: ScalingSettings, now: float) -> list[SpawnOutcome]:

@@ -139,3 +139,19 @@ def test_warm_pool_decisions_stay_within_demand_pool_and_fleet(
     stopping = sum(1 for w in workers if w.state is S.STOPPING)
     kept = sum(1 for w in workers if w.state is S.STOPPED) - len(d.resume) - len(d.retire)
     assert kept + stopping + len(d.park) <= max(size, stopping) or (size == 0 and kept == 0)
+
+
+def test_resume_times_are_rebuilt_from_worker_events_after_a_restart() -> None:
+    events = [
+        ("a", 100.0, "stopped", "resuming", "resume_requested: demand"),
+        ("a", 130.0, "resuming", "active", "resumed: first heartbeat"),
+        ("b", 200.0, "spawning", "active", "promoted: first heartbeat"),  # a boot, not a resume
+        ("c", 300.0, "stopped", "resuming", "resume_requested: demand"),
+        ("c", 302.0, "resuming", "error", "resume_failed: no free GPU"),
+        ("a", 400.0, "stopped", "resuming", "resume_requested: demand"),
+        ("a", 445.0, "resuming", "active", "resumed: first heartbeat"),
+    ]
+    samples = policy.resume_samples_from_events(reversed(events))
+    assert samples == (30.0, 45.0)
+    assert policy.resume_estimate(FleetHistory(resume_samples=samples), WARM) == 45.0
+    assert policy.resume_estimate(FleetHistory(), WARM) == WARM.default_resume_time_s
