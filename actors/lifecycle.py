@@ -683,10 +683,17 @@ class WorkerLifecycle:
         self._resume_asked = True
         try:
             pod = self._provider.resume(view.pod.id)
-        except cloud.ProviderError as exc:
+        except (cloud.CapacityUnavailable, cloud.NotFound, cloud.InvalidSpec) as exc:
             self._provider_error = f"{type(exc).__name__}: {exc}"
             _telemetry.record_error("worker_lifecycle", "pod_resume")
-            logger.warning("provider could not resume pod %s of %s: %s", view.pod.id, self.worker_id, exc)
+            logger.warning("provider refused to resume pod %s of %s: %s", view.pod.id, self.worker_id, exc)
+            return view
+        except cloud.ProviderError as exc:
+            # A passing fault (rate limit, 5xx, timeout) must not cost the parked pod: asked again on the
+            # next step, the resume's own timeout (spawn_timeout_s) bounding the tries.
+            self._resume_asked = False
+            _telemetry.record_error("worker_lifecycle", "pod_resume")
+            logger.warning("resuming pod %s of %s failed, trying again: %s", view.pod.id, self.worker_id, exc)
             return view
         self._followed_trace.set_phase_attributes({"pod.resumed": True, "pod.status": pod.status.value})
         logger.info("pod %s of %s resumed (status %s)", pod.id, self.worker_id, pod.status.value)

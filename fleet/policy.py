@@ -343,7 +343,12 @@ def decide(ctx: PolicyContext) -> Decision:
     resume_est = resume_estimate(replace(history, resume_samples=resume_samples), config)
     # What an idle worker given up costs when demand comes back: a new pod's boot, or with a warm
     # pool the resume of the stopped pod it becomes.
-    refill_s = min(resume_est, boot_est) if warm_pool else boot_est
+    # (A pool that is full with no stopped pod to give back terminates what it drains: a boot then.)
+    parked_or_parking = sum(
+        len(by_state[st]) for st in (WorkerState.STOPPED, WorkerState.STOPPING, WorkerState.DRAINING)
+    )
+    resumable = warm_pool and (bool(stopped) or parked_or_parking < config.warm_pool_size)
+    refill_s = min(resume_est, boot_est) if resumable else boot_est
     # What is learned of the workload (fleet.learning): how demand rises, how long tasks run.
     learned = learning.observe(history.learned, demand_tasks, live, now, snapshot.claimable)
     fastest_boot = min(history.boot_samples, default=config.default_boot_time_s)
@@ -518,13 +523,18 @@ def decide(ctx: PolicyContext) -> Decision:
     # ---- warm pool: park what is drained while the pool has room; retire what it cannot keep
     park: list[str] = []
     retire: list[str] = []
-    still_stopped = [w for w in newest_stopped if w.id not in resume]
+    resumed = set(resume)
+    still_stopped = [w for w in newest_stopped if w.id not in resumed]
     if warm_pool:
-        pool = len(still_stopped) + len(by_state[WorkerState.STOPPING])
+        # Draining workers count as parking: a drain asked to park is not visible as such.
+        pool = len(still_stopped) + len(by_state[WorkerState.STOPPING]) + len(by_state[WorkerState.DRAINING])
         park = drain[: max(0, config.warm_pool_size - pool)]
-        stale = [w for w in still_stopped if now - (w.state_since or w.created_at) >= config.warm_pool_keep_s]
-        over = still_stopped[max(0, config.warm_pool_size - len(by_state[WorkerState.STOPPING])) :]
-        retire = [w.id for w in still_stopped if w in stale or w in over]
+        keep = max(0, config.warm_pool_size - len(by_state[WorkerState.STOPPING]))  # newest first
+        retire = [
+            w.id
+            for i, w in enumerate(still_stopped)
+            if i >= keep or now - (w.state_since or w.created_at) >= config.warm_pool_keep_s
+        ]
         if park:
             reasons.append(
                 f"warm pool: park {len(park)} ({', '.join(park)}): stop the pod for a resume (~{resume_est:.0f}s) "
