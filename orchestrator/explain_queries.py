@@ -191,10 +191,11 @@ def explain_worker(store: Store, worker_id: str, *, cycle_interval_s: float, now
     # before its draining transition. A few cycles either side finds them by index.
     margin = timedelta(seconds=max(60.0, 3 * cycle_interval_s))
     decisions = store.list_decisions(since=worker.created_at - margin, until=worker.created_at + margin, limit=1000)
-    stop = next((e for e in events if e.to_status in ("draining", "terminating")), None)
-    # and each resume from the warm pool, just before its resuming transition
-    acted = [stop] if stop is not None else []
-    acted += [e for e in events if e.to_status == "resuming" and e.from_status != e.to_status]
+    # With the warm pool a worker can be drained, resumed and drained again, and a stopped one
+    # retired: every such move has its decision just before it.
+    acted = [
+        e for e in events if e.to_status in ("draining", "resuming", "terminating") and e.from_status != e.to_status
+    ]
     for event in acted:
         decisions += store.list_decisions(since=event.at - margin, until=event.at + timedelta(seconds=5), limit=1000)
     return forensics.build_worker_report(worker=worker, events=events, tasks=tasks, decisions=decisions, now=now)
