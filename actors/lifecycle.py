@@ -517,6 +517,7 @@ class WorkerLifecycle:
             terminate_requested=self._terminate_requested,
             park_requested=drain is not None and drain.park,
             resume_requested=self._resume_request is not None,
+            stop_accepted=self._stop_accepted,
             provider_error=self._provider_error,
             worker_reported_crash=row.reported_status == CRASHED_STATUS,
             silence_counts_from=self._silence_from,

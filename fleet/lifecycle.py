@@ -82,6 +82,8 @@ class Observation:
     # The drain parks the pod in the warm pool (stop it for a later resume) instead of terminating it.
     park_requested: bool = False
     resume_requested: bool = False  # the Scaler asked a stopped worker to start again
+    # The provider accepted the stop of this pod (an exited container alone is not a stopped pod).
+    stop_accepted: bool = True
     provider_error: str | None = None  # pod creation failed for good (after fallbacks/retries)
     # The worker itself said it died (reigh: its guardian wrote status 'crashed'): no need to wait
     # for its heartbeat to time out.
@@ -342,7 +344,7 @@ def _stopping(obs: Observation, now: float, state_since: float, config: ScalingS
         return Transition(_S.TERMINATING, "terminate_requested: operator asked while the pod was stopping")
     if obs.pod_phase is PodPhase.GONE:
         return Transition(_S.TERMINATING, "stop_lost: the pod vanished while stopping; confirming it gone")
-    if obs.pod_phase is PodPhase.EXITED:
+    if obs.pod_phase is PodPhase.EXITED and obs.stop_accepted:
         return Transition(_S.STOPPED, f"stopped: the provider confirmed the pod stopped after {_s(now - state_since)}")
     if now - state_since > config.drain_timeout_s:
         # A stop that never takes leaves the GPU billed: give the pod up instead.

@@ -216,3 +216,10 @@ def test_a_parked_worker_that_exits_once_drained_is_stopped_and_a_stop_that_neve
         S.STOPPING, Observation(PodPhase.RUNNING, 1_050.0), 1_060.0 + CFG.drain_timeout_s + 1, state_since=1_060.0
     )
     assert stuck is not None and stuck.to is S.TERMINATING and stuck.code == "stop_timeout"
+
+
+def test_an_exited_pod_whose_stop_the_provider_refused_is_not_recorded_stopped() -> None:
+    refused = Observation(PodPhase.EXITED, 1_050.0, stop_accepted=False)
+    assert step(S.STOPPING, refused, 1_070.0, state_since=1_060.0) is None
+    accepted = step(S.STOPPING, Observation(PodPhase.EXITED, 1_050.0), 1_070.0, state_since=1_060.0)
+    assert accepted is not None and accepted.to is S.STOPPED
