@@ -227,6 +227,18 @@ def receiver() -> Iterator[OtlpReceiver]:
     tracing.reset_tracing()
 
 
+class _RateLimitedOnce(LocalProvider):
+    """A LocalProvider whose first resume answers like a RunPod 429."""
+
+    resumes = 0
+
+    def resume(self, pod_id: str) -> Pod:
+        type(self).resumes += 1
+        if type(self).resumes == 1:
+            raise RateLimited("429 Too Many Requests")
+        return super().resume(pod_id)
+
+
 def test_the_lifecycle_stops_a_drained_pod_and_resumes_the_same_worker(
     pg: PostgresStore, database_url: str, tmp_path: Path, receiver: OtlpReceiver
 ) -> None:
@@ -239,7 +251,12 @@ def test_the_lifecycle_stops_a_drained_pod_and_resumes_the_same_worker(
     tracing.setup_tracing(settings.telemetry, component="scaler", identity="test")
     traceparent = tracing.start_lifecycle_trace(wid)
     pg.create_worker(wid, reason="scale_up: test", trace_context=traceparent)
-    lifecycle = _lifecycle(settings, wid)
+    # The first resume answers like a RunPod 429: a passing fault is asked again, not the end of the
+    # parked pod.
+    _RateLimitedOnce.resumes = 0
+    lifecycle = lifecycle_mod.WorkerLifecycle(
+        wid, settings, exit_hook=lambda: None, provider_factory=lambda s: _RateLimitedOnce(tmp_path)
+    )
     try:
         active = _wait_state(pg, wid, S.ACTIVE)
         assert active.pod_id is not None
@@ -258,6 +275,7 @@ def test_the_lifecycle_stops_a_drained_pod_and_resumes_the_same_worker(
         lifecycle.request_resume("scale_up: test")
         resumed = _wait_state(pg, wid, S.ACTIVE)
         assert resumed.pod_id == active.pod_id, "the same pod runs again"
+        assert _RateLimitedOnce.resumes == 2, "the rate-limited resume was asked again"
         assert resumed.last_heartbeat_at is not None and resumed.status_since is not None
         pod = provider.get(active.pod_id)
         assert pod.status is PodStatus.RUNNING and pod.raw["pid"] != first.raw["pid"]
@@ -282,41 +300,6 @@ def test_the_lifecycle_stops_a_drained_pod_and_resumes_the_same_worker(
     assert resume.attributes.get("pod.resumed") is True
     moved_to = [s.attributes["to"] for s in sorted(ours, key=lambda s: s.start_ns) if s.name == tracing.TRANSITION_SPAN]
     assert moved_to[:7] == ["active", "draining", "stopping", "stopped", "resuming", "active", "terminating"], moved_to
-
-
-class _RateLimitedOnce(LocalProvider):
-    """A LocalProvider whose first resume answers like a RunPod 429."""
-
-    resumes = 0
-
-    def resume(self, pod_id: str) -> Pod:
-        type(self).resumes += 1
-        if type(self).resumes == 1:
-            raise RateLimited("429 Too Many Requests")
-        return super().resume(pod_id)
-
-
-def test_a_passing_provider_fault_on_resume_is_tried_again_not_the_end_of_the_parked_pod(
-    pg: PostgresStore, database_url: str, tmp_path: Path
-) -> None:
-    settings = fast_settings(database_url, tmp_path)
-    wid = "gpu-20261201_120000-0000eeee"
-    pg.create_worker(wid, reason="scale_up: test")
-    _RateLimitedOnce.resumes = 0
-    lifecycle = lifecycle_mod.WorkerLifecycle(
-        wid, settings, exit_hook=lambda: None, provider_factory=lambda s: _RateLimitedOnce(tmp_path)
-    )
-    try:
-        active = _wait_state(pg, wid, S.ACTIVE)
-        lifecycle.drain("scale_down: test", park=True)
-        _wait_state(pg, wid, S.STOPPED)
-        lifecycle.request_resume("scale_up: test")
-        resumed = _wait_state(pg, wid, S.ACTIVE)
-        assert resumed.pod_id == active.pod_id and _RateLimitedOnce.resumes == 2
-        lifecycle.request_terminate("test over")
-        _wait_state(pg, wid, S.TERMINATED)
-    finally:
-        lifecycle.stop()
 
 
 def test_a_parked_drain_that_times_out_requeues_what_the_stopped_pod_held(
