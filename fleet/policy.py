@@ -122,9 +122,14 @@ def boot_estimate(history: FleetHistory, config: ScalingSettings) -> float:
     giving one up is only safe when a replacement would surely take longer to come. Until a boot
     has been measured, `default_boot_time_s`.
     """
-    if not history.boot_samples:
-        return config.default_boot_time_s
-    ordered = sorted(history.boot_samples)
+    return _p90(history.boot_samples, config.default_boot_time_s)
+
+
+def _p90(samples: Sequence[float], default: float) -> float:
+    """The 90th percentile (nearest rank) of measured times, or `default` before any."""
+    if not samples:
+        return default
+    ordered = sorted(samples)
     return ordered[min(len(ordered) - 1, math.ceil(0.9 * len(ordered)) - 1)]
 
 
@@ -139,10 +144,7 @@ def median_boot(history: FleetHistory, config: ScalingSettings) -> float:
 def resume_estimate(history: FleetHistory, config: ScalingSettings) -> float:
     """Seconds a stopped worker takes to be useful again: the 90th percentile of measured resumes
     (`default_resume_time_s` until one is measured). A high percentile for the reason of `boot_estimate`."""
-    if not history.resume_samples:
-        return config.default_resume_time_s
-    ordered = sorted(history.resume_samples)
-    return ordered[min(len(ordered) - 1, math.ceil(0.9 * len(ordered)) - 1)]
+    return _p90(history.resume_samples, config.default_resume_time_s)
 
 
 def _measure_resumes(history: FleetHistory, live: Sequence[WorkerView]) -> tuple[float, ...]:
