@@ -51,8 +51,8 @@ class RayLifecycles:
     def resume(self, worker_id: str, reason: str, epoch: int | None) -> None:
         self._request(worker_id, "request_resume", reason, epoch)
 
-    def retire(self, worker_id: str, reason: str) -> None:
-        self._request(worker_id, "request_terminate", reason)
+    def retire(self, worker_id: str, reason: str, epoch: int | None) -> None:
+        self._request(worker_id, "request_retire", reason, epoch)
 
     def _request(self, worker_id: str, method: str, *args: Any) -> None:
         """One request to the lifecycle of `worker_id`, waited for at most `_DRAIN_CALL_TIMEOUT_S`."""

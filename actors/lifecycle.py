@@ -15,11 +15,12 @@ the provider confirmed the pod gone and before `terminated` is recorded. Then th
 The warm pool: a drain the Scaler asks with `park` ends in `stopping` instead of `terminating`; the
 step then asks the provider to stop the pod (idempotent, retried with backoff like a terminate) and
 records `stopped` once the pod shows EXITED, after requeueing anything a timed-out drain still held.
-A stopped pod is watched slowly (every `_STOPPED_POLL_S`, only for vanishing) until the Scaler asks
+A stopped pod is watched slowly (every `fleet.supervision.STOPPED_POLL_S`, only for vanishing) until the Scaler asks
 `request_resume` (a `resuming` transition fenced by its lease epoch, like a drain), whereupon the
 provider is asked to resume it once; the worker is `active` again at its first heartbeat after the
 resume. A resume the provider refuses (the host's GPUs were taken) is the provider error that sends
-the worker to `error`, then `terminating`; the Scaler's `request_terminate` retires a stopped pod.
+the worker to `error`, then `terminating`; the Scaler's `request_retire` (fenced like a resume)
+terminates a stopped pod.
 The trace goes on across stop and resume: phases `stop`, `stopped` and `resume`, and a transition
 span for each move, in the same lifecycle trace.
 
@@ -110,9 +111,6 @@ CRASHED_STATUS = "crashed"
 
 # A failed pod terminate (or stop) is tried again after poll_s, doubling per failure in a row up to this.
 _TERMINATE_RETRY_CAP_S = 300.0
-# A stopped pod (warm pool) needs watching only for vanishing: polled this often at most, woken at
-# once by a resume or terminate request.
-_STOPPED_POLL_S = 30.0
 
 
 # The plain class's own store and provider (tests, a lifecycle outside Ray). The Ray actor is given
@@ -201,8 +199,8 @@ def _exit_ray_actor() -> None:
 
 @dataclass(frozen=True, slots=True)
 class _ScalerRequest:
-    """A drain or resume the Scaler asked for: why, its lease epoch (the fence), and whether a drained
-    pod is parked (stopped for the warm pool) after it."""
+    """A drain, resume or retire the Scaler asked for: why, its lease epoch (the fence), and whether a
+    drained pod is parked (stopped for the warm pool) after it."""
 
     reason: str
     epoch: int | None
@@ -254,6 +252,7 @@ class WorkerLifecycle:
         # lost it and terminates the pod instead: a warm pod fewer, nothing wrong.)
         self._drain_request: _ScalerRequest | None = None
         self._resume_request: _ScalerRequest | None = None
+        self._retire_request: _ScalerRequest | None = None
         self._terminate_requested = False
         self._provider_error: str | None = None
         self._state: WorkerState | None = None
@@ -334,6 +333,14 @@ class WorkerLifecycle:
         self._wake.set()
         return True
 
+    def request_retire(self, reason: str, epoch: int | None = None) -> bool:
+        """The Scaler takes a stopped worker out of the warm pool: the next step terminates its pod (a
+        stopped -> terminating transition fenced by epoch, like a resume)."""
+        logger.info("retire requested for %s: %s", self.worker_id, reason)
+        self._retire_request = _ScalerRequest(reason, epoch)
+        self._wake.set()
+        return True
+
     def request_terminate(self, reason: str = "operator") -> bool:
         """An operator's `down --terminate-pods`: drain a busy worker, stop an idle or booting one."""
         logger.info("terminate requested for %s: %s", self.worker_id, reason)
@@ -385,7 +392,8 @@ class WorkerLifecycle:
             last_error_at=self._last_error_at,
         )
         # Judged against this state's own pause (a stopped pod is polled slowly: that is not stuck).
-        report = supervision.loop_health(facts, time.time(), interval_s=self._poll_for_state())
+        pause_s = supervision.step_pause_s(self._state, self._poll_s)
+        report = supervision.loop_health(facts, time.time(), interval_s=pause_s)
         report["state"] = self._state.value if self._state else None
         report["finished"] = self._finished.is_set()
         outage = self._outage
@@ -432,15 +440,12 @@ class WorkerLifecycle:
                 self._step_started_at = None
             if self._finished.is_set():
                 break
-            self._wake.wait(supervision.outage_wait_s(self._outage, time.time(), default_s=self._poll_for_state()))
+            pause_s = supervision.step_pause_s(self._state, self._poll_s)
+            self._wake.wait(supervision.outage_wait_s(self._outage, time.time(), default_s=pause_s))
             self._wake.clear()
         if self._finished.is_set() and not self._stop.is_set():
             self._close()
             self._exit_hook()
-
-    def _poll_for_state(self) -> float:
-        """The pause between steps: a stopped pod is only watched for vanishing, slowly."""
-        return max(self._poll_s, _STOPPED_POLL_S) if self._state is WorkerState.STOPPED else self._poll_s
 
     def _database_unreachable(self, exc: store_base.DatabaseUnavailable) -> None:
         """A step that could not read or write the database: nothing was decided from it; try again
@@ -517,6 +522,7 @@ class WorkerLifecycle:
             terminate_requested=self._terminate_requested,
             park_requested=drain is not None and drain.park,
             resume_requested=self._resume_request is not None,
+            retire_requested=self._retire_request is not None,
             stop_accepted=self._stop_accepted,
             provider_error=self._provider_error,
             worker_reported_crash=row.reported_status == CRASHED_STATUS,
@@ -745,9 +751,14 @@ class WorkerLifecycle:
     }
 
     def _scaler_request(self, to: WorkerState) -> _ScalerRequest | None:
-        """The Scaler's request a transition carries out, if any: a drain or a resume is the Scaler's
-        write, fenced by its lease epoch."""
-        return {WorkerState.DRAINING: self._drain_request, WorkerState.RESUMING: self._resume_request}.get(to)
+        """The Scaler's request a transition carries out, if any: a drain, resume or retire is the
+        Scaler's write, fenced by its lease epoch."""
+        requests = {
+            WorkerState.DRAINING: self._drain_request,
+            WorkerState.RESUMING: self._resume_request,
+            WorkerState.TERMINATING: self._retire_request,
+        }
+        return requests.get(to)
 
     def _carry_out(self, row: store_base.WorkerRow, transition: machine.Transition, now: float) -> None:
         request = self._scaler_request(transition.to)
@@ -765,6 +776,7 @@ class WorkerLifecycle:
             logger.warning("%s of %s refused: epoch %s is stale", transition.to.value, self.worker_id, epoch)
             self._drain_request = None if request is self._drain_request else self._drain_request
             self._resume_request = None if request is self._resume_request else self._resume_request
+            self._retire_request = None if request is self._retire_request else self._retire_request
             return
         if not applied:
             logger.info(
@@ -776,7 +788,7 @@ class WorkerLifecycle:
         _telemetry.record_transition(transition)
         # Carried out (or overtaken by another transition); a drain's park flag lasts until the drain is over.
         self._drain_request = self._drain_request if transition.to is WorkerState.DRAINING else None
-        self._resume_request = None
+        self._resume_request = self._retire_request = None
         self._wake.set()  # the next step follows the new state at once
         after = self._AFTER.get(transition.to)
         if after is not None:

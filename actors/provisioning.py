@@ -49,8 +49,9 @@ class LifecycleDirectory(Protocol):
         """Ask the lifecycle of a stopped worker to resume its pod (fenced by `epoch`); raises on failure."""
         ...
 
-    def retire(self, worker_id: str, reason: str) -> None:
-        """Ask the lifecycle of a stopped worker to terminate its pod (it leaves the warm pool)."""
+    def retire(self, worker_id: str, reason: str, epoch: int | None) -> None:
+        """Ask the lifecycle of a stopped worker to terminate its pod (it leaves the warm pool; fenced by
+        `epoch`); raises on failure."""
         ...
 
     def keep_only(self, worker_ids: set[str]) -> None:

@@ -1010,7 +1010,8 @@ class Scaler:
                     cycle.drained.append(worker_id)
             for worker_id in decision.retire:
                 reason = f"retired: decision {cycle.decision_id} (cycle {cycle.number}) takes it out of the warm pool"
-                if self._item(failures, f"retire of {worker_id}", "retire_request", self._retire, worker_id, reason):
+                what = f"retire of {worker_id}"
+                if self._item(failures, what, "retire_request", self._retire, worker_id, reason, epoch):
                     cycle.retired.append(worker_id)
         if failures:
             cycle.errors["act"] = "; ".join(failures)
@@ -1044,8 +1045,8 @@ class Scaler:
         self._lifecycles.resume(worker_id, reason, epoch)
         return True
 
-    def _retire(self, worker_id: str, reason: str) -> bool:
-        self._lifecycles.retire(worker_id, reason)
+    def _retire(self, worker_id: str, reason: str, epoch: int) -> bool:
+        self._lifecycles.retire(worker_id, reason, epoch)
         return True
 
     def _act_on_pods(

@@ -82,6 +82,7 @@ class Observation:
     # The drain parks the pod in the warm pool (stop it for a later resume) instead of terminating it.
     park_requested: bool = False
     resume_requested: bool = False  # the Scaler asked a stopped worker to start again
+    retire_requested: bool = False  # the Scaler takes a stopped worker out of the warm pool
     # The provider accepted the stop of this pod (an exited container alone is not a stopped pod).
     stop_accepted: bool = True
     provider_error: str | None = None  # pod creation failed for good (after fallbacks/retries)
@@ -361,6 +362,8 @@ def _stopped(obs: Observation, now: float, state_since: float) -> Transition | N
     if obs.pod_phase is PodPhase.GONE:
         return Transition(_S.TERMINATING, f"stopped_lost: the stopped pod vanished after {_s(kept)}")
     if obs.terminate_requested:
+        return Transition(_S.TERMINATING, f"terminate_requested: operator asked after {_s(kept)} stopped")
+    if obs.retire_requested:
         return Transition(_S.TERMINATING, f"retired: terminating the stopped pod after {_s(kept)} in the warm pool")
     if obs.resume_requested:
         return Transition(_S.RESUMING, f"resume_requested: demand came back; resuming after {_s(kept)} stopped")

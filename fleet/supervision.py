@@ -201,6 +201,16 @@ def new_worker_id(prefix: str, now: float, token_hex8: str) -> str:
     return f"{prefix}{stamp}-{token_hex8}"
 
 
+# A stopped pod (warm pool) needs watching only for vanishing: stepped this often at most, woken at
+# once by a request.
+STOPPED_POLL_S = 30.0
+
+
+def step_pause_s(state: WorkerState | None, poll_s: float) -> float:
+    """The pause between a lifecycle's steps in `state`: a stopped pod is watched slowly."""
+    return max(poll_s, STOPPED_POLL_S) if state is WorkerState.STOPPED else poll_s
+
+
 class LifecycleAction(StrEnum):
     OBSERVE = "observe"  # nothing to do to the pod: observe it and follow next_transition
     PROVISION = "provision"  # spawning and no pod recorded: create it (idempotent by name) and record its id

@@ -180,6 +180,7 @@ class _Worker:
     park_requested: bool = False
     resume_requested: bool = False
     terminate_requested: bool = False
+    retire_requested: bool = False
     scaled_down_at: float | None = None  # the drain (or park) request of its current stint
     gone_at: float | None = None
     tasks_run: int = 0
@@ -421,6 +422,7 @@ class _Sim:
             tasks_in_progress=len(w.tasks),
             drain_requested=w.drain_requested,
             terminate_requested=w.terminate_requested,
+            retire_requested=w.retire_requested,
             park_requested=w.park_requested,
             resume_requested=w.resume_requested,
             provider_error=w.provider_error,
@@ -548,7 +550,7 @@ class _Sim:
         for wid in decision.retire:
             w = self.workers[wid]
             if w.state is WorkerState.STOPPED:
-                w.terminate_requested = True
+                w.retire_requested = True
                 self._step_worker(w)
         if decision.changes_something:
             self.reasons.extend((self.now, r) for r in decision.reasons)

@@ -46,7 +46,7 @@ from telemetry import tracing
 from tests.integration.test_worker_credentials import _drop_roles_of
 from tests.support.fleet_harness import actor_pid, explain_fleet, fast_settings, fleet_cleanup, sigkill, unique_name
 from tests.support.otlp_receiver import OtlpReceiver
-from tests.support.polling import wait_for
+from tests.support.polling import stays_true, wait_for
 
 S = WorkerState
 # The walk through the warm pool, each move legal in fleet.lifecycle.TRANSITIONS.
@@ -332,8 +332,17 @@ def test_a_parked_drain_that_times_out_requeues_what_the_stopped_pod_held(
         assert task.error is not None and "was lost while running it" in task.error, task.error
         reasons = [e.reason for e in pg.list_worker_events(worker_id=wid) if e.to_status == "stopping"]
         assert reasons and reasons[0].startswith("drain_timeout:"), reasons
-        lifecycle.request_terminate("test over")
+        # A retire is the Scaler's write like a resume: one from a Scaler no longer leading is refused.
+        old = pg.acquire_leader_lease("scaler", "scaler-old", 30)
+        pg.release_leader_lease("scaler", "scaler-old", old.epoch)
+        new = pg.acquire_leader_lease("scaler", "scaler-new", 30)
+        assert new.acquired and new.epoch > old.epoch
+        lifecycle.request_retire("retired: the old leader's decision", epoch=old.epoch)
+        stays_true(lambda: (w := pg.get_worker(wid)) is not None and w.status is S.STOPPED, 2.0, "stale retire refused")
+        lifecycle.request_retire("retired: the leader's decision", epoch=new.epoch)
         _wait_state(pg, wid, S.TERMINATED)
+        ended = [e.reason for e in pg.list_worker_events(worker_id=wid) if e.to_status == "terminating"]
+        assert len(ended) == 1 and ended[0].startswith("retired:"), ended
     finally:
         lifecycle.stop()
 
@@ -401,7 +410,8 @@ class _Requests:
         assert epoch is not None, "a resume carries the Scaler's lease epoch"
         self._ask("resume", worker_id)
 
-    def retire(self, worker_id: str, reason: str) -> None:
+    def retire(self, worker_id: str, reason: str, epoch: int | None) -> None:
+        assert epoch is not None, "a retire carries the Scaler's lease epoch"
         self._ask("retire", worker_id)
 
 

@@ -196,10 +196,11 @@ def test_a_refused_or_silent_resume_fails_without_a_spawn_outcome_and_a_stopped_
         S.RESUMING, Observation(PodPhase.RUNNING, 1_050.0), 2_000.0 + CFG.spawn_timeout_s + 1, state_since=2_000.0
     )
     assert late is not None and late.to is S.ERROR and late.outcome is None
-    retired = step(
-        S.STOPPED, Observation(PodPhase.EXITED, None, terminate_requested=True), 3_000.0, state_since=1_075.0
-    )
+    retired = step(S.STOPPED, Observation(PodPhase.EXITED, None, retire_requested=True), 3_000.0, state_since=1_075.0)
     assert retired is not None and retired.to is S.TERMINATING and retired.code == "retired"
+    # an operator's `down --terminate-pods` says it was the operator, not the warm pool
+    ended = step(S.STOPPED, Observation(PodPhase.EXITED, None, terminate_requested=True), 3_000.0, state_since=1_075.0)
+    assert ended is not None and ended.to is S.TERMINATING and ended.code == "terminate_requested"
     lost = step(S.STOPPED, Observation(PodPhase.GONE, None), 3_000.0, state_since=1_075.0)
     assert lost is not None and lost.to is S.TERMINATING
     assert (

@@ -142,3 +142,10 @@ def test_a_worker_that_ended_after_the_pods_were_listed_is_no_orphan() -> None:
         listed_at=95.0,
     )
     assert [(o.pod_name, o.ended) for o in plan.orphans] == [("gpu-early", True)]
+
+
+def test_a_stopped_pod_is_stepped_slowly_and_every_other_state_at_the_poll() -> None:
+    assert supervision.step_pause_s(WorkerState.STOPPED, 1.0) == supervision.STOPPED_POLL_S
+    assert supervision.step_pause_s(WorkerState.STOPPED, 60.0) == 60.0
+    for state in (None, *(s for s in WorkerState if s is not WorkerState.STOPPED)):
+        assert supervision.step_pause_s(state, 1.0) == 1.0
