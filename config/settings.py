@@ -571,6 +571,18 @@ class OrchestratorSettings(BaseModel):
         return self
 
     @model_validator(mode="after")
+    def _stopped_pods_keep_their_credential(self) -> Self:
+        # A resumed pod's worker logs in with the credential it was started with: one that lapsed while
+        # the pod was stopped leaves a running GPU that can neither claim nor heartbeat.
+        keep_s, ttl_s = self.scaling.warm_pool_keep_s, self.database.worker_credential_ttl_s
+        if self.scaling.warm_pool_size > 0 and keep_s >= ttl_s:
+            raise ValueError(
+                f"scaling.warm_pool_keep_s ({keep_s:g}) must be shorter than database.worker_credential_ttl_s "
+                f"({ttl_s:g}): a pod stopped that long would resume with an expired credential"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _lease_vs_cycle(self) -> Self:
         if self.lease_ttl_s <= self.scaling.cycle_interval_s:
             raise ValueError(

@@ -99,6 +99,11 @@ BAD_INPUTS: list[tuple[dict[str, str], str, str]] = [
         "pool_min_size",
     ),
     ({"ORCHESTRATOR_LEASE_TTL_S": "5"}, "(top level)", "lease_ttl_s"),
+    (
+        {"ORCHESTRATOR_SCALING__WARM_POOL_KEEP_S": "86400", "ORCHESTRATOR_DATABASE__WORKER_CREDENTIAL_TTL_S": "3600"},
+        "(top level)",
+        "scaling.warm_pool_keep_s (86400) must be shorter than database.worker_credential_ttl_s (3600)",
+    ),
 ]
 
 
@@ -232,3 +237,12 @@ def test_runpod_with_the_embedded_database_is_refused_at_load_and_by_config_chec
     result = CliRunner().invoke(app, ["config", "check", str(path)])
     assert result.exit_code == 2, result.output
     assert "a RunPod pod cannot reach a Postgres embedded on this machine" in result.output
+
+
+def test_a_warm_pool_turned_off_does_not_hold_the_credentials_lifetime() -> None:
+    environ = {
+        "ORCHESTRATOR_SCALING__WARM_POOL_SIZE": "0",
+        "ORCHESTRATOR_SCALING__WARM_POOL_KEEP_S": "86400",
+        "ORCHESTRATOR_DATABASE__WORKER_CREDENTIAL_TTL_S": "3600",
+    }
+    assert load_settings(environ=environ).database.worker_credential_ttl_s == 3600
