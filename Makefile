@@ -22,7 +22,7 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/mypy
-	$(BIN)/python -m pytest -q -m "not cluster" tests
+	$(BIN)/python -m pytest -q --durations=15 -m "not cluster" tests
 	# Multi-node Ray clusters of their own (one Ray per pytest process): tests/multinode, ~2-4 min.
 	$(BIN)/python -m pytest -q -m multinode tests/multinode
 
