@@ -248,8 +248,8 @@ class WorkerLifecycle:
         self._finished = threading.Event()
         # Requests from the Scaler or an operator; in memory on purpose: after a restart the Scaler
         # asks again if the decision still stands, and an operator's `down` repeats its request. (A
-        # drain's park flag is kept until the drain is over; a lifecycle restarted mid-drain has
-        # lost it and terminates the pod instead: a warm pod fewer, nothing wrong.)
+        # drain's park flag is kept until the drain is over; a lifecycle restarted mid-drain reads
+        # it back from the drain's recorded reason.)
         self._drain_request: _ScalerRequest | None = None
         self._resume_request: _ScalerRequest | None = None
         self._retire_request: _ScalerRequest | None = None
@@ -594,6 +594,8 @@ class WorkerLifecycle:
             return
         self._state_since = self._entered_at(row, now)
         self._state = row.status
+        if row.status is WorkerState.DRAINING and self._drain_request is None:
+            self._drain_request = self._recorded_park()
         self._stop_retry, self._stop_accepted, self._resume_asked = None, False, False
         phase = _TRACE_PHASE.get((row.status, row.pod_id is not None))
         if phase is not None:
@@ -610,6 +612,17 @@ class WorkerLifecycle:
             e.at.timestamp() for e in events if e.to_status == row.status.value and e.from_status != e.to_status
         ]
         return max(matching, default=now)
+
+    def _recorded_park(self) -> _ScalerRequest | None:
+        """The park of a drain this process did not see asked (it restarted mid-drain), read back from
+        the worker's newest move into draining: the pod is stopped for the warm pool as asked."""
+        events = self._store.list_worker_events(worker_id=self.worker_id)
+        drains = [e for e in events if e.to_status == WorkerState.DRAINING.value and e.from_status != e.to_status]
+        newest = max(drains, key=lambda e: e.at, default=None)
+        if newest is None or not machine.drain_parks(newest.reason):
+            return None
+        logger.info("%s: restarted mid-drain; the drain parks its pod (%s)", self.worker_id, newest.reason)
+        return _ScalerRequest(newest.reason, None, park=True)
 
     def _observe_pod(self, row: store_base.WorkerRow) -> _PodView:
         if row.pod_id is None:

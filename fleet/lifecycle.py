@@ -48,12 +48,14 @@ from fleet.models import SpawnOutcomeKind, WorkerState
 
 __all__ = [
     "LOST_WITH_TASK",
+    "PARK_REQUESTED",
     "TRANSITIONS",
     "IllegalTransition",
     "Observation",
     "PodPhase",
     "Transition",
     "check_transition",
+    "drain_parks",
     "next_transition",
     "reason_code",
 ]
@@ -111,6 +113,9 @@ class Transition:
     def code(self) -> str:
         return reason_code(self.reason)
 
+
+# The reason code of a drain that parks the pod in the warm pool once over (instead of terminating it).
+PARK_REQUESTED = "park_requested"
 
 # The reason code of a pod lost under a worker that held a task: counted against the task, never
 # against the fleet's breaker (see the module docstring).
@@ -297,9 +302,19 @@ def _active(obs: Observation, now: float, state_since: float, config: ScalingSet
                 f"terminate_requested: operator asked; {obs.tasks_in_progress} task(s) in progress, draining first",
             )
         return Transition(_S.TERMINATING, "terminate_requested: operator asked; worker idle")
+    if obs.drain_requested and obs.park_requested:
+        return Transition(
+            _S.DRAINING, f"{PARK_REQUESTED}: scale-down into the warm pool; {obs.tasks_in_progress} task(s) in progress"
+        )
     if obs.drain_requested:
         return Transition(_S.DRAINING, f"drain_requested: scale-down; {obs.tasks_in_progress} task(s) in progress")
     return None
+
+
+def drain_parks(reason: str) -> bool:
+    """Whether the drain recorded with `reason` parks its pod: a lifecycle restarted mid-drain reads it back
+    from the worker's events (the request itself lived in the memory of the process that died)."""
+    return reason_code(reason) == PARK_REQUESTED
 
 
 def _draining(obs: Observation, now: float, state_since: float, config: ScalingSettings) -> Transition | None:

@@ -302,22 +302,26 @@ def test_the_lifecycle_stops_a_drained_pod_and_resumes_the_same_worker(
     assert moved_to[:7] == ["active", "draining", "stopping", "stopped", "resuming", "active", "terminating"], moved_to
 
 
-def test_a_parked_drain_that_times_out_requeues_what_the_stopped_pod_held(
+def test_a_parked_drain_outlives_its_lifecycles_restart_and_its_timeout_requeues_what_the_stopped_pod_held(
     pg: PostgresStore, database_url: str, tmp_path: Path
 ) -> None:
-    base = fast_settings(database_url, tmp_path, drain_timeout_s=1.0)
+    base = fast_settings(database_url, tmp_path, drain_timeout_s=3.0)
     # The worker would keep its task for a minute after SIGTERM; the stop kills it after 0.5 s, so
     # nothing but the lifecycle gives the task back.
     settings = base.model_copy(update={"worker": base.worker.model_copy(update={"shutdown_grace_s": 60.0})})
     wid = "gpu-20261201_120000-0000ffff"
     task_id = pg.insert_tasks([NewTask(task_type="travel_segment", user_id="u1", params={"duration_s": 120})])[0]
     pg.create_worker(wid, reason="scale_up: test")
-    lifecycle = lifecycle_mod.WorkerLifecycle(
-        wid,
-        settings,
-        provider_factory=lambda s: LocalProvider(s.state_dir, boot_delay_s=0.3, terminate_grace_s=0.5),
-        exit_hook=lambda: None,
-    )
+
+    def lifecycle_of_the_worker() -> lifecycle_mod.WorkerLifecycle:
+        return lifecycle_mod.WorkerLifecycle(
+            wid,
+            settings,
+            provider_factory=lambda s: LocalProvider(s.state_dir, boot_delay_s=0.3, terminate_grace_s=0.5),
+            exit_hook=lambda: None,
+        )
+
+    lifecycle = lifecycle_of_the_worker()
     try:
         wait_for(
             lambda: (w := pg.get_worker(wid)) is not None and w.tasks_in_progress == 1,
@@ -326,6 +330,10 @@ def test_a_parked_drain_that_times_out_requeues_what_the_stopped_pod_held(
             interval_s=0.1,
         )
         lifecycle.drain("scale_down: test", park=True)
+        _wait_state(pg, wid, S.DRAINING)
+        # The process dies mid-drain (the park was asked of it alone): the next one parks the pod all the same.
+        lifecycle.stop()
+        lifecycle = lifecycle_of_the_worker()
         _wait_state(pg, wid, S.STOPPED)
         task = pg.get_task(task_id)
         assert task is not None and task.status == TaskStatus.QUEUED and task.worker_id is None, task

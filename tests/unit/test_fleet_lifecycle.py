@@ -8,11 +8,13 @@ from hypothesis import strategies as st
 
 from config.settings import ScalingSettings
 from fleet.lifecycle import (
+    PARK_REQUESTED,
     TRANSITIONS,
     IllegalTransition,
     Observation,
     PodPhase,
     check_transition,
+    drain_parks,
     next_transition,
     reason_code,
 )
@@ -224,3 +226,13 @@ def test_an_exited_pod_whose_stop_the_provider_refused_is_not_recorded_stopped()
     assert step(S.STOPPING, refused, 1_070.0, state_since=1_060.0) is None
     accepted = step(S.STOPPING, Observation(PodPhase.EXITED, 1_050.0), 1_070.0, state_since=1_060.0)
     assert accepted is not None and accepted.to is S.STOPPED
+
+
+def test_a_drain_that_parks_says_so_in_its_reason_so_a_restarted_lifecycle_can_read_it_back() -> None:
+    parked = step(S.ACTIVE, Observation(PodPhase.RUNNING, 1_050.0, drain_requested=True, park_requested=True), 1_060.0)
+    assert parked is not None and parked.to is S.DRAINING and parked.code == PARK_REQUESTED
+    assert drain_parks(parked.reason)
+    plain = step(S.ACTIVE, Observation(PodPhase.RUNNING, 1_050.0, drain_requested=True), 1_060.0)
+    assert plain is not None and plain.to is S.DRAINING and not drain_parks(plain.reason)
+    operator = step(S.ACTIVE, Observation(PodPhase.RUNNING, 1_050.0, 1, terminate_requested=True), 1_060.0)
+    assert operator is not None and operator.to is S.DRAINING and not drain_parks(operator.reason)
