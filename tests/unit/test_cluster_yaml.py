@@ -184,7 +184,7 @@ def test_the_head_gets_a_ray_auth_token_never_printed(name: str) -> None:
 
 def test_nodes_advertise_lifecycle_slots_for_the_whole_fleet() -> None:
     """The head and the worker node type advertise the resource each WorkerLifecycle asks for, and
-    their slots at the autoscaler's ceiling carry the fleet's max_workers (README, "Scaling out")."""
+    their slots at the autoscaler's ceiling carry the fleet's max_workers and its warm pool (README, "Scaling out")."""
     from config import load_settings
 
     settings = load_settings(
@@ -199,7 +199,9 @@ def test_nodes_advertise_lifecycle_slots_for_the_whole_fleet() -> None:
     assert head["resources"].get(resource, 0) >= 1, "the head's slots: a small fleet needs no worker node"
     assert types and all(spec["resources"].get(resource, 0) > 0 for spec in types.values())
     at_most = head["resources"][resource] + sum(s["max_workers"] * s["resources"][resource] for s in types.values())
-    assert at_most >= settings.scaling.max_workers
+    # A stopped pod of the warm pool keeps its lifecycle (and a slot) outside max_workers.
+    lifecycles = settings.scaling.max_workers + settings.scaling.warm_pool_size
+    assert at_most >= lifecycles
     assert config["max_workers"] >= sum(s["max_workers"] for s in types.values())
     # The Scaler's pool, the LogShipper's and the store gateway's: the orchestrator's connections.
     assert 2 * settings.database.pool_max_size + settings.database.gateway_pool_size <= 10
@@ -211,4 +213,4 @@ def test_nodes_advertise_lifecycle_slots_for_the_whole_fleet() -> None:
         found = re.search(r"--resources='(\{[^']*\})'", start)
         assert found, f"{key}: `ray start` advertises no resources: {start}"
         slots = json.loads(found.group(1)).get(resource, 0)
-        assert slots >= settings.scaling.max_workers, f"{key}: {slots} {resource} slots"
+        assert slots >= lifecycles, f"{key}: {slots} {resource} slots"
