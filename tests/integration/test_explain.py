@@ -31,9 +31,18 @@ def incident_db(database_url: str) -> Iterator[str]:
 
 
 def explain(database_url: str, *args: str) -> tuple[int, str]:
+    """The exit code and what a terminal shows (stdout and stderr together)."""
     env = {"DATABASE_URL": database_url, "ORCHESTRATOR_DATABASE__BACKEND": "postgres"}
     result = CliRunner().invoke(app, ["explain", *args], env=env)
     return result.exit_code, result.output
+
+
+def explain_json(database_url: str, *args: str) -> tuple[int, str]:
+    """The exit code and stdout alone, where `--json` writes: a log line on stderr (this process's log
+    handler, another test's thread) is no part of the document a machine reads."""
+    env = {"DATABASE_URL": database_url, "ORCHESTRATOR_DATABASE__BACKEND": "postgres"}
+    result = CliRunner().invoke(app, ["explain", *args, "--json"], env=env)
+    return result.exit_code, result.stdout if result.exit_code == 0 else result.output
 
 
 def test_at_1755_reports_the_spawn_with_its_inputs_and_the_silence(incident_db: str) -> None:
@@ -53,7 +62,7 @@ def test_at_1755_reports_the_spawn_with_its_inputs_and_the_silence(incident_db: 
 
 
 def test_at_json_for_machines(incident_db: str) -> None:
-    code, out = explain(incident_db, "--at", "2025-10-16T17:55:00Z", "--json")
+    code, out = explain_json(incident_db, "--at", "2025-10-16T17:55:00Z")
     assert code == 0, out
     data = json.loads(out)
     spawn = next(d for d in data["decisions"] if d["at"] == "2025-10-16T17:55:06Z")
@@ -80,7 +89,7 @@ def test_worker_shows_its_whole_life(incident_db: str) -> None:
 
 
 def test_worker_stopped_a_minute_after_promotion_says_why(incident_db: str) -> None:
-    code, out = explain(incident_db, "--worker", incident.W_1755B, "--json")
+    code, out = explain_json(incident_db, "--worker", incident.W_1755B)
     assert code == 0, out
     data = json.loads(out)
     assert data["drained_by"]["drain_worker_ids"] == [incident.W_1755B]
@@ -189,8 +198,8 @@ def test_explain_after_a_run_stopped_by_down_says_stopped_not_silent(
         assert "SILENT" not in out, out
         assert f"Orchestrator stopped at {stop.at:%H:%M:%S} (orchestrator down); not started again since" in out
         assert "orchestrator started (leads with epoch" in out and "orchestrator stopped (orchestrator down" in out
-        code, out = explain(
-            database_url, "--since", since.strftime("%Y-%m-%dT%H:%M:%SZ"), "--silence-threshold", "3", "--json"
+        code, out = explain_json(
+            database_url, "--since", since.strftime("%Y-%m-%dT%H:%M:%SZ"), "--silence-threshold", "3"
         )
         data = json.loads(out)
         assert data["silences"] == [] and [s["reason"] for s in data["stops"]] == ["orchestrator down"]
@@ -266,7 +275,7 @@ def test_a_standby_taking_over_after_a_clean_stop_ends_the_stop(database_url: st
         wait_for(lambda: b is not None and b.status()["role"] == "leader", 20, "B takes the released lease")
         events = [(e.kind.value, e.holder) for e in store.list_orchestrator_events(since=begin)]
         assert events == [("started", a.holder), ("stopped", a.holder), ("started", b.holder)], events
-        code, out = explain(database_url, "--since", begin.strftime("%Y-%m-%dT%H:%M:%SZ"), "--json")
+        code, out = explain_json(database_url, "--since", begin.strftime("%Y-%m-%dT%H:%M:%SZ"))
         assert code == 0, out
         (stop,) = json.loads(out)["stops"]
         assert stop["reason"] == "orchestrator down on host a" and stop["started_again_at"] is not None

@@ -190,7 +190,7 @@ def test_cli_prints_references_and_the_gap(tmp_path: Path) -> None:
     trace.write_text("arrival_s,task_type,user_id,duration_s\n0,t,a,100\n400,t,b,120\n420,t,c,80\n")
     res = CliRunner().invoke(app, ["simulate", "--trace", str(trace), "--policy", "oracle", "--json"])
     assert res.exit_code == 0, res.output
-    data = json.loads(res.output)
+    data = json.loads(res.stdout)
     assert data["policy"] == "oracle" and data["figures"]["wait_p95_s"] == 0
     assert set(data["comparison"]) == {"oracle", compare.ANCHOR, "oracle-p95", "oracle-warm", "bound"}
     assert data["comparison"][compare.ANCHOR]["gap_closed"] == 0.0

@@ -112,7 +112,7 @@ def test_cli_json_and_plot(trace_file: Path, tmp_path: Path) -> None:
         app, ["simulate", "--trace", str(trace_file), "--policy", "keda", "--json", "--plot", str(out), "--seed", "2"]
     )
     assert res.exit_code == 0, res.output
-    data = json.loads(res.output)
+    data = json.loads(res.stdout)
     assert data["policy"] == "keda" and data["figures"]["tasks_done"] == 8
     assert out.stat().st_size > 1000
     res = CliRunner().invoke(app, ["simulate", "--trace", str(trace_file), "--policy", "nope"])
@@ -125,10 +125,10 @@ def test_cli_takes_the_warm_pool_world(trace_file: Path, tmp_path: Path) -> None
     args = ["simulate", "--trace", str(trace_file), "--config", str(config), "--json"]
     res = CliRunner().invoke(app, [*args, "--resume", "fixed:30", "--resume-error-rate", "0"])
     assert res.exit_code == 0, res.output
-    figures = json.loads(res.output)["figures"]
+    figures = json.loads(res.stdout)["figures"]
     assert figures["resumes"] > 0 and figures["resume_failures"] == 0 and figures["tasks_done"] == 8
     res = CliRunner().invoke(app, [*args, "--resume-error-rate", "1"])
-    refused = json.loads(res.output)["figures"]
+    refused = json.loads(res.stdout)["figures"]
     assert refused["resume_failures"] == refused["resumes"] > 0
     res = CliRunner().invoke(app, [*args, "--resume", "gamma:3"])
     assert res.exit_code == 2 and "resume distribution" in res.output
