@@ -607,18 +607,17 @@ class WorkerLifecycle:
         Notes (from = to: a failed terminate, an extra pod terminated) are not entries into a state."""
         if row.status_since is not None:
             return row.status_since.timestamp()
+        return max((e.at.timestamp() for e in self._moves_into(row.status)), default=now)
+
+    def _moves_into(self, state: WorkerState) -> list[store_base.WorkerEvent]:
+        """The worker's recorded moves into `state` (notes, from = to, are no move)."""
         events = self._store.list_worker_events(worker_id=self.worker_id)
-        matching = [
-            e.at.timestamp() for e in events if e.to_status == row.status.value and e.from_status != e.to_status
-        ]
-        return max(matching, default=now)
+        return [e for e in events if e.to_status == state.value and e.from_status != e.to_status]
 
     def _recorded_park(self) -> _ScalerRequest | None:
         """The park of a drain this process did not see asked (it restarted mid-drain), read back from
         the worker's newest move into draining: the pod is stopped for the warm pool as asked."""
-        events = self._store.list_worker_events(worker_id=self.worker_id)
-        drains = [e for e in events if e.to_status == WorkerState.DRAINING.value and e.from_status != e.to_status]
-        newest = max(drains, key=lambda e: e.at, default=None)
+        newest = max(self._moves_into(WorkerState.DRAINING), key=lambda e: e.at, default=None)
         if newest is None or not machine.drain_parks(newest.reason):
             return None
         logger.info("%s: restarted mid-drain; the drain parks its pod (%s)", self.worker_id, newest.reason)

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from click.testing import Result
 from typer.testing import CliRunner
 
 from orchestrator.cli import app
@@ -30,18 +31,21 @@ def incident_db(database_url: str) -> Iterator[str]:
     yield database_url
 
 
+def _explain(database_url: str, *args: str) -> Result:
+    env = {"DATABASE_URL": database_url, "ORCHESTRATOR_DATABASE__BACKEND": "postgres"}
+    return CliRunner().invoke(app, ["explain", *args], env=env)
+
+
 def explain(database_url: str, *args: str) -> tuple[int, str]:
     """The exit code and what a terminal shows (stdout and stderr together)."""
-    env = {"DATABASE_URL": database_url, "ORCHESTRATOR_DATABASE__BACKEND": "postgres"}
-    result = CliRunner().invoke(app, ["explain", *args], env=env)
+    result = _explain(database_url, *args)
     return result.exit_code, result.output
 
 
 def explain_json(database_url: str, *args: str) -> tuple[int, str]:
     """The exit code and stdout alone, where `--json` writes: a log line on stderr (this process's log
     handler, another test's thread) is no part of the document a machine reads."""
-    env = {"DATABASE_URL": database_url, "ORCHESTRATOR_DATABASE__BACKEND": "postgres"}
-    result = CliRunner().invoke(app, ["explain", *args, "--json"], env=env)
+    result = _explain(database_url, *args, "--json")
     return result.exit_code, result.stdout if result.exit_code == 0 else result.output
 
 
