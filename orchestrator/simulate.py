@@ -105,6 +105,17 @@ def command(
     resume_error_rate: Annotated[
         float, typer.Option(help="Fraction of resumes the provider refuses (the host's GPUs were taken).")
     ] = engine.SimParams.resume_error_rate,
+    new_task_seen_s: Annotated[
+        float,
+        typer.Option(
+            min=0.0,
+            help="Seconds from a new task to the Scaler waking for it: reigh's probe (queue.new_task_probe_s); "
+            "NOTIFY is sooner. KEDA and the seed poll on their timer.",
+        ),
+    ] = engine.NEW_TASK_SEEN_S,
+    timer_only: Annotated[
+        bool, typer.Option("--timer-only", help="No wake-up on new tasks: the Scaler cycles on its timer alone.")
+    ] = False,
 ) -> None:
     """Simulate a scaling policy on a trace and print billed vs busy GPU time, waits and churn."""
     if policy not in compare.NAMES:
@@ -128,6 +139,7 @@ def command(
             no_heartbeat_rate=no_heartbeat_rate,
             resume=resume,
             resume_error_rate=resume_error_rate,
+            new_task_seen_s=None if timer_only else new_task_seen_s,
         )
         params.boot_sampler()
         params.resume_sampler()

@@ -12,7 +12,8 @@ cannot drift from what the Scaler passes.
   1 per replica) under HPA defaults: 30 s polling, immediate scale-up (at most max(4 pods, 100%)
   per step), 300 s scale-down stabilization (the highest recommendation of the last 300 s wins),
   minReplicaCount 0, and a ReplicaSet that removes not-ready pods first, then the newest.
-- `DefaultPolicy` wraps `fleet.policy.decide`, on `config.cycle_interval_s`.
+- `DefaultPolicy` wraps `fleet.policy.decide`, on `config.cycle_interval_s` and woken by each new
+  task (no sooner than `config.wake_debounce_s` after the last woken cycle), as the Scaler is.
 - `PreviousPolicy` is the same `decide` with nothing learned (`FleetHistory.learned` emptied every
   cycle): the default before `fleet.learning`, a fixed idle timeout and no capacity on its way. It
   is the anchor every comparison measures the gap from (`sim.compare.ANCHOR`).
@@ -47,17 +48,24 @@ class Policy(Protocol):
 
     def cycle_interval_s(self, config: ScalingSettings) -> float: ...
 
+    def wake_debounce_s(self, config: ScalingSettings) -> float | None:
+        """Least seconds between cycles woken by a new task; None: it runs on its timer alone."""
+        ...
+
     def decide(self, ctx: PolicyContext) -> Decision: ...
 
 
 @dataclass
 class DefaultPolicy:
-    """This project's policy (`fleet.policy.decide`), on `config.cycle_interval_s`."""
+    """This project's policy (`fleet.policy.decide`), on `config.cycle_interval_s` and new tasks."""
 
     name: str = "default"
 
     def cycle_interval_s(self, config: ScalingSettings) -> float:
         return config.cycle_interval_s
+
+    def wake_debounce_s(self, config: ScalingSettings) -> float | None:
+        return config.wake_debounce_s
 
     def decide(self, ctx: PolicyContext) -> Decision:
         return default_policy.decide(ctx)
@@ -72,6 +80,9 @@ class PreviousPolicy:
 
     def cycle_interval_s(self, config: ScalingSettings) -> float:
         return config.cycle_interval_s
+
+    def wake_debounce_s(self, config: ScalingSettings) -> float | None:
+        return config.wake_debounce_s
 
     def decide(self, ctx: PolicyContext) -> Decision:
         config = ctx.config if ctx.config.warm_pool_size == 0 else ctx.config.model_copy(update={"warm_pool_size": 0})
@@ -120,6 +131,9 @@ class SeedPolicy:
 
     def cycle_interval_s(self, config: ScalingSettings) -> float:
         return self.poll_s
+
+    def wake_debounce_s(self, config: ScalingSettings) -> float | None:
+        return None
 
     def _observe(self, workers: Sequence[WorkerView], now: float) -> tuple[int, int]:
         present = set()
@@ -187,6 +201,9 @@ class KedaPolicy:
 
     def cycle_interval_s(self, config: ScalingSettings) -> float:
         return self.poll_s
+
+    def wake_debounce_s(self, config: ScalingSettings) -> float | None:
+        return None
 
     def decide(self, ctx: PolicyContext) -> Decision:
         snapshot, workers, history, config, now = ctx.snapshot, ctx.workers, ctx.history, ctx.config, ctx.now

@@ -9,6 +9,11 @@ claim queued tasks FIFO under the per-user concurrency limit and dependencies. O
 `random.Random` draws everything, in spawn order, so the same trace, policy, config and seed always
 give the same figures (`sim.results`).
 
+Cycles come on the policy's timer and, for a policy that wakes on tasks as the Scaler does
+(`Policy.wake_debounce_s`: the default and `previous`), `new_task_seen_s` after a new task (reigh's
+probe; NOTIFY is sooner), woken cycles at least the debounce apart; after any cycle the timer waits
+a whole interval again, as the Scaler's loop does.
+
 The warm pool: a policy may park drained workers (`Decision.park`: the pod is stopped,
 `stop_delay_s` after the request), resume stopped ones (`Decision.resume`: the pod runs again after
 a drawn resume time, or the provider refuses, `resume_error_rate`, when the host's GPUs were taken
@@ -40,6 +45,7 @@ from sim.results import Figures, GpuStint, PodLife, SimResult, percentile
 from sim.trace import TraceTask, load_trace
 
 __all__ = [
+    "NEW_TASK_SEEN_S",
     "SHORT_LIFE_S",
     "SIM_SCALING_OVERRIDES",
     "SimParams",
@@ -55,6 +61,9 @@ SIM_SCALING_OVERRIDES: dict[str, float | int] = {}
 
 # Promotion within this long of a worker being scaled down counts as "killed shortly after boot".
 SHORT_LIFE_S = 120.0
+
+# reigh's probe for a newly queued task (config `queue.new_task_probe_s`'s default)
+NEW_TASK_SEEN_S = 0.25
 
 # What RunPod answers a resume when the pod's host has no free GPU left for it.
 RESUME_REFUSED = "There are not enough free GPUs on the host machine to start this pod"
@@ -100,6 +109,10 @@ class SimParams:
     # about 2% of a $0.69/h RTX 4090).
     stopped_cost_share: float = 0.02
     poll_interval_s: float = 5.0  # each WorkerLifecycle's poll period
+    # A new task to the Scaler that waits for one: reigh's probe period (`queue.new_task_probe_s`);
+    # NOTIFY is sooner. Only policies that wake on tasks (`Policy.wake_debounce_s`) use it.
+    # None: no wake-up, every policy runs on its timer alone (reigh with `new_task_probe_s: 0`).
+    new_task_seen_s: float | None = NEW_TASK_SEEN_S
     tail_s: float = 900.0
     max_sim_s: float = 7 * 86_400.0  # safety stop
 
@@ -244,7 +257,10 @@ class _Poll:
 
 @dataclass(frozen=True, slots=True)
 class _Cycle:
-    """The Scaler runs one policy cycle."""
+    """The Scaler runs one policy cycle: on its timer (`timer`, the number of the cycle that set
+    it, stale once a woken cycle ran since) or woken by a new task (`timer` None)."""
+
+    timer: int | None
 
 
 _Event = (
@@ -289,6 +305,10 @@ class _Sim:
         self.waits: list[tuple[float, float]] = []
         self.reasons: list[tuple[float, str]] = []
         self.runs: list[tuple[float, float]] = []  # (start, end) of every task run, interrupted ones too
+        self.wake_debounce_s = pol.wake_debounce_s(config)
+        self.cycles = 0
+        self.wake_pending = False
+        self.last_woken_at: float | None = None
 
     # ---- event plumbing
     def push(self, at: float, event: _Event) -> None:
@@ -569,10 +589,23 @@ class _Sim:
                 row[s.value] = by_state.get(s, 0)
         self.timeline.append(row)
 
+    def _wake(self) -> None:
+        """A new task wakes a Scaler that waits for one (NOTIFY, or reigh's probe) after
+        `new_task_seen_s`, no sooner than `wake_debounce_s` after the last woken cycle."""
+        seen_after = self.params.new_task_seen_s
+        if self.wake_debounce_s is None or seen_after is None or self.wake_pending:
+            return
+        at = self.now + seen_after
+        if self.last_woken_at is not None:
+            at = max(at, self.last_woken_at + self.wake_debounce_s)
+        self.wake_pending = True
+        self.push(at, _Cycle(None))
+
     def _handle(self, event: _Event, interval: float) -> None:
         match event:
             case _Arrival(task=idx):
                 self._arrive_or_ready(idx)
+                self._wake()
             case _TaskDone(task=idx, worker=wid, started=started):
                 self._task_done(idx, wid, started)
             case _PodRunning(worker=wid):
@@ -616,15 +649,20 @@ class _Sim:
                     if w.state is not WorkerState.TERMINATED:
                         self._step_worker(w)
                 self.push(self.now + self.params.poll_interval_s, _Poll())
-            case _Cycle():
+            case _Cycle(timer=timer):
+                if timer is None:
+                    self.wake_pending, self.last_woken_at = False, self.now
+                elif timer != self.cycles:
+                    return  # a woken cycle ran since this timer was set; the Scaler waits afresh
                 self._cycle()
-                self.push(self.now + interval, _Cycle())
+                self.cycles += 1
+                self.push(self.now + interval, _Cycle(self.cycles))
 
     def run(self) -> SimResult:
         for t in self.tasks:
             self.push(t.spec.arrival_s, _Arrival(t.spec.index))
         interval = self.pol.cycle_interval_s(self.config)
-        self.push(0.0, _Cycle())
+        self.push(0.0, _Cycle(0))
         self.push(0.0, _Poll())
         end: float | None = None
         while self.events:

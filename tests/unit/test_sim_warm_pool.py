@@ -50,6 +50,9 @@ class ParkingPolicy:
     def cycle_interval_s(self, config: ScalingSettings) -> float:
         return 10.0
 
+    def wake_debounce_s(self, config: ScalingSettings) -> float | None:
+        return None
+
     def decide(self, ctx: PolicyContext) -> Decision:
         self.outcomes.update(o.kind for o in ctx.history.outcomes)
         capacity = sum(1 for w in ctx.workers if w.state.counts_as_capacity())
@@ -159,6 +162,9 @@ class _BreakerWatch:
     def cycle_interval_s(self, config: ScalingSettings) -> float:
         return config.cycle_interval_s
 
+    def wake_debounce_s(self, config: ScalingSettings) -> float | None:
+        return config.wake_debounce_s
+
     def decide(self, ctx: PolicyContext) -> Decision:
         decision = default_policy.decide(ctx)
         self.statuses.add(decision.breaker.status)
@@ -225,9 +231,9 @@ BEFORE_WARM_POOL = {
 
 def test_without_a_warm_pool_the_figures_are_unchanged() -> None:
     tasks = load_trace(TRACES / "bursty.csv")
-    result = engine.simulate(
-        tasks, make_policy("default"), engine.sim_scaling({"warm_pool_size": 0}), engine.SimParams(seed=0)
-    )
+    # pinned before the Scaler's wake-up on new tasks was simulated too: its timer alone
+    params = engine.SimParams(seed=0, new_task_seen_s=None)
+    result = engine.simulate(tasks, make_policy("default"), engine.sim_scaling({"warm_pool_size": 0}), params)
     f = result.figures
     assert {k: f[k] for k in BEFORE_WARM_POOL} == BEFORE_WARM_POOL
     assert (f["parks"], f["resumes"], f["resume_failures"], f["stopped_billed_gpu_s"]) == (0, 0, 0, 0.0)

@@ -70,6 +70,34 @@ def test_per_user_limit_and_dependencies(tmp_path: Path) -> None:
     assert max(row["in_progress"] for row in r.timeline) <= 3
 
 
+def test_a_new_task_wakes_the_scaler_as_it_does_in_production(tmp_path: Path) -> None:
+    """The Scaler waits for a new task (NOTIFY, or reigh's probe) and runs a cycle once it sees
+    one, then waits a whole interval again; woken cycles keep `wake_debounce_s` apart. A policy
+    with no wake-up (KEDA's poll) stays on its timer."""
+    path = tmp_path / "wake.csv"
+    rows = ["arrival_s,task_type,user_id,duration_s,depends_on"]
+    rows += ["3.0,a,u1,30,", "3.1,a,u2,30,", "3.6,a,u3,30,", "40.0,a,u4,30,"]
+    path.write_text("\n".join(rows) + "\n")
+    params = engine.SimParams(boot="fixed:10", spawn_error_rate=0, no_heartbeat_rate=0, new_task_seen_s=0.25)
+    config = engine.sim_scaling({"cycle_interval_s": 10.0, "wake_debounce_s": 1.0})
+    cycles = [row["t"] for row in engine.run(path, "default", config=config, params=params).timeline]
+    # 3.0 and 3.1 wake one cycle at 3.25; 3.6 is seen at 3.85 but waits for the debounce (4.25);
+    # the timer restarts from there (14.25, 24.25, 34.25) until 40.0 wakes it at 40.25
+    assert cycles[:7] == pytest.approx([0.0, 3.25, 4.25, 14.25, 24.25, 34.25, 40.25])
+    keda = [row["t"] for row in engine.run(path, "keda", config=config, params=params).timeline]
+    assert all(t % 30.0 == 0 for t in keda)
+
+
+def test_cli_wakes_on_new_tasks_unless_told_not_to(trace_file: Path) -> None:
+    runner = CliRunner()
+    base = ["simulate", "--trace", str(trace_file), "--json"]
+    woken, timer = (runner.invoke(app, base + extra) for extra in ([], ["--timer-only"]))
+    assert woken.exit_code == timer.exit_code == 0, (woken.stdout, timer.stdout)
+    assert json.loads(woken.stdout) != json.loads(timer.stdout)
+    bad = runner.invoke(app, [*base, "--new-task-seen-s", "-1"])
+    assert bad.exit_code == 2 and "--new-task-seen-s" in bad.output
+
+
 def test_bad_traces_name_the_line(tmp_path: Path) -> None:
     bad = tmp_path / "bad.csv"
     bad.write_text("arrival_s,task_type,user_id,duration_s,depends_on\n0,a,u,10,\n5,a,u,ten,\n")
