@@ -61,6 +61,7 @@ __all__ = [
     "BOOT_SAMPLES_KEPT",
     "FAILURE_CODES",
     "PolicyContext",
+    "active_for",
     "boot_estimate",
     "decide",
     "idle_for",
@@ -158,7 +159,7 @@ def _measure_resumes(history: FleetHistory, live: Sequence[WorkerView]) -> tuple
     return tuple(samples[-BOOT_SAMPLES_KEPT:])
 
 
-def _active_for(worker: WorkerView, now: float) -> float:
+def active_for(worker: WorkerView, now: float) -> float:
     """Seconds since the worker's promotion or, if later, its resume (its creation if never promoted)."""
     since = worker.promoted_at if worker.promoted_at is not None else worker.created_at
     if worker.state is WorkerState.ACTIVE and worker.state_since is not None:
@@ -491,7 +492,7 @@ def decide(ctx: PolicyContext) -> Decision:
             )
         else:
             if keep_idle is not None:  # drained at once beyond the headroom, but never a fresh worker
-                eligible = [(t, w) for t, w in idle if _active_for(w, now) >= learning.MIN_ACTIVE_BEFORE_DRAIN_S]
+                eligible = [(t, w) for t, w in idle if active_for(w, now) >= learning.MIN_ACTIVE_BEFORE_DRAIN_S]
             else:
                 eligible = [(t, w) for t, w in idle if t >= keep_for]
             chosen = eligible[:surplus]
