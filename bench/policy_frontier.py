@@ -40,14 +40,13 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 import make_traces  # noqa: E402
 
-from config.settings import ScalingSettings  # noqa: E402
 from fleet import learning  # noqa: E402
 from fleet import policy as default_policy  # noqa: E402
 from fleet.models import Decision, DecisionKind, WorkerState  # noqa: E402
 from fleet.policy import PolicyContext  # noqa: E402
 from sim import engine, oracle  # noqa: E402
 from sim import trace as sim_trace  # noqa: E402
-from sim.baselines import Policy, make_policy  # noqa: E402
+from sim.baselines import Policy, RunsAsTheScaler, make_policy  # noqa: E402
 
 QUIET_S = 240.0
 # the point that reaches previous's p95 on the --seed 7 set with the most of the gap closed
@@ -65,18 +64,12 @@ LINE: list[tuple[tuple[int, ...], float]] = [
 
 
 @dataclass
-class IdleFloor:
+class IdleFloor(RunsAsTheScaler):
     """The default's decision with its drains replaced by a floor of spare workers per busy count."""
 
     k: tuple[int, ...]
     hold_s: float
     name: str = "idle-floor"
-
-    def cycle_interval_s(self, config: ScalingSettings) -> float:
-        return config.cycle_interval_s
-
-    def wake_debounce_s(self, config: ScalingSettings) -> float | None:
-        return config.wake_debounce_s
 
     def decide(self, ctx: PolicyContext) -> Decision:
         decision = default_policy.decide(ctx)

@@ -36,7 +36,16 @@ from fleet import policy as default_policy
 from fleet.models import Decision, DemandMemory, FleetHistory, WorkerState, WorkerView
 from fleet.policy import PolicyContext
 
-__all__ = ["POLICY_NAMES", "DefaultPolicy", "KedaPolicy", "Policy", "PreviousPolicy", "SeedPolicy", "make_policy"]
+__all__ = [
+    "POLICY_NAMES",
+    "DefaultPolicy",
+    "KedaPolicy",
+    "Policy",
+    "PreviousPolicy",
+    "RunsAsTheScaler",
+    "SeedPolicy",
+    "make_policy",
+]
 
 POLICY_NAMES = ("default", "previous", "seed", "keda")
 
@@ -55,34 +64,33 @@ class Policy(Protocol):
     def decide(self, ctx: PolicyContext) -> Decision: ...
 
 
-@dataclass
-class DefaultPolicy:
-    """This project's policy (`fleet.policy.decide`), on `config.cycle_interval_s` and new tasks."""
-
-    name: str = "default"
+class RunsAsTheScaler:
+    """A policy the Scaler runs: on `config.cycle_interval_s` and woken by each new task, no sooner
+    than `config.wake_debounce_s` after the last woken cycle."""
 
     def cycle_interval_s(self, config: ScalingSettings) -> float:
         return config.cycle_interval_s
 
     def wake_debounce_s(self, config: ScalingSettings) -> float | None:
         return config.wake_debounce_s
+
+
+@dataclass
+class DefaultPolicy(RunsAsTheScaler):
+    """This project's policy (`fleet.policy.decide`), as the Scaler runs it."""
+
+    name: str = "default"
 
     def decide(self, ctx: PolicyContext) -> Decision:
         return default_policy.decide(ctx)
 
 
 @dataclass
-class PreviousPolicy:
+class PreviousPolicy(RunsAsTheScaler):
     """`fleet.policy.decide` with nothing learned and no warm pool: the default policy before
     `fleet.learning` and the warm pool (the anchor every gap is measured from)."""
 
     name: str = "previous"
-
-    def cycle_interval_s(self, config: ScalingSettings) -> float:
-        return config.cycle_interval_s
-
-    def wake_debounce_s(self, config: ScalingSettings) -> float | None:
-        return config.wake_debounce_s
 
     def decide(self, ctx: PolicyContext) -> Decision:
         config = ctx.config if ctx.config.warm_pool_size == 0 else ctx.config.model_copy(update={"warm_pool_size": 0})

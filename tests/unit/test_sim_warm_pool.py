@@ -14,7 +14,7 @@ from fleet import policy as default_policy
 from fleet.models import BreakerStatus, Decision, SpawnOutcomeKind, WorkerState, WorkerView
 from fleet.policy import PolicyContext
 from sim import engine, waste
-from sim.baselines import make_policy
+from sim.baselines import RunsAsTheScaler, make_policy
 from sim.trace import TraceTask, load_trace
 
 # A world where every time is fixed and nothing fails, to check the billing by hand.
@@ -153,17 +153,11 @@ def test_a_refused_resume_ends_in_a_terminated_worker_and_a_new_spawn_never_a_sp
 
 
 @dataclass
-class _BreakerWatch:
+class _BreakerWatch(RunsAsTheScaler):
     """The default policy, noting the breaker's status after every decision."""
 
     name: str = "default"
     statuses: set[BreakerStatus] = field(default_factory=set)
-
-    def cycle_interval_s(self, config: ScalingSettings) -> float:
-        return config.cycle_interval_s
-
-    def wake_debounce_s(self, config: ScalingSettings) -> float | None:
-        return config.wake_debounce_s
 
     def decide(self, ctx: PolicyContext) -> Decision:
         decision = default_policy.decide(ctx)
