@@ -180,16 +180,26 @@ UNSEEN = [
 ]
 
 
+def write_unseen(folder: Path, seed: int, only: str | None = None) -> list[Path]:
+    """`--unseen folder --seed seed`: every unseen shape (or just `only`), each drawn from its own
+    generator, so one shape's rows do not depend on which others are written."""
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    for k, (name, fn) in enumerate(UNSEEN):
+        if only is None or name == only:
+            _write(name, fn(random.Random(seed * 100 + k)), folder)
+            written.append(folder / f"{name}.csv")
+    return written
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--unseen", type=Path, default=None, help="write the unseen shapes into this folder")
     parser.add_argument("--seed", type=int, default=7)
     args = parser.parse_args()
     if args.unseen is not None:
-        args.unseen.mkdir(parents=True, exist_ok=True)
-        for k, (name, fn) in enumerate(UNSEEN):
-            _write(name, fn(random.Random(args.seed * 100 + k)), args.unseen)
-            print(f"wrote {args.unseen / name}.csv")
+        for path in write_unseen(args.unseen, args.seed):
+            print(f"wrote {path}")
         return
     OUT.mkdir(parents=True, exist_ok=True)
     for seed, (name, fn) in enumerate(

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import random
 import sys
 import tempfile
 from collections.abc import Callable
@@ -107,12 +106,8 @@ class IdleFloor(RunsAsTheScaler):
 
 def short_dense(folder: Path, seed: int) -> Path:
     """`make_traces.py --unseen DIR --seed SEED`'s short-dense trace (the same rows)."""
-    index = [name for name, _ in make_traces.UNSEEN].index("short-dense")
-    rows = make_traces.short_dense(random.Random(seed * 100 + index))
-    out = folder / f"seed{seed}"
-    out.mkdir(parents=True, exist_ok=True)
-    make_traces._write("short-dense", rows, out)
-    return out / "short-dense.csv"
+    (path,) = make_traces.write_unseen(folder / f"seed{seed}", seed, only="short-dense")
+    return path
 
 
 def figures(policy_of: Callable[[], Policy], tasks: list[sim_trace.TraceTask], seeds: int) -> list[dict[str, float]]:
